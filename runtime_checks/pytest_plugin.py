@@ -463,13 +463,52 @@ class _Summary:
             terminalreporter.write_line(line)
 
 
+def _aggregate(nodeid: str, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One summary row per (test, model): hypothesis tests verify many times."""
+    grouped: dict[str, dict[str, Any]] = {}
+    ratios: dict[str, list[float]] = {}
+    for entry in entries:
+        row = grouped.get(entry["model"])
+        if row is None:
+            row = grouped[entry["model"]] = dict(entry, nodeid=nodeid, runs=0, failures=0)
+            ratios[entry["model"]] = []
+        row["runs"] += 1
+        if not entry["equivalent"]:
+            row["failures"] += 1
+            row["equivalent"] = False
+        if _worse(entry.get("worst"), row.get("worst")):
+            row["worst"] = entry["worst"]
+        for key in ("saved_bytes", "baseline_bytes", "checkpointed_bytes"):
+            if entry.get(key) is not None and (row.get(key) is None or entry[key] > row[key]):
+                row[key] = entry[key]
+        if entry.get("ratio") is not None:
+            ratios[entry["model"]].append(entry["ratio"])
+    for model, row in grouped.items():
+        ordered = sorted(ratios[model])
+        row["ratio"] = ordered[len(ordered) // 2] if ordered else None  # median over examples
+    return list(grouped.values())
+
+
+def _worse(new: dict[str, Any] | None, old: dict[str, Any] | None) -> bool:
+    """Is mismatch ``new`` worse than ``old``? Errors and missing grads outrank any number."""
+    if new is None:
+        return False
+    if old is None:
+        return True
+    new_abs, old_abs = new.get("abs"), old.get("abs")
+    if new_abs is None:
+        return old_abs is not None
+    return old_abs is not None and new_abs > old_abs
+
+
 def format_summary(results: list[dict[str, Any]]) -> list[str]:
     """Lines of the terminal summary: verdict, test, model, worst error, memory saved, overhead."""
     lines = []
     for row in results:
         verdict = "PASS" if row["equivalent"] else "FAIL"
-        runs = f" x{row['runs']}" if row.get("runs", 1) > 1 else ""
-        failures = f" ({row['failures']} failing)" if row.get("failures") else ""
+        several = row.get("runs", 1) > 1
+        runs = f", {row['runs']} runs" if several else ""
+        failures = f", {row['failures']} failing" if several and row.get("failures") else ""
         head = f"{verdict} {row['nodeid']} [{row['model']}{runs}{failures}] on {row.get('device', '?')}"
         lines.append(head)
         worst = row.get("worst")

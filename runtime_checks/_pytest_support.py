@@ -1,0 +1,453 @@
+"""The heavy half of the pytest plugin: verification, hypothesis runs, failure messages.
+
+Imported by :mod:`runtime_checks.pytest_plugin` only when a test uses the
+``ckpt_verify`` fixture or the ``ckpt_equivalence`` marker, so suites that do not
+use the plugin never import torch or hypothesis through it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import random
+import sys
+from typing import Any, Callable, Iterable, Mapping
+
+import pytest
+
+from runtime_checks.pytest_plugin import (
+    MARKER,
+    CkptOptions,
+    current_item,
+    item_options,
+    options_from_config,
+    record,
+)
+
+try:
+    import torch
+except ImportError:  # pragma: no cover - exercised only where torch is absent
+    torch = None  # type: ignore[assignment]
+
+__all__ = ["CkptVerify", "describe_inputs", "require_device", "run_marked_test"]
+
+_INSTALL_HINT = "the ckptlint pytest fixtures need torch: pip install 'ckptlint[runtime]' (install torch first)"
+
+
+def _torch() -> Any:
+    if torch is None:
+        pytest.fail(_INSTALL_HINT, pytrace=False)
+    return torch
+
+
+def _verify_function() -> Callable[..., Any]:
+    try:
+        from runtime_checks.verify import verify
+    except ImportError as error:
+        pytest.fail(f"{_INSTALL_HINT} ({error})", pytrace=False)
+    return verify
+
+
+# ---------------------------------------------------------------------------------------------
+# devices
+# ---------------------------------------------------------------------------------------------
+
+
+def _device_problem(device: str) -> str | None:
+    """Why ``device`` cannot be used here, or None when it can."""
+    if not device.startswith("cuda"):
+        return None
+    torch_module = _torch()
+    if not torch_module.cuda.is_available():
+        build = "a CPU-only build" if torch_module.version.cuda is None else "no CUDA device visible"
+        return f"checkpoint-equivalence device {device!r} requested but CUDA is not available (torch {torch_module.__version__}, {build})"
+    if ":" in device:
+        index = int(device.split(":", 1)[1])
+        count = torch_module.cuda.device_count()
+        if index >= count:
+            return f"checkpoint-equivalence device {device!r} requested but only {count} CUDA device(s) are visible"
+    return None
+
+
+def require_device(options: CkptOptions, device: str | None = None) -> None:
+    """Skip the running test when its device is unavailable (fail with ``--ckpt-require-device``)."""
+    __tracebackhide__ = True
+    problem = _device_problem(device or options.device)
+    if problem is None:
+        return
+    if options.require_device:
+        pytest.fail(f"{problem} and --ckpt-require-device is set", pytrace=False)
+    pytest.skip(problem)
+
+
+def resolve_device(options: CkptOptions) -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; anything else as given."""
+    if options.device != "auto":
+        return options.device
+    return "cuda" if _torch().cuda.is_available() else "cpu"
+
+
+# ---------------------------------------------------------------------------------------------
+# descriptions
+# ---------------------------------------------------------------------------------------------
+
+
+def describe_inputs(inputs: Any) -> str:
+    """Shapes and dtypes of an inputs value: ``x: float32[2, 16] requires_grad``."""
+    if isinstance(inputs, Mapping):
+        parts = [f"{key}: {_describe_value(value)}" for key, value in inputs.items()]
+    elif isinstance(inputs, (tuple, list)):
+        parts = [f"arg{index}: {_describe_value(value)}" for index, value in enumerate(inputs)]
+    else:
+        parts = [f"arg0: {_describe_value(inputs)}"]
+    return ", ".join(parts) if parts else "(no inputs)"
+
+
+def _describe_value(value: Any) -> str:
+    if torch is not None and isinstance(value, torch.Tensor):
+        dtype = str(value.dtype).removeprefix("torch.")
+        text = f"{dtype}[{', '.join(str(size) for size in value.shape)}]"
+        if value.requires_grad:
+            text += " requires_grad"
+        if value.device.type != "cpu":
+            text += f" on {value.device}"
+        return text
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{key}: {_describe_value(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, (tuple, list)):
+        open_, close = ("(", ")") if isinstance(value, tuple) else ("[", "]")
+        return open_ + ", ".join(_describe_value(item) for item in value) + close
+    text = repr(value)
+    return text if len(text) <= 40 else f"<{type(value).__name__}>"
+
+
+def model_name(model: Any) -> str:
+    """A short name for a model or model factory, for messages and the summary."""
+    if torch is not None and isinstance(model, torch.nn.Module):
+        return type(model).__name__
+    if inspect.isclass(model):
+        return model.__name__
+    name = getattr(model, "__qualname__", None) or getattr(model, "__name__", None)
+    return f"{name}()" if name else type(model).__name__
+
+
+def _finite(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _worst(report: Any) -> Any:
+    worst = getattr(report, "worst", None)
+    if callable(worst):
+        return worst()
+    mismatches = getattr(report, "mismatches", ())
+    return mismatches[0] if mismatches else None
+
+
+def summary_entry(report: Any, model: Any) -> dict[str, Any]:
+    """Plain-data digest of a report for the terminal summary (JSON-serialisable)."""
+    worst = _worst(report)
+    memory = getattr(report, "memory", None)
+    timing = getattr(report, "timing", None)
+    return {
+        "model": model_name(model),
+        "equivalent": bool(report.equivalent),
+        "device": str(getattr(report, "device", "?")),
+        "worst": None
+        if worst is None
+        else {
+            "kind": worst.kind,
+            "name": worst.name,
+            "region": worst.region,
+            "abs": _finite(worst.max_abs_err),
+            "rel": _finite(worst.max_rel_err),
+        },
+        "saved_bytes": getattr(memory, "saved_bytes_saved", None),
+        "baseline_bytes": getattr(memory, "saved_bytes_baseline", None),
+        "checkpointed_bytes": getattr(memory, "saved_bytes_checkpointed", None),
+        "ratio": _finite(getattr(timing, "ratio", None)),
+    }
+
+
+def failure_message(report: Any, model: Any, inputs: Any, reproduce: str | None = None) -> str:
+    """The diagnosis shown when a model is not equivalent: verdict, worst mismatch, inputs, table."""
+    mismatches = getattr(report, "mismatches", ())
+    count = len(mismatches)
+    lines = [
+        f"checkpointed {model_name(model)} is not gradient-equivalent to its un-checkpointed baseline "
+        f"on {getattr(report, 'device', '?')}: {count} mismatch{'es' if count != 1 else ''}"
+    ]
+    worst = _worst(report)
+    if worst is not None:
+        region = f" in checkpoint region {worst.region!r}" if worst.region else " (region not localised)"
+        size = ""
+        abs_err, rel_err = _finite(worst.max_abs_err), _finite(worst.max_rel_err)
+        if abs_err is not None:
+            size = f": max abs err {abs_err:.3g}" + (f", max rel err {rel_err:.3g}" if rel_err is not None else "")
+        detail = f" ({worst.detail})" if getattr(worst, "detail", "") else ""
+        lines.append(f"worst: {worst.kind} {worst.name!r}{region}{size}{detail}")
+    lines.append(f"inputs: {describe_inputs(inputs)}")
+    if reproduce:
+        lines.append(reproduce)
+    lines.append("")
+    lines.append(str(report))
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# verification
+# ---------------------------------------------------------------------------------------------
+
+_UNSET: Any = object()
+
+
+def _verify_kwargs(options: CkptOptions, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """verify() keywords: explicit overrides > marker > CLI > ini (the last three are in options)."""
+    kwargs: dict[str, Any] = {
+        "device": resolve_device(options),
+        "rtol": options.rtol,
+        "atol": options.atol,
+        "localize": options.localize,
+    }
+    for key, value in overrides.items():
+        if value is not _UNSET:
+            kwargs[key] = value
+    return kwargs
+
+
+def _verify_and_record(
+    item: pytest.Item | None,
+    options: CkptOptions,
+    model: Any,
+    inputs: Any,
+    overrides: Mapping[str, Any],
+    reproduce: Callable[[], str | None] = lambda: None,
+) -> Any:
+    __tracebackhide__ = True
+    kwargs = _verify_kwargs(options, overrides)
+    require_device(options, kwargs.get("device") or options.device)
+    if callable(inputs) and not _is_data(inputs):
+        inputs = inputs()  # an inputs factory, e.g. lambda: torch.randn(4, 16)
+    report = _verify_function()(model, inputs, **kwargs)
+    record(item, summary_entry(report, model))
+    if not report.equivalent:
+        raise AssertionError(failure_message(report, model, inputs, reproduce()))
+    return report
+
+
+def _is_data(value: Any) -> bool:
+    return torch is not None and isinstance(value, (torch.Tensor, torch.nn.Module))
+
+
+class CkptVerify:
+    """The ``ckpt_verify`` fixture value: ``verify`` preconfigured from the plugin options."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self._config = config
+
+    def _context(self) -> tuple[pytest.Item | None, CkptOptions]:
+        item = current_item(self._config)
+        if item is None:  # called outside a test's call phase, e.g. from another fixture
+            return None, options_from_config(self._config)
+        return item, item_options(item)
+
+    def __call__(
+        self,
+        model: Any,
+        inputs: Any,
+        *,
+        loss_fn: Any = _UNSET,
+        checkpoint: Any = _UNSET,
+        device: Any = _UNSET,
+        dtype: Any = _UNSET,
+        rtol: Any = _UNSET,
+        atol: Any = _UNSET,
+        seed: Any = _UNSET,
+        localize: Any = _UNSET,
+    ) -> Any:
+        """Verify ``model`` on ``inputs``; return the report, or raise ``AssertionError`` with it.
+
+        Keywords are those of ``runtime_checks.verify``; the ones left out come from the
+        test's ``ckpt_equivalence`` marker, then ``--ckpt-*`` options, then ini keys.
+        """
+        __tracebackhide__ = True
+        item, options = self._context()
+        overrides = {
+            "loss_fn": loss_fn,
+            "checkpoint": checkpoint,
+            "device": device,
+            "dtype": dtype,
+            "rtol": rtol,
+            "atol": atol,
+            "seed": seed,
+            "localize": localize,
+        }
+        return _verify_and_record(item, options, model, inputs, overrides, lambda: _given_seed_hint(item))
+
+    def check(self, model: Any, strategy: Any, *, examples: int | None = None, **verify_kwargs: Any) -> None:
+        """Draw ``inputs`` from a hypothesis ``strategy`` and verify each (``--ckpt-examples`` by default).
+
+        A failure is shrunk to a minimal input; the ``AssertionError`` names its shapes and
+        dtypes and the seed that reproduces it.
+        """
+        __tracebackhide__ = True
+        item, options = self._context()
+        run_examples(self._config, item, options, model, strategy, verify_kwargs, examples or options.examples)
+
+    def __repr__(self) -> str:
+        return f"<ckpt_verify {self._context()[1]}>"
+
+
+# ---------------------------------------------------------------------------------------------
+# hypothesis
+# ---------------------------------------------------------------------------------------------
+
+
+def _is_strategy(value: Any) -> bool:
+    if "hypothesis" not in sys.modules:  # a strategy object implies hypothesis was imported
+        return False
+    from hypothesis.strategies import SearchStrategy
+
+    return isinstance(value, SearchStrategy)
+
+
+def _given_seed_hint(item: pytest.Item | None) -> str | None:
+    """How to reproduce a failure inside a user's ``@given`` test, from hypothesis' own seed."""
+    if item is None or "hypothesis" not in sys.modules:
+        return None
+    from hypothesis import core, is_hypothesis_test
+
+    test = getattr(item, "obj", None)
+    if test is None or not is_hypothesis_test(test):
+        return None
+    explicit = getattr(test, "_hypothesis_internal_use_seed", None)
+    if explicit is not None:
+        return f"hypothesis seed: {explicit} (from @seed on the test)"
+    if core.global_force_seed is not None:
+        return f"hypothesis seed: {core.global_force_seed}; reproduce with: pytest '{item.nodeid}' --hypothesis-seed={core.global_force_seed}"
+    generated = getattr(test, "_hypothesis_internal_use_generated_seed", None)
+    if generated is not None:
+        return f"hypothesis seed: {generated}; reproduce with: pytest '{item.nodeid}' --hypothesis-seed={generated}"
+    test_settings = getattr(test, "_hypothesis_internal_use_settings", None)
+    if test_settings is not None and test_settings.derandomize:
+        return "hypothesis seed: derandomized (every run draws the same examples)"
+    return None
+
+
+def _choose_seed(config: pytest.Config) -> tuple[int, str]:
+    """The seed for a plugin-driven hypothesis run, and where it came from."""
+    from hypothesis import settings
+
+    option = None
+    try:
+        option = config.getoption("hypothesis_seed")
+    except ValueError:  # hypothesis' pytest plugin disabled (-p no:hypothesispytest)
+        option = None
+    if option is not None:
+        try:
+            return int(option), "--hypothesis-seed"
+        except ValueError:
+            return int.from_bytes(str(option).encode()[:16], "big"), "--hypothesis-seed"
+    if settings.default.derandomize:
+        return 0, "derandomized profile"
+    return random.SystemRandom().getrandbits(64), "random"
+
+
+def run_examples(
+    config: pytest.Config,
+    item: pytest.Item | None,
+    options: CkptOptions,
+    model: Any,
+    strategy: Any,
+    verify_kwargs: Mapping[str, Any],
+    examples: int,
+) -> None:
+    """Verify ``model`` on ``examples`` inputs drawn from ``strategy``; shrink and report a failure."""
+    __tracebackhide__ = True
+    from hypothesis import HealthCheck, given, seed, settings
+
+    chosen, origin = _choose_seed(config)
+    where = f"pytest '{item.nodeid}' " if item is not None else "pytest "
+    reproduce = f"hypothesis seed: {chosen} ({origin}); reproduce with: {where}--hypothesis-seed={chosen}"
+
+    # database=None: the inner function is the same for every test, so a shared example
+    # database would replay one test's failures in another; the printed seed reproduces instead.
+    @seed(chosen)
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        database=None,
+        derandomize=False,
+        report_multiple_bugs=False,
+        print_blob=False,
+    )
+    @given(strategy)
+    def ckpt_equivalence(inputs: Any) -> None:
+        _verify_and_record(item, options, model, inputs, verify_kwargs, lambda: reproduce)
+
+    ckpt_equivalence()
+
+
+# ---------------------------------------------------------------------------------------------
+# marked tests
+# ---------------------------------------------------------------------------------------------
+
+_VERIFY_KEYWORDS = ("checkpoint", "loss_fn", "dtype", "seed")
+
+
+def _targets(result: Any, marker: Mapping[str, Any]) -> Iterable[tuple[Any, Any]]:
+    """(model, inputs) pairs to verify from a marked test's return value and its marker."""
+    values = list(result) if inspect.isgenerator(result) else [result]
+    for value in values:
+        model, inputs = marker.get("model"), marker.get("inputs")
+        if value is None:
+            pass
+        elif isinstance(value, tuple) and len(value) == 2 and not _is_data(value):
+            if model is not None:
+                raise _MarkerUsage("the test returned (model, inputs) but the marker also has model=")
+            model, inputs = value
+        else:
+            if model is not None:
+                raise _MarkerUsage("the test returned a model but the marker also has model=")
+            model = value
+        if model is None:
+            raise _MarkerUsage(
+                "nothing to verify: give model= (and inputs=) in the marker, or return the model "
+                "or (model, inputs) from the test"
+            )
+        if inputs is None:
+            raise _MarkerUsage(
+                "no inputs: give inputs= in the marker (a tensor, tuple, dict or hypothesis strategy) "
+                "or return (model, inputs) from the test"
+            )
+        yield model, inputs
+
+
+class _MarkerUsage(Exception):
+    """A marked test that does not say what to verify."""
+
+
+def run_marked_test(item: pytest.Function, marker: Mapping[str, Any], options: CkptOptions) -> None:
+    """Run a ``ckpt_equivalence``-marked test body, then verify what it (or its marker) names."""
+    argnames = item._fixtureinfo.argnames  # what pytest's own pytest_pyfunc_call passes
+    result = item.obj(**{name: item.funcargs[name] for name in argnames})
+    overrides = {key: marker[key] for key in _VERIFY_KEYWORDS if key in marker}
+    message = None
+    try:
+        for model, inputs in _targets(result, marker):
+            if _is_strategy(inputs):
+                run_examples(item.config, item, options, model, inputs, overrides, options.examples)
+            else:
+                _verify_and_record(item, options, model, inputs, overrides)
+    except _MarkerUsage as error:
+        message = f"@pytest.mark.{MARKER} on {item.name}: {error}"
+    except AssertionError as error:
+        # hypothesis attaches "Falsifying example: ..." notes; keep them, shortened
+        notes = [note if len(note) <= 400 else note[:400] + " ..." for note in getattr(error, "__notes__", ())]
+        message = "\n".join([str(error), *notes])
+    if message is not None:  # outside the except block: no "during handling" chain in the output
+        pytest.fail(message, pytrace=False)
