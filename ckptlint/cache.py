@@ -1,0 +1,267 @@
+"""The persistent result cache under ``.ckptlint_cache/`` (``--no-cache`` skips it).
+
+An entry holds one driver file's analysis result and is keyed by
+
+* the file's absolute path and the sha256 of its content,
+* the tool fingerprint (version plus the stat of ckptlint's own sources, so
+  a development checkout never serves results of older code) and a hash of
+  the effective engine options and the working directory (finding paths are
+  relative to it).
+
+It is valid only while every file it depends on (the files holding classes
+and helpers the analysis followed) still has the content hash recorded with
+it, so editing ``blocks.py`` re-analyses ``model.py`` that checkpoints a
+``Block``.
+
+Hashing every file on every run would cost as much as a cold prefilter pass,
+so a stat index maps ``(path) -> (size, mtime_ns, sha256)``; the hash is
+trusted while size and mtime are unchanged and recomputed otherwise (a fresh
+CI checkout rewrites mtimes, which costs one read and hash per file, never a
+re-analysis). As in git's racy-index handling, a stat taken less than
+:data:`RACY_SECONDS` after the file was modified is not recorded, because a
+second edit within the filesystem's timestamp granularity could go unseen.
+The prefilter's verdict is cached by content hash, so warm runs neither read
+nor hash files that cannot reach checkpointing.
+
+The store is one JSON file per (fingerprint, options) pair, written
+atomically at the end of a run; a corrupt or foreign file is ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from ckptlint.types import Finding
+
+__all__ = ["CACHE_DIR_NAME", "CachedResult", "ResultCache", "tool_fingerprint", "content_hash"]
+
+CACHE_DIR_NAME = ".ckptlint_cache"
+FORMAT_VERSION = 1
+RACY_SECONDS = 2.0
+_MISSING = "<missing>"
+
+
+def content_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def tool_fingerprint() -> str:
+    """ckptlint's version plus the size and mtime of its own source files."""
+    from ckptlint import __version__
+
+    package = Path(__file__).resolve().parent
+    h = hashlib.sha256(__version__.encode())
+    for path in sorted(package.rglob("*.py")):
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        h.update(f"{path.relative_to(package)}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class CachedResult:
+    """A driver file's analysis result as the cache returns it."""
+
+    findings: tuple[Finding, ...]
+    dependencies: tuple[str, ...]
+    error: str | None
+
+
+class ResultCache:
+    """Content-addressed analysis results for one configuration."""
+
+    def __init__(self, root: str, options: Mapping[str, Any], *, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.directory = Path(root) / CACHE_DIR_NAME
+        key_material = json.dumps(
+            {"tool": tool_fingerprint(), "options": options, "cwd": os.getcwd(), "format": FORMAT_VERSION},
+            sort_keys=True,
+            default=str,
+        )
+        self.key = hashlib.sha256(key_material.encode()).hexdigest()[:24]
+        self.file = self.directory / f"v{FORMAT_VERSION}-{self.key}.json"
+        self._stat: dict[str, list[Any]] = {}
+        self._prefilter: dict[str, bool] = {}
+        self._results: dict[str, dict[str, Any]] = {}
+        self._hash_memo: dict[str, str] = {}
+        self._dirty = False
+        self.hits = 0
+        self.misses = 0
+        if enabled:
+            self._load()
+
+    # ------------------------------------------------------------ storage
+
+    def _load(self) -> None:
+        try:
+            with open(self.file, "rb") as fh:
+                data = json.loads(fh.read())
+        except (OSError, ValueError):
+            return
+        if not isinstance(data, dict) or data.get("format") != FORMAT_VERSION:
+            return
+        stat_index = data.get("stat")
+        prefilter = data.get("prefilter")
+        results = data.get("results")
+        if isinstance(stat_index, dict):
+            self._stat = {k: v for k, v in stat_index.items() if isinstance(v, list) and len(v) == 3}
+        if isinstance(prefilter, dict):
+            self._prefilter = {k: v for k, v in prefilter.items() if isinstance(v, bool)}
+        if isinstance(results, dict):
+            self._results = {k: v for k, v in results.items() if isinstance(v, dict)}
+
+    def save(self) -> None:
+        """Write the store atomically if anything changed."""
+        if not self.enabled or not self._dirty:
+            return
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            ignore = self.directory / ".gitignore"
+            if not ignore.exists():
+                ignore.write_text("# Created by ckptlint; safe to delete.\n*\n")
+            tag = self.directory / "CACHEDIR.TAG"
+            if not tag.exists():
+                tag.write_text("Signature: 8a477f597d28d172789f06886806bc55\n# ckptlint cache\n")
+            # Drop entries of other configurations' files: they never hit again.
+            for old in self.directory.glob(f"v*-*.json"):
+                if old != self.file:
+                    try:
+                        old.unlink()
+                    except OSError:
+                        pass
+            payload = json.dumps(
+                {
+                    "format": FORMAT_VERSION,
+                    "stat": self._stat,
+                    "prefilter": self._prefilter,
+                    "results": self._results,
+                },
+                separators=(",", ":"),
+            )
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.directory)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(payload)
+            os.replace(tmp, self.file)
+        except OSError:
+            # A read-only checkout must still lint; it just stays cold.
+            pass
+        self._dirty = False
+
+    # ------------------------------------------------------------ hashing
+
+    def _stat_key(self, path: str) -> str:
+        return os.path.abspath(path)
+
+    def known_hash(self, path: str) -> str | None:
+        """The content hash of ``path`` if its stat is unchanged since it was recorded."""
+        key = self._stat_key(path)
+        memo = self._hash_memo.get(key)
+        if memo is not None:
+            return memo
+        entry = self._stat.get(key)
+        if entry is None:
+            return None
+        try:
+            st = os.stat(key)
+        except OSError:
+            return None
+        if entry[0] == st.st_size and entry[1] == st.st_mtime_ns:
+            self._hash_memo[key] = entry[2]
+            return entry[2]
+        return None
+
+    def record(self, path: str, data: bytes) -> str:
+        """Hash ``data`` (the content just read from ``path``) and remember its stat."""
+        key = self._stat_key(path)
+        digest = content_hash(data)
+        self._hash_memo[key] = digest
+        if not self.enabled:
+            return digest
+        try:
+            st = os.stat(key)
+        except OSError:
+            return digest
+        if time.time() - st.st_mtime_ns / 1e9 >= RACY_SECONDS and st.st_size == len(data):
+            new = [st.st_size, st.st_mtime_ns, digest]
+            if self._stat.get(key) != new:
+                self._stat[key] = new
+                self._dirty = True
+        return digest
+
+    def current_hash(self, path: str) -> str:
+        """Content hash of ``path`` now (stat fast path, else read and hash)."""
+        known = self.known_hash(path)
+        if known is not None:
+            return known
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+        except OSError:
+            return _MISSING
+        return self.record(path, data)
+
+    # ------------------------------------------------------------ prefilter
+
+    def prefilter_verdict(self, digest: str) -> bool | None:
+        return self._prefilter.get(digest) if self.enabled else None
+
+    def remember_prefilter(self, digest: str, verdict: bool) -> None:
+        if self.enabled and self._prefilter.get(digest) is not verdict:
+            self._prefilter[digest] = verdict
+            self._dirty = True
+
+    # ------------------------------------------------------------ results
+
+    def lookup(self, path: str, digest: str) -> CachedResult | None:
+        """The cached result for ``path`` at content ``digest``, if still valid."""
+        if not self.enabled:
+            return None
+        entry = self._results.get(self._stat_key(path))
+        if entry is None or entry.get("hash") != digest:
+            self.misses += 1
+            return None
+        try:
+            for dep, dep_hash in entry["deps"]:
+                if self.current_hash(dep) != dep_hash:
+                    self.misses += 1
+                    return None
+            result = CachedResult(
+                findings=tuple(Finding.from_dict(f) for f in entry["findings"]),
+                dependencies=tuple(dep for dep, _ in entry["deps"]),
+                error=entry.get("error"),
+            )
+        except (KeyError, TypeError, ValueError):
+            self.misses += 1
+            return None
+        self.hits += 1
+        return result
+
+    def store(
+        self,
+        path: str,
+        digest: str,
+        findings: Iterable[Finding],
+        dependencies: Iterable[str],
+        error: str | None,
+    ) -> None:
+        """Remember a fresh result; results with internal errors are not cached
+        (the next run should retry, possibly with a fixed ckptlint)."""
+        if not self.enabled or error is not None:
+            return
+        deps = sorted({d for d in dependencies if os.path.abspath(d) != os.path.abspath(path)})
+        self._results[self._stat_key(path)] = {
+            "hash": digest,
+            "findings": [f.to_dict() for f in findings],
+            "deps": [[d, self.current_hash(d)] for d in deps],
+            "error": None,
+        }
+        self._dirty = True
