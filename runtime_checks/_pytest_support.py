@@ -246,6 +246,7 @@ class CkptVerify:
     """The ``ckpt_verify`` fixture value: ``verify`` preconfigured from the plugin options."""
 
     def __init__(self, config: pytest.Config) -> None:
+        _torch()  # fail the requesting test now, naming the extra to install, if torch is missing
         self._config = config
 
     def _context(self) -> tuple[pytest.Item | None, CkptOptions]:
@@ -296,6 +297,11 @@ class CkptVerify:
         __tracebackhide__ = True
         item, options = self._context()
         run_examples(self._config, item, options, model, strategy, verify_kwargs, examples or options.examples)
+
+    @property
+    def options(self) -> CkptOptions:
+        """The settings in force for the running test (marker > CLI > ini > defaults)."""
+        return self._context()[1]
 
     def __repr__(self) -> str:
         return f"<ckpt_verify {self._context()[1]}>"
