@@ -21,8 +21,6 @@ import tokenize
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-import libcst
-
 from ckptlint.types import Edit, Finding, Fix
 
 __all__ = [
@@ -188,6 +186,8 @@ def apply_fixes(text: str, findings: Sequence[Finding]) -> FixOutcome:
 
 def reparses(text: str) -> str | None:
     """``None`` when ``text`` parses with libcst, else the parser's message."""
+    import libcst  # only when fixing: a plain check may never need it
+
     try:
         libcst.parse_module(text)
     except libcst.ParserSyntaxError as exc:

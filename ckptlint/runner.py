@@ -1,0 +1,457 @@
+"""One ``ckptlint check`` run: files -> prefilter -> analysis (pooled, cached)
+-> selection -> suppressions -> sorted findings, plus the ``--fix`` loop.
+
+The engine (:mod:`ckptlint.engine`) analyses one *driver* file at a time and
+is pure per file; this module decides which files need it, runs them in a
+process pool, reuses cached results, and applies everything that depends on
+configuration rather than on code: rule selection, ``per-file-ignores`` and
+suppression comments. Keeping those out of the engine means changing
+``ignore`` never invalidates the cache.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+from ckptlint.cache import ResultCache
+from ckptlint.config import Config, code_matches
+from ckptlint.files import display_path, iter_python_files
+from ckptlint.fixes import SourceFile, applicable, apply_fixes, read_source, reparses, unified_diff, write_source
+from ckptlint.suppressions import apply_suppressions, parse_suppressions, unused_findings
+from ckptlint.types import Finding
+
+__all__ = ["RunSettings", "RunResult", "FixReport", "run", "default_jobs"]
+
+# Fixes on one expression can only be applied one at a time (the second needs
+# fresh positions); a handful of passes settles every real file.
+MAX_FIX_PASSES = 8
+# Below this many files to analyse, a worker pool costs more than it saves.
+POOL_THRESHOLD = 4
+# A worker whose resident memory passes this drops its parsed-module cache
+# (and starts afresh) so that peak memory stays bounded on huge trees.
+WORKER_RSS_LIMIT = 350 * 1024 * 1024
+
+
+def default_jobs() -> int:
+    """Number of worker processes by default: the CPUs this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything that shapes one run, besides the paths."""
+
+    config: Config = field(default_factory=Config)
+    jobs: int | None = None
+    use_cache: bool = True
+    honor_bare_noqa: bool = False
+    report_unused_ignores: bool = False
+    show_suppressed: bool = False
+    fix: bool = False
+    unsafe_fixes: bool = False
+    diff: bool = False
+    progress: Callable[[int, int], None] | None = None
+
+
+@dataclass
+class FixReport:
+    """What ``--fix``/``--diff`` did."""
+
+    applied: list[Finding] = field(default_factory=list)
+    diffs: list[str] = field(default_factory=list)
+    changed_files: list[str] = field(default_factory=list)
+    # (path, why): a fix that would break the file, or edits outside it.
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class RunResult:
+    """The outcome of a run, ready for the formatters."""
+
+    findings: list[Finding]
+    suppressed: list[Finding]
+    errors: list[tuple[str, str]]
+    files_checked: int
+    files_analysed: int = 0
+    cache_hits: int = 0
+    fixes: FixReport | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def fixable(self) -> int:
+        return sum(1 for f in self.findings if f.fix is not None)
+
+
+# --------------------------------------------------------------------- workers
+
+_WORKER: dict[str, Any] = {}
+
+
+def _engine() -> Any:
+    from ckptlint import engine
+
+    return engine
+
+
+def _init_worker(files: list[str], sources: dict[str, str], options: Any) -> None:
+    engine = _engine()
+    _WORKER["args"] = (files, sources)
+    _WORKER["project"] = engine.Project(files, sources=dict(sources))
+    _WORKER["options"] = options
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm", "rb") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _analyse_one(path: str) -> tuple[str, tuple[Finding, ...], tuple[str, ...], str | None]:
+    engine = _engine()
+    try:
+        result = engine.analyze_file(_WORKER["project"], path, _WORKER["options"])
+        out = (path, tuple(result.findings), tuple(result.dependencies), result.error)
+    except Exception:  # one file's crash must not stop the others
+        out = (path, (), (), traceback.format_exc())
+    if _rss_bytes() > WORKER_RSS_LIMIT:
+        files, sources = _WORKER["args"]
+        _WORKER["project"] = engine.Project(files, sources=dict(sources))
+        import gc
+
+        gc.collect()
+    return out
+
+
+def _analyse(
+    files: list[str],
+    drivers: list[str],
+    sources: dict[str, str],
+    options: Any,
+    jobs: int,
+    progress: Callable[[int, int], None] | None,
+) -> list[tuple[str, tuple[Finding, ...], tuple[str, ...], str | None]]:
+    """Run the engine on ``drivers``, in a pool when it pays off."""
+    if not drivers:
+        return []
+    if jobs <= 1 or len(drivers) < POOL_THRESHOLD:
+        _init_worker(files, sources, options)
+        out = []
+        for i, path in enumerate(drivers, 1):
+            out.append(_analyse_one(path))
+            if progress:
+                progress(i, len(drivers))
+        _WORKER.clear()
+        return out
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    ctx = multiprocessing.get_context(method)
+    # Small chunks of neighbouring files: a model's files import each other,
+    # so one worker's parse cache serves the whole chunk, and small chunks
+    # keep both workers busy to the end.
+    chunk = max(1, min(16, len(drivers) // (jobs * 8) or 1))
+    out = []
+    with ctx.Pool(jobs, initializer=_init_worker, initargs=(files, sources, options)) as pool:
+        for i, item in enumerate(pool.imap_unordered(_analyse_one, drivers, chunksize=chunk), 1):
+            out.append(item)
+            if progress:
+                progress(i, len(drivers))
+    return out
+
+
+# --------------------------------------------------------------------- one pass
+
+
+def _decode(data: bytes) -> str:
+    # Matches the engine's own reading (undecodable bytes never crash it).
+    return data.decode("utf-8", errors="replace")
+
+
+@dataclass
+class _Pass:
+    findings: list[Finding]
+    errors: list[tuple[str, str]]
+    files: list[str]
+    analysed: int
+    hits: int
+    texts: dict[str, str]
+
+
+def _lint_pass(
+    files: list[str],
+    settings: RunSettings,
+    overlay: dict[str, str],
+    timings: dict[str, float],
+) -> _Pass:
+    config = settings.config
+    cache = ResultCache(
+        config.root,
+        {"checkpoint_functions": list(config.checkpoint_functions), "max_helper_depth": config.max_helper_depth},
+        # In-memory fixed sources (--diff) are not what is on disk.
+        enabled=settings.use_cache and not overlay,
+    )
+    # The engine (and libcst behind it) is imported only when some file needs
+    # the prefilter or an analysis: a fully cached run never pays for it.
+    lazy: dict[str, Any] = {}
+
+    def options() -> Any:
+        if "options" not in lazy:
+            lazy["options"] = _engine().EngineOptions(
+                checkpoint_functions=tuple(config.checkpoint_functions),
+                max_helper_depth=config.max_helper_depth,
+            )
+        return lazy["options"]
+
+    def may_reach(text: str) -> bool:
+        return bool(_engine().may_reach_checkpoint(text, options()))
+
+    t0 = time.perf_counter()
+    texts: dict[str, str] = {}
+    digests: dict[str, str] = {}
+    drivers: list[str] = []
+    for path in files:
+        if path in overlay:
+            texts[path] = overlay[path]
+            digests[path] = ""
+            if may_reach(overlay[path]):
+                drivers.append(path)
+            continue
+        digest = cache.known_hash(path)
+        verdict = cache.prefilter_verdict(digest) if digest is not None else None
+        if verdict is False:
+            continue
+        if digest is None or verdict is None:
+            try:
+                with open(path, "rb") as fh:
+                    data = fh.read()
+            except OSError as exc:
+                # Vanished or unreadable between listing and reading: the
+                # engine reports it like any other file problem.
+                drivers.append(path)
+                digests[path] = f"<unreadable {exc.errno}>"
+                continue
+            digest = cache.record(path, data)
+            text = _decode(data)
+            texts[path] = text
+            verdict = may_reach(text)
+            cache.remember_prefilter(digest, verdict)
+        digests[path] = digest
+        if verdict:
+            drivers.append(path)
+    timings["prefilter"] = timings.get("prefilter", 0.0) + time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    results: list[tuple[str, tuple[Finding, ...], tuple[str, ...], str | None]] = []
+    misses: list[str] = []
+    for path in drivers:
+        hit = cache.lookup(path, digests[path]) if digests.get(path) else None
+        if hit is not None:
+            results.append((path, hit.findings, hit.dependencies, hit.error))
+        else:
+            misses.append(path)
+    hits = len(drivers) - len(misses)
+    jobs = settings.jobs if settings.jobs is not None else default_jobs()
+    fresh = _analyse(files, misses, overlay, options() if misses else None, jobs, settings.progress)
+    for path, findings, deps, error in fresh:
+        if digests.get(path) and not digests[path].startswith("<"):
+            cache.store(path, digests[path], findings, deps, error)
+    results.extend(fresh)
+    cache.save()
+    timings["analysis"] = timings.get("analysis", 0.0) + time.perf_counter() - t0
+
+    findings: set[Finding] = set()
+    errors: list[tuple[str, str]] = []
+    for path, found, _deps, error in results:
+        findings.update(found)
+        if error:
+            errors.append((path, error))
+    return _Pass(
+        findings=sorted(findings, key=Finding.sort_key),
+        errors=sorted(errors),
+        files=files,
+        analysed=len(misses),
+        hits=hits,
+        texts=texts,
+    )
+
+
+def _path_keys(path: str) -> set[str]:
+    """The spellings under which the engine may look ``path`` up."""
+    return {path, os.path.normpath(path), os.path.abspath(path), display_path(path)}
+
+
+def _source_text(path: str, texts: dict[str, str], overlay: dict[str, str]) -> str | None:
+    if path in overlay:
+        return overlay[path]
+    if path in texts:
+        return texts[path]
+    try:
+        with open(path, "rb") as fh:
+            return _decode(fh.read())
+    except OSError:
+        return None
+
+
+def _filter(
+    raw: Sequence[Finding],
+    files: Sequence[str],
+    settings: RunSettings,
+    texts: dict[str, str],
+    overlay: dict[str, str],
+) -> tuple[list[Finding], list[Finding]]:
+    """Apply selection, per-file-ignores and suppression comments."""
+    config = settings.config
+    enabled = config.enabled()
+    selected: list[Finding] = []
+    ignore_cache: dict[str, tuple[str, ...]] = {}
+    for finding in raw:
+        if finding.code not in enabled:
+            continue
+        ignored = ignore_cache.get(finding.path)
+        if ignored is None:
+            ignored = ignore_cache[finding.path] = config.ignored_for(finding.path)
+        if ignored and code_matches(finding.code, ignored):
+            continue
+        selected.append(finding)
+
+    by_path: dict[str, list[Finding]] = {}
+    for finding in selected:
+        by_path.setdefault(finding.path, []).append(finding)
+    kept: list[Finding] = []
+    hidden: list[Finding] = []
+    parsed: dict[str, Any] = {}
+    for path, group in by_path.items():
+        text = _source_text(path, texts, overlay)
+        if text is None:
+            kept.extend(group)
+            continue
+        sup = parse_suppressions(text, honor_bare_noqa=settings.honor_bare_noqa)
+        parsed[path] = sup
+        k, h = apply_suppressions(group, sup)
+        kept.extend(k)
+        hidden.extend(h)
+
+    explicitly_ignored = any(code_matches("CKP002", layer.ignore) for layer in config.layers)
+    if "CKP002" in enabled or (settings.report_unused_ignores and not explicitly_ignored):
+        for path in files:
+            shown = display_path(path)
+            sup = parsed.get(shown)
+            if sup is None:
+                text = _source_text(path, texts, overlay)
+                if text is None or ("noqa" not in text.lower() and "ckptlint" not in text):
+                    continue
+                sup = parse_suppressions(text, honor_bare_noqa=settings.honor_bare_noqa)
+            for finding in unused_findings(shown, sup, enabled):
+                ignored = config.ignored_for(finding.path)
+                if not (ignored and code_matches(finding.code, ignored)):
+                    kept.append(finding)
+    return sorted(kept, key=Finding.sort_key), sorted(hidden, key=Finding.sort_key)
+
+
+# --------------------------------------------------------------------- the run
+
+
+def list_files(paths: Sequence[str], config: Config) -> list[str]:
+    """The Python files of a run: recursion and default skips, then ``exclude``."""
+    files = iter_python_files(list(paths) or ["."])
+    matcher = config.exclude_matcher()
+    if matcher:
+        files = [f for f in files if not matcher.matches(f)]
+    return files
+
+
+def run(paths: Sequence[str], settings: RunSettings) -> RunResult:
+    """Lint ``paths`` (and fix, if asked) under ``settings``."""
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    files = list_files(paths, settings.config)
+    timings["listing"] = time.perf_counter() - t0
+    fixing = settings.fix or settings.diff or settings.unsafe_fixes
+    overlay: dict[str, str] = {}
+    report = FixReport() if fixing else None
+    originals: dict[str, SourceFile] = {}
+    broken: set[str] = set()
+    analysed = 0
+    for _ in range(MAX_FIX_PASSES if fixing else 1):
+        lint = _lint_pass(files, settings, overlay, timings)
+        analysed = max(analysed, lint.analysed)
+        findings, hidden = _filter(lint.findings, files, settings, lint.texts, overlay)
+        if report is None:
+            break
+        todo = [
+            f
+            for f in findings
+            if applicable(f, unsafe=settings.unsafe_fixes) and f.path not in broken
+        ]
+        if not todo:
+            break
+        changed_any = False
+        by_path: dict[str, list[Finding]] = {}
+        for f in todo:
+            by_path.setdefault(f.path, []).append(f)
+        for path, group in sorted(by_path.items()):
+            if path not in originals:
+                try:
+                    originals[path] = read_source(path)
+                except (OSError, SyntaxError, UnicodeDecodeError, LookupError) as exc:
+                    report.failures.append((path, f"cannot read for fixing: {exc}"))
+                    broken.add(path)
+                    continue
+            current = overlay.get(path, originals[path].text)
+            outcome = apply_fixes(current, group)
+            for finding, why in outcome.invalid:
+                report.failures.append((path, f"{finding.code} fix not applied: {why}"))
+            if not outcome.applied or outcome.text == current:
+                continue
+            problem = reparses(outcome.text)
+            if problem is not None:
+                report.failures.append((path, f"fixes not applied: the fixed file would not parse ({problem})"))
+                broken.add(path)
+                continue
+            for key in _path_keys(path):
+                overlay[key] = outcome.text
+            report.applied.extend(outcome.applied)
+            changed_any = True
+            if settings.fix or (settings.unsafe_fixes and not settings.diff):
+                write_source(path, SourceFile(outcome.text, originals[path].encoding))
+        if not changed_any:
+            break
+        if settings.fix or (settings.unsafe_fixes and not settings.diff):
+            # Written to disk: the next pass reads (and caches) the real files.
+            overlay = {}
+    else:
+        if report is not None and report.applied:
+            lint = _lint_pass(files, settings, overlay if settings.diff else {}, timings)
+            findings, hidden = _filter(lint.findings, files, settings, lint.texts, overlay)
+    if report is not None:
+        for path in sorted(originals):
+            final = overlay.get(path)
+            if final is None:
+                try:
+                    final = read_source(path).text
+                except (OSError, SyntaxError, UnicodeDecodeError, LookupError):
+                    continue
+            if final != originals[path].text:
+                report.changed_files.append(path)
+                if settings.diff:
+                    report.diffs.append(unified_diff(path, originals[path].text, final))
+    timings["total"] = time.perf_counter() - t0
+    return RunResult(
+        findings=findings,
+        suppressed=hidden,
+        errors=lint.errors,
+        files_checked=len(files),
+        files_analysed=analysed,
+        cache_hits=lint.hits,
+        fixes=report,
+        timings=timings,
+    )
