@@ -1,0 +1,152 @@
+"""What differs between the checkpointed and the baseline run, where, and by how much."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+__all__ = ["Mismatch", "MemoryStats", "TimingStats", "Report", "KINDS"]
+
+# error first (the run did not even finish), then the structural kinds, then values.
+KINDS = ("error", "missing_grad", "unexpected_grad", "output", "grad", "buffer", "rng")
+_KIND_ORDER = {k: i for i, k in enumerate(KINDS)}
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """One difference between the checkpointed run and the baseline.
+
+    ``kind``: ``output``, ``grad``, ``missing_grad`` (baseline has a gradient,
+    the checkpointed run ``None``), ``unexpected_grad`` (the reverse),
+    ``buffer`` (after the step), ``error`` (only the checkpointed run raised;
+    ``name`` is the exception type, ``detail`` its text), ``rng`` (a random
+    stream ends in a different state). Python attributes that end with a
+    different value (a call counter) are reported in ``Report.notes``.
+    ``max_abs_err``/``max_rel_err`` are ``inf`` where no number applies.
+    ``region`` is the checkpointed module path or function qualname found
+    responsible by localisation, or ``None`` when not localised.
+    """
+
+    kind: str
+    name: str
+    max_abs_err: float
+    max_rel_err: float
+    region: str | None
+    detail: str = ""
+
+    def sort_key(self) -> tuple[float, int, str]:
+        err = self.max_abs_err if not math.isnan(self.max_abs_err) else math.inf
+        return (-err, _KIND_ORDER.get(self.kind, 99), self.name)
+
+
+@dataclass(frozen=True)
+class MemoryStats:
+    """Bytes of tensors saved for backward (each storage counted once; parameters and buffers excluded).
+
+    ``per_region``: bytes saved inside each checkpoint region when it runs
+    unchekpointed — what checkpointing that region avoids holding.
+    ``cuda_max_allocated``: ``torch.cuda.max_memory_allocated`` per run
+    (keys ``checkpointed``, ``baseline``) on CUDA, else ``None``.
+    """
+
+    saved_bytes_checkpointed: int
+    saved_bytes_baseline: int
+    per_region: dict[str, int] = field(default_factory=dict)
+    cuda_max_allocated: dict[str, int] | None = None
+
+    @property
+    def saved_bytes_saved(self) -> int:
+        """Bytes checkpointing avoids holding between forward and backward."""
+        return self.saved_bytes_baseline - self.saved_bytes_checkpointed
+
+
+@dataclass(frozen=True)
+class TimingStats:
+    """Wall time of one forward+backward, checkpointed and baseline (the faster of two baseline runs)."""
+
+    checkpointed_s: float
+    baseline_s: float
+
+    @property
+    def ratio(self) -> float:
+        """checkpointed / baseline wall time."""
+        return self.checkpointed_s / self.baseline_s if self.baseline_s > 0 else math.inf
+
+
+@dataclass(frozen=True)
+class Report:
+    """Outcome of one ``verify`` call; ``str(report)`` is a table, largest error first."""
+
+    equivalent: bool
+    mismatches: tuple[Mismatch, ...]
+    regions: tuple[str, ...]
+    memory: MemoryStats
+    timing: TimingStats
+    device: str
+    # Tensors whose baseline disagreed with itself beyond the default
+    # tolerance: compared with a tolerance widened by that noise.
+    noisy: tuple[str, ...] = ()
+    # Warnings raised only in the checkpointed run, and other remarks.
+    notes: tuple[str, ...] = ()
+
+    def worst(self) -> Mismatch | None:
+        """The mismatch with the largest error (structural kinds first), or None."""
+        return self.mismatches[0] if self.mismatches else None
+
+    def __str__(self) -> str:
+        lines: list[str] = []
+        verdict = "EQUIVALENT" if self.equivalent else f"NOT EQUIVALENT ({len(self.mismatches)} mismatches)"
+        lines.append(f"ckptlint verify: {verdict} on {self.device}")
+        regions = ", ".join(self.regions) if self.regions else "none (nothing was checkpointed)"
+        lines.append(f"checkpoint regions: {regions}")
+        if self.mismatches:
+            rows = [("kind", "name", "max abs err", "max rel err", "region")]
+            for m in self.mismatches:
+                rows.append((m.kind, m.name, _num(m.max_abs_err), _num(m.max_rel_err), m.region or "?"))
+            widths = [max(len(r[i]) for r in rows) for i in range(5)]
+            for i, r in enumerate(rows):
+                lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+                if i == 0:
+                    lines.append("  " + "  ".join("-" * w for w in widths))
+            details = [(m.kind, m.name, m.detail) for m in self.mismatches if m.detail]
+            for kind, name, detail in details[:10]:
+                lines.append(f"  {kind} {name}: {detail}")
+        mem = self.memory
+        lines.append(
+            "saved for backward: "
+            f"checkpointed {_bytes(mem.saved_bytes_checkpointed)}, baseline {_bytes(mem.saved_bytes_baseline)}"
+            f" (checkpointing saves {_bytes(mem.saved_bytes_saved)})"
+        )
+        if mem.per_region:
+            top = sorted(mem.per_region.items(), key=lambda kv: -kv[1])[:8]
+            lines.append("  per region: " + ", ".join(f"{k} {_bytes(v)}" for k, v in top))
+        if mem.cuda_max_allocated:
+            lines.append(
+                "cuda max allocated: " + ", ".join(f"{k} {_bytes(v)}" for k, v in mem.cuda_max_allocated.items())
+            )
+        t = self.timing
+        lines.append(
+            f"time: checkpointed {t.checkpointed_s * 1e3:.1f} ms, baseline {t.baseline_s * 1e3:.1f} ms"
+            f" (ratio {t.ratio:.2f})"
+        )
+        if self.noisy:
+            lines.append("baseline not reproducible for: " + ", ".join(self.noisy[:8]) + (" ..." if len(self.noisy) > 8 else ""))
+        for note in self.notes:
+            lines.append(f"note: {note}")
+        return "\n".join(lines)
+
+
+def _num(x: float) -> str:
+    if math.isnan(x) or math.isinf(x):
+        return "-"
+    return f"{x:.3g}"
+
+
+def _bytes(n: int) -> str:
+    sign = "-" if n < 0 else ""
+    n = abs(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{sign}{n:.0f} {unit}" if unit == "B" else f"{sign}{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{sign}{n} B"  # pragma: no cover

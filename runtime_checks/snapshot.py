@@ -1,0 +1,338 @@
+"""Snapshot and restore everything a training step can touch, without copying the model.
+
+What is kept by reference (no copy): existing ``.grad`` tensors, the original
+parameter/buffer tensor objects (so a device or dtype move is undone by
+putting them back), module training flags, ``requires_grad`` flags.
+What is cloned: parameter values (to undo in-place writes to weights, which
+a forward can do under ``no_grad``) and buffers (BatchNorm statistics).
+What is recorded: RNG states (torch CPU, every CUDA device, Python
+``random``, NumPy, every ``torch.Generator`` reachable from the model) and
+the plain Python state a forward can mutate: module attributes and the
+globals of the Python modules that define the model's classes (scalars and
+the contents of lists, dicts and sets, restored in place so that code holding
+a reference sees the original contents again).
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import types
+from collections import OrderedDict, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+try:  # NumPy is a dependency of the runtime extra, but never required to verify.
+    import numpy as _np
+except ImportError:  # pragma: no cover
+    _np = None  # type: ignore[assignment]
+
+__all__ = ["RngState", "ModelState", "PyState"]
+
+_MAX_CONTAINER = 10_000
+_MAX_DEPTH = 4
+_SKIP_MODULE_PREFIXES = ("torch", "builtins", "typing", "functools", "collections", "numpy", "_")
+_MODULE_INTERNAL_KEYS = frozenset(vars(torch.nn.Module()).keys()) - {"training"}
+_SCALARS = (int, float, complex, bool, str, bytes, type(None))
+
+
+# ----------------------------------------------------------------------------- RNG
+@dataclass
+class RngState:
+    """Every global random stream, captured so that it can be put back bit for bit."""
+
+    cpu: torch.Tensor
+    cuda: list[torch.Tensor] | None
+    python: Any
+    numpy: Any
+
+    @classmethod
+    def capture(cls) -> RngState:
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+        return cls(
+            cpu=torch.get_rng_state(),
+            cuda=cuda,
+            python=random.getstate(),
+            numpy=_np.random.get_state() if _np is not None else None,
+        )
+
+    def restore(self) -> None:
+        torch.set_rng_state(self.cpu)
+        if self.cuda is not None:
+            torch.cuda.set_rng_state_all(self.cuda)
+        random.setstate(self.python)
+        if _np is not None and self.numpy is not None:
+            _np.random.set_state(self.numpy)
+
+    def streams(self) -> dict[str, Any]:
+        """Comparable form: stream name -> state (tensors or tuples)."""
+        out: dict[str, Any] = {"torch.cpu": self.cpu}
+        for i, s in enumerate(self.cuda or ()):
+            out[f"torch.cuda:{i}"] = s
+        out["random"] = self.python
+        if self.numpy is not None:
+            kind, keys, pos, has_gauss, gauss = self.numpy
+            out["numpy"] = (kind, keys.tobytes(), pos, has_gauss, gauss)
+        return out
+
+
+def seed_everything(seed: int, use_cuda: bool) -> None:
+    """Seed the streams a run may draw from, without touching lazy device state.
+
+    ``torch.manual_seed`` would also queue a seed for CUDA (and MPS, XPU)
+    when they are not yet initialised: a trace left behind. Seed only what is
+    in use.
+    """
+    torch.default_generator.manual_seed(seed)
+    if use_cuda:
+        torch.cuda.manual_seed_all(seed)
+    random.seed(seed)
+    if _np is not None:
+        _np.random.seed(seed % 2**32)
+
+
+# ----------------------------------------------------------------------------- Python state
+class PyState:
+    """Plain Python state reachable from the model: module attributes, class-defining globals, generators."""
+
+    def __init__(self, model: torch.nn.Module, extra_objects: tuple[Any, ...] = ()) -> None:
+        self.entries: list[tuple[Any, str, Any]] = []  # (owner namespace, key, snap)
+        self.generators: dict[str, torch.Generator] = {}
+        # Attribute names each module had: attributes a run creates (lazy
+        # caches, first-call flags) are removed again before the next run.
+        self.module_keys: list[tuple[dict[str, Any], frozenset[str]]] = []
+        seen_namespaces: set[int] = set()
+        module_paths = {id(m): n for n, m in model.named_modules(remove_duplicate=False)}
+        for mod in model.modules():
+            ns = mod.__dict__
+            path = module_paths.get(id(mod), "")
+            self.module_keys.append((ns, frozenset(ns)))
+            for key, value in list(ns.items()):
+                if key in _MODULE_INTERNAL_KEYS:
+                    continue
+                self.entries.append((ns, key, self._snap(value, _MAX_DEPTH, f"{path}.{key}" if path else key)))
+            for hooks_name in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"):
+                for hook in getattr(mod, hooks_name, {}).values():
+                    self._snap_callable(hook)
+            for cls in type(mod).__mro__:
+                modname = getattr(cls, "__module__", "") or ""
+                if modname.startswith(_SKIP_MODULE_PREFIXES):
+                    continue
+                pymod = sys.modules.get(modname)
+                if pymod is None or id(pymod) in seen_namespaces:
+                    continue
+                seen_namespaces.add(id(pymod))
+                self._snap_globals(pymod.__dict__, modname)
+        for obj in extra_objects:
+            self._snap_callable(obj)
+
+    def _snap_globals(self, ns: dict[str, Any], where: str) -> None:
+        for key, value in list(ns.items()):
+            if key.startswith("__") or isinstance(value, (types.ModuleType, type, types.FunctionType)):
+                continue
+            if isinstance(value, _SCALARS + (list, dict, set, torch.Generator)):
+                self.entries.append((ns, key, self._snap(value, _MAX_DEPTH, f"{where}.{key}")))
+
+    def _snap_callable(self, fn: Any) -> None:
+        """Hooks and callables keep counters in closure cells: snapshot those cells."""
+        closure = getattr(fn, "__closure__", None)
+        code = getattr(fn, "__code__", None)
+        if closure and code is not None:
+            for var, cell in zip(code.co_freevars, closure):
+                try:
+                    value = cell.cell_contents
+                except ValueError:
+                    continue
+                if isinstance(value, _SCALARS + (list, dict, set, torch.Generator)):
+                    self.entries.append((cell, "", self._snap(value, _MAX_DEPTH, var)))
+        func = getattr(fn, "__func__", None)
+        if func is not None:
+            self._snap_callable(func)
+
+    def _snap(self, value: Any, depth: int, where: str) -> tuple[str, Any, Any]:
+        if isinstance(value, torch.Generator):
+            self.generators.setdefault(where, value)
+            return ("gen", value, value.get_state())
+        if depth > 0:
+            t = type(value)
+            if t is list and len(value) <= _MAX_CONTAINER:
+                return ("list", value, [self._snap(v, depth - 1, f"{where}[{i}]") for i, v in enumerate(value)])
+            if t in (dict, OrderedDict, defaultdict) and len(value) <= _MAX_CONTAINER:
+                return ("dict", value, [(k, self._snap(v, depth - 1, f"{where}[{k!r}]")) for k, v in value.items()])
+            if t is set and len(value) <= _MAX_CONTAINER:
+                return ("set", value, set(value))
+        return ("ref", value, None)
+
+    @staticmethod
+    def _restore_snap(snap: tuple[str, Any, Any]) -> Any:
+        kind, obj, content = snap
+        if kind == "gen":
+            obj.set_state(content)
+        elif kind == "list":
+            items = [PyState._restore_snap(s) for s in content]
+            if len(obj) != len(items) or any(a is not b for a, b in zip(obj, items)):
+                obj[:] = items
+        elif kind == "dict":
+            items = [(k, PyState._restore_snap(s)) for k, s in content]
+            if len(obj) != len(items) or any(k not in obj or obj[k] is not v for k, v in items):
+                obj.clear()
+                obj.update(items)
+        elif kind == "set":
+            if obj != content:
+                obj.clear()
+                obj.update(content)
+        return obj
+
+    def restore(self) -> None:
+        for ns, keys in self.module_keys:
+            for key in [k for k in ns if k not in keys and k not in _MODULE_INTERNAL_KEYS]:
+                del ns[key]
+        for owner, key, snap in self.entries:
+            value = self._restore_snap(snap)
+            if isinstance(owner, dict):
+                if owner.get(key, _MISSING) is not value:
+                    owner[key] = value
+            else:  # a closure cell
+                if owner.cell_contents is not value:
+                    owner.cell_contents = value
+
+    def scalar_values(self) -> dict[str, Any]:
+        """Current values of the scalar attributes/globals, for 'state' comparison."""
+        out: dict[str, Any] = {}
+        for owner, key, snap in self.entries:
+            if snap[0] != "ref" or not isinstance(snap[1], _SCALARS):
+                continue
+            current = owner.get(key, _MISSING) if isinstance(owner, dict) else owner.cell_contents
+            label = _label(owner, key)
+            if isinstance(current, _SCALARS):
+                out[label] = current
+        return out
+
+    def generator_states(self) -> dict[str, torch.Tensor]:
+        return {f"generator:{k}": g.get_state() for k, g in self.generators.items()}
+
+
+_MISSING = object()
+
+
+def _label(owner: Any, key: str) -> str:
+    if isinstance(owner, dict):
+        name = owner.get("__name__") if "__name__" in owner and "__builtins__" in owner else None
+        if name:
+            return f"{name}.{key}"
+        return key
+    return "<closure>"
+
+
+# ----------------------------------------------------------------------------- model tensors
+@dataclass
+class ModelState:
+    """Parameters, buffers, grads and flags of one model; see the module docstring."""
+
+    model: torch.nn.Module
+    params: list[tuple[str, torch.nn.Parameter]] = field(default_factory=list)
+    param_data: list[torch.Tensor] = field(default_factory=list)  # original tensor objects
+    param_clone: list[torch.Tensor] = field(default_factory=list)
+    grads: list[torch.Tensor | None] = field(default_factory=list)
+    requires_grad: list[bool] = field(default_factory=list)
+    buffers: list[tuple[torch.nn.Module, str, str]] = field(default_factory=list)
+    buffer_objects: list[torch.Tensor | None] = field(default_factory=list)
+    buffer_clone: list[torch.Tensor | None] = field(default_factory=list)
+    training: list[tuple[torch.nn.Module, bool]] = field(default_factory=list)
+
+    @classmethod
+    def capture(cls, model: torch.nn.Module) -> ModelState:
+        st = cls(model=model)
+        st.params = list(model.named_parameters())
+        st.param_data = [p.data for _, p in st.params]
+        st.grads = [p.grad for _, p in st.params]
+        st.requires_grad = [p.requires_grad for _, p in st.params]
+        for mname, mod in model.named_modules():
+            for bname, buf in mod._buffers.items():
+                st.buffers.append((mod, bname, f"{mname}.{bname}" if mname else bname))
+                st.buffer_objects.append(buf)
+        st.training = [(m, m.training) for m in model.modules()]
+        return st
+
+    def detach_grads(self) -> None:
+        """Take existing .grad out of the way (kept by reference, restored at the end)."""
+        for _, p in self.params:
+            p.grad = None
+
+    def move(self, device: torch.device | None, dtype: torch.dtype | None) -> None:
+        """Place the model on ``device``/``dtype`` for the runs (undone by ``restore``)."""
+        if device is None and dtype is None:
+            return
+        with torch.no_grad():
+            for _, p in self.params:
+                p.data = p.data.to(device=device, dtype=dtype if (dtype is not None and p.is_floating_point()) else None)
+            for mod, bname, _ in self.buffers:
+                buf = mod._buffers[bname]
+                if buf is not None:
+                    mod._buffers[bname] = buf.to(
+                        device=device, dtype=dtype if (dtype is not None and buf.is_floating_point()) else None
+                    )
+
+    def clone_values(self) -> None:
+        """Clone parameter and buffer values as they are now (after any move)."""
+        with torch.no_grad():
+            self.param_clone = [p.detach().clone() for _, p in self.params]
+            self.buffer_clone = [
+                (mod._buffers[b].detach().clone() if mod._buffers[b] is not None else None) for mod, b, _ in self.buffers
+            ]
+
+    def reset_for_run(self) -> None:
+        """Put values, flags and modes back to the starting point; grads to None."""
+        with torch.no_grad():
+            for (_, p), saved, rg in zip(self.params, self.param_clone, self.requires_grad):
+                if p.requires_grad != rg:
+                    p.requires_grad_(rg)
+                # Copy only when changed: copy_ bumps the version counter.
+                if p.shape != saved.shape or p.dtype != saved.dtype:
+                    p.data = saved.clone()
+                elif not torch.equal(p, saved):
+                    p.data.copy_(saved)
+                p.grad = None
+            for (mod, bname, _), saved in zip(self.buffers, self.buffer_clone):
+                cur = mod._buffers.get(bname)
+                if saved is None or cur is None:
+                    continue
+                if cur.shape != saved.shape or cur.dtype != saved.dtype:
+                    mod._buffers[bname] = saved.clone()
+                elif not torch.equal(cur, saved):
+                    cur.copy_(saved)
+        for mod, mode in self.training:
+            mod.training = mode
+
+    def buffer_values(self) -> dict[str, torch.Tensor]:
+        """Current buffer values (cloned), keyed by their dotted name."""
+        out: dict[str, torch.Tensor] = {}
+        for mod, bname, name in self.buffers:
+            buf = mod._buffers.get(bname)
+            if buf is not None:
+                out[name] = buf.detach().clone()
+        return out
+
+    def restore(self) -> None:
+        """Put everything back exactly as captured (the original tensor objects, grads, flags)."""
+        with torch.no_grad():
+            for (_, p), data, clone, grad, rg in zip(
+                self.params, self.param_data, self.param_clone or [None] * len(self.params), self.grads, self.requires_grad
+            ):
+                if p.data is not data:
+                    p.data = data
+                # Without a move the runs used the original storage: undo any write to it.
+                if clone is not None and clone.device == data.device and clone.dtype == data.dtype and not torch.equal(data, clone):
+                    data.copy_(clone)
+                p.grad = grad
+                if p.requires_grad != rg:
+                    p.requires_grad_(rg)
+            for (mod, bname, _), obj, clone in zip(self.buffers, self.buffer_objects, self.buffer_clone or [None] * len(self.buffers)):
+                mod._buffers[bname] = obj
+                if obj is not None and clone is not None and clone.device == obj.device and clone.dtype == obj.dtype:
+                    if clone.shape == obj.shape and not torch.equal(obj, clone):
+                        obj.copy_(clone)
+        for mod, mode in self.training:
+            mod.training = mode

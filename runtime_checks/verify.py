@@ -1,0 +1,671 @@
+"""Checkpointed run versus bypassed run: outputs, gradients, buffers, RNG and state.
+
+Order of work (memory: at most one stored set of gradients besides the live one):
+
+1. snapshot everything (``snapshot.py``), take existing ``.grad`` aside;
+2. baseline run 1 (every checkpoint bypassed): kept as the reference;
+3. baseline run 2: compared against run 1 on the fly, giving the noise floor;
+4. checkpointed run (the model as it is, regions recorded): compared;
+5. if it differs and there are several regions, group-test subsets of
+   regions (all others bypassed) to name the ones that break equivalence;
+6. restore everything, also when anything above raised.
+
+Each run starts from the same parameters, buffers, Python state and seeded
+RNG, so a hazard shows up as a difference and the baseline agrees with itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+import warnings
+import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.utils.checkpoint
+
+from runtime_checks import _state, bypass
+from runtime_checks.report import MemoryStats, Mismatch, Report, TimingStats
+from runtime_checks.snapshot import ModelState, PyState, RngState, seed_everything
+
+__all__ = ["verify", "VerifyError"]
+
+_DEFAULT_TOLERANCES: dict[torch.dtype, tuple[float, float]] = {
+    torch.float16: (1e-3, 1e-5),
+    torch.bfloat16: (1.6e-2, 1e-5),
+    torch.float32: (1.3e-6, 1e-5),
+    torch.float64: (1e-7, 1e-7),
+    torch.complex64: (1.3e-6, 1e-5),
+    torch.complex128: (1e-7, 1e-7),
+}
+
+CheckpointSpec = Callable[[torch.nn.Module], bool] | type | str | Sequence[str]
+
+
+class VerifyError(ValueError):
+    """A usage error (bad argument); the message names the bad value."""
+
+
+Key = tuple[str, str]  # (kind, name): kind in output/grad/buffer/rng/state
+
+
+@dataclass
+class _Run:
+    tensors: dict[Key, torch.Tensor | None] = field(default_factory=dict)
+    other: dict[Key, Any] = field(default_factory=dict)  # rng streams, scalar state
+    error: BaseException | None = None
+    seconds: float = 0.0
+    saved_bytes: int = 0
+    per_region: dict[str, int] = field(default_factory=dict)
+    cuda_max: int | None = None
+    warnings: list[str] = field(default_factory=list)
+    regions: list[str] = field(default_factory=list)
+
+
+def verify(
+    model: torch.nn.Module | Callable[[], torch.nn.Module],
+    inputs: Any,
+    *,
+    loss_fn: Callable[[Any], torch.Tensor] | None = None,
+    checkpoint: CheckpointSpec | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+    seed: int = 0,
+    localize: bool = True,
+    checkpoint_kwargs: Mapping[str, Any] | None = None,
+) -> Report:
+    """Compare ``model`` as it checkpoints against the same model with checkpointing bypassed.
+
+    ``model``: an ``nn.Module`` or a zero-argument factory returning one.
+    ``inputs``: a tensor, a tuple/list of positional arguments or a dict of
+    keyword arguments (nested containers allowed, non-tensors passed through).
+    ``checkpoint``: for a model that does not checkpoint itself — a predicate
+    on modules, a module class, a class name, or a list of submodule names;
+    those submodules are checkpointed (``checkpoint_kwargs``, default
+    ``use_reentrant=False``) in the checkpointed run only.
+    ``loss_fn(outputs) -> scalar`` replaces the default loss, a seeded random
+    projection of every floating-point output.
+    ``rtol``/``atol`` replace the dtype defaults of ``torch.testing.assert_close``;
+    either way a difference the baseline shows against itself is never reported.
+    ``localize=False`` skips the search for the responsible regions.
+
+    The model is left exactly as found: parameters, buffers, ``.grad``,
+    ``requires_grad``, training mode, device, RNG states and the Python state
+    the snapshot covers. An exception raised by the baseline is re-raised;
+    one raised only by the checkpointed run is a mismatch of kind ``error``.
+    """
+    if not isinstance(model, torch.nn.Module):
+        if not callable(model):
+            raise VerifyError(f"model must be an nn.Module or a zero-argument factory, got {type(model).__name__}")
+        built = model()
+        if not isinstance(built, torch.nn.Module):
+            raise VerifyError(f"model factory {_qualname(model)!r} returned {type(built).__name__}, not an nn.Module")
+        model = built
+    if loss_fn is not None and not callable(loss_fn):
+        raise VerifyError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
+    if dtype is not None and not isinstance(dtype, torch.dtype):
+        raise VerifyError(f"dtype must be a torch.dtype, got {dtype!r}")
+    run_device = _resolve_device(model, device)
+    ckpt_kwargs = {"use_reentrant": False, **dict(checkpoint_kwargs or {})}
+    wrap = _select_modules(model, checkpoint) if checkpoint is not None else []
+
+    use_cuda = run_device.type == "cuda"
+    if use_cuda:
+        torch.cuda.init()  # so that the RNG snapshot below covers the CUDA generators
+    rng0 = RngState.capture()
+    mstate = ModelState.capture(model)
+    pystate = PyState(model)
+    with _state._lock:
+        previous_session = _state.current()
+        try:
+            mstate.detach_grads()
+            needs_move = any(p.device != run_device for _, p in mstate.params) or dtype is not None
+            needs_move = needs_move or any(
+                b is not None and b.device != run_device for b in mstate.buffer_objects
+            )
+            mstate.move(run_device if needs_move else None, dtype)
+            mstate.clone_values()
+            bypass.install()
+            try:
+                engine = _Engine(
+                    model, inputs, mstate, pystate, run_device, dtype, loss_fn, wrap, ckpt_kwargs, rtol, atol, seed
+                )
+                return engine.run(localize)
+            finally:
+                _state.set_session(previous_session)
+                bypass.uninstall()
+        finally:
+            pystate.restore()
+            mstate.restore()
+            rng0.restore()
+
+
+# ----------------------------------------------------------------------------- engine
+class _Engine:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        inputs: Any,
+        mstate: ModelState,
+        pystate: PyState,
+        device: torch.device,
+        dtype: torch.dtype | None,
+        loss_fn: Callable[[Any], torch.Tensor] | None,
+        wrap: list[torch.nn.Module],
+        ckpt_kwargs: dict[str, Any],
+        rtol: float | None,
+        atol: float | None,
+        seed: int,
+    ) -> None:
+        self.model = model
+        self.inputs = inputs
+        self.mstate = mstate
+        self.pystate = pystate
+        self.device = device
+        self.dtype = dtype
+        self.loss_fn = loss_fn
+        self.wrap = wrap
+        self.ckpt_kwargs = ckpt_kwargs
+        self.rtol = rtol
+        self.atol = atol
+        self.seed = seed
+        self.namer = bypass.region_namer(model)
+        self.projections: dict[tuple[str, tuple[int, ...], torch.dtype], torch.Tensor] = {}
+        self.use_cuda = device.type == "cuda"
+        self.param_ptrs: set[int] = set()
+
+    # -- one run ---------------------------------------------------------------
+    def one_run(self, mode: str, keep: frozenset[str] = frozenset()) -> _Run:
+        self.mstate.reset_for_run()
+        self.pystate.restore()
+        seed_everything(self.seed, self.use_cuda)
+        self.param_ptrs = _storage_ptrs([p for _, p in self.mstate.params]) | _storage_ptrs(
+            [mod._buffers[b] for mod, b, _ in self.mstate.buffers if mod._buffers.get(b) is not None]
+        )
+        session = _state.Session(namer=self.namer, mode=mode, keep=keep)
+        result = _Run()
+        args, kwargs, leaves = _fresh_inputs(self.inputs, self.device, self.dtype)
+        seen: dict[int, int] = {}
+        per_region: dict[str, int] = {}
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            try:
+                storage = t.untyped_storage()
+                ptr, nbytes = storage.data_ptr(), storage.nbytes()
+            except Exception:  # tensor subclasses without storage: not countable
+                return t
+            if ptr and ptr not in self.param_ptrs and ptr not in seen:
+                seen[ptr] = nbytes
+                if session.stack:
+                    per_region[session.stack[-1]] = per_region.get(session.stack[-1], 0) + nbytes
+            return t
+
+        def unpack(t: torch.Tensor) -> torch.Tensor:
+            return t
+
+        if self.use_cuda:
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        wrapped = self.wrap if (mode == "record" or keep) else []
+        _state.set_session(session)
+        outputs: Any = None
+        with warnings.catch_warnings(record=True) as caught, _wrapped_modules(wrapped, self.ckpt_kwargs):
+            warnings.simplefilter("always")
+            start = time.perf_counter()
+            try:
+                with torch.enable_grad():
+                    with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+                        outputs = self.model(*args, **kwargs)
+                    loss = self._loss(outputs)
+                    if loss.requires_grad:
+                        loss.backward()
+                if self.use_cuda:
+                    torch.cuda.synchronize(self.device)
+            except VerifyError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a model error is a result here
+                result.error = exc
+            result.seconds = time.perf_counter() - start
+        _state.set_session(None)
+        result.warnings = [str(w.message) for w in caught]
+        result.regions = list(session.regions)
+        result.saved_bytes = sum(seen.values())
+        result.per_region = per_region
+        if self.use_cuda:
+            result.cuda_max = int(torch.cuda.max_memory_allocated(self.device))
+        if result.error is None:
+            for name, t in _flatten(outputs, "output"):
+                result.tensors[("output", name)] = t.detach()
+        for name, p in self.mstate.params:
+            result.tensors[("grad", name)] = p.grad
+            p.grad = None
+        for name, leaf in leaves:
+            result.tensors[("grad", name)] = leaf.grad
+        for name, value in self.mstate.buffer_values().items():
+            result.tensors[("buffer", name)] = value
+        streams = RngState.capture().streams()
+        streams.update(self.pystate.generator_states())
+        for name, value in streams.items():
+            result.other[("rng", name)] = value
+        for name, value in self.pystate.scalar_values().items():
+            result.other[("state", name)] = value
+        return result
+
+    def _loss(self, outputs: Any) -> torch.Tensor:
+        if self.loss_fn is not None:
+            loss = self.loss_fn(outputs)
+            if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+                raise VerifyError(
+                    f"loss_fn {_qualname(self.loss_fn)!r} must return a scalar tensor, got "
+                    f"{type(loss).__name__}{tuple(loss.shape) if isinstance(loss, torch.Tensor) else ''}"
+                )
+            return loss.reshape(())
+        total: torch.Tensor | None = None
+        for name, t in _flatten(outputs, "output"):
+            if not t.is_floating_point():
+                continue
+            acc = torch.float64 if t.dtype == torch.float64 else torch.float32
+            key = (name, tuple(t.shape), acc)
+            r = self.projections.get(key)
+            if r is None:
+                g = torch.Generator().manual_seed((self.seed * 1_000_003 + zlib.crc32(name.encode())) % 2**63)
+                r = torch.randn(t.shape, generator=g, dtype=acc).to(t.device)
+                self.projections[key] = r
+            term = (t.to(acc) * r).sum()
+            total = term if total is None else total + term
+        if total is None:
+            raise VerifyError("the model returned no floating-point tensor; pass loss_fn=")
+        return total
+
+    # -- the whole procedure ------------------------------------------------------
+    def run(self, localize: bool) -> Report:
+        base = self.one_run("bypass")
+        if base.error is not None:
+            raise base.error
+        base2 = self.one_run("bypass")
+        if base2.error is not None:
+            raise base2.error
+        noise = _noise(base2, base)
+        tol = _Tolerance(self.rtol, self.atol, noise)
+        noisy = tuple(sorted(name for (kind, name), n in noise.items() if n.exceeds_default))
+        # The first run pays one-off costs (lazy imports, allocator warm-up).
+        base_seconds = min(base.seconds, base2.seconds)
+        del base2
+        ckpt = self.one_run("record")
+        mismatches = _compare(ckpt, base, tol)
+        regions = list(ckpt.regions)
+        if mismatches and regions:
+            if len(regions) == 1:
+                mismatches = [dataclasses.replace(m, region=regions[0]) for m in mismatches]
+            elif localize:
+                mismatches = self._localise(regions, mismatches, base, tol)
+        notes = [f"only in the checkpointed run: warning: {w}" for w in dict.fromkeys(ckpt.warnings) if w not in base.warnings]
+        if ckpt.error is None:
+            for (kind, name), value in ckpt.other.items():
+                if kind == "state" and not tol.ignores((kind, name)):
+                    before = base.other.get((kind, name), _ABSENT)
+                    if not _same(value, before):
+                        notes.insert(0, f"Python state differs after the step: {name} = {value!r}, baseline {before!r}")
+        memory = MemoryStats(
+            saved_bytes_checkpointed=ckpt.saved_bytes,
+            saved_bytes_baseline=base.saved_bytes,
+            per_region=dict(base.per_region),
+            cuda_max_allocated=(
+                {"checkpointed": ckpt.cuda_max or 0, "baseline": base.cuda_max or 0} if self.use_cuda else None
+            ),
+        )
+        timing = TimingStats(checkpointed_s=ckpt.seconds, baseline_s=base_seconds)
+        ordered = tuple(sorted(mismatches, key=Mismatch.sort_key))
+        return Report(
+            equivalent=not ordered,
+            mismatches=ordered,
+            regions=tuple(regions),
+            memory=memory,
+            timing=timing,
+            device=str(self.device),
+            noisy=noisy,
+            notes=tuple(notes[:8]),
+        )
+
+    def _localise(self, regions: list[str], mismatches: list[Mismatch], base: _Run, tol: _Tolerance) -> list[Mismatch]:
+        """Group testing over regions: which subsets, checkpointed alone, reproduce which mismatches."""
+        culprits: dict[tuple[str, ...], set[Key]] = {}
+
+        def keys_of(subset: tuple[str, ...]) -> set[Key]:
+            run = self.one_run("bypass", keep=frozenset(subset))
+            return {(m.kind, m.name) for m in _compare(run, base, tol)}
+
+        def search(subset: tuple[str, ...], keys: set[Key]) -> None:
+            if not keys:
+                return
+            if len(subset) == 1:
+                culprits[subset] = keys
+                return
+            half = len(subset) // 2
+            left, right = subset[:half], subset[half:]
+            kl, kr = keys_of(left), keys_of(right)
+            if not kl and not kr:
+                culprits[subset] = keys  # only the combination breaks equivalence
+                return
+            search(left, kl)
+            search(right, kr)
+
+        search(tuple(regions), {(m.kind, m.name) for m in mismatches})
+        everything = ", ".join("+".join(s) for s in culprits) or None
+        out = []
+        for m in mismatches:
+            owners = ["+".join(s) for s, keys in culprits.items() if (m.kind, m.name) in keys]
+            out.append(dataclasses.replace(m, region=", ".join(owners) if owners else everything))
+        return out
+
+
+# ----------------------------------------------------------------------------- comparison
+@dataclass
+class _Noise:
+    abs: float
+    exceeds_default: bool
+
+
+class _Tolerance:
+    def __init__(self, rtol: float | None, atol: float | None, noise: Mapping[Key, _Noise]) -> None:
+        self.rtol = rtol
+        self.atol = atol
+        self.noise = noise
+
+    def for_tensor(self, key: Key, dtype: torch.dtype) -> tuple[float, float]:
+        drtol, datol = _DEFAULT_TOLERANCES.get(dtype, (0.0, 0.0))
+        rtol = self.rtol if self.rtol is not None else drtol
+        atol = self.atol if self.atol is not None else datol
+        n = self.noise.get(key)
+        return rtol, atol + (n.abs if n is not None else 0.0)
+
+    def ignores(self, key: Key) -> bool:
+        n = self.noise.get(key)
+        return n is not None and math.isinf(n.abs)
+
+
+def _noise(run: _Run, ref: _Run) -> dict[Key, _Noise]:
+    """How far the baseline differs from itself, per compared value."""
+    out: dict[Key, _Noise] = {}
+    for key, b in ref.tensors.items():
+        a = run.tensors.get(key)
+        if a is None or b is None or a.shape != b.shape or a.dtype != b.dtype:
+            if (a is None) != (b is None) or (a is not None and b is not None):
+                out[key] = _Noise(math.inf, True)
+            continue
+        diff = _max_abs_diff(a, b)
+        if diff > 0:
+            drtol, datol = _DEFAULT_TOLERANCES.get(b.dtype, (0.0, 0.0))
+            exceeds = not _within(a, b, drtol, datol)
+            out[key] = _Noise(diff, exceeds)
+    for key, b in ref.other.items():
+        if not _same(run.other.get(key, _ABSENT), b):
+            out[key] = _Noise(math.inf, True)
+    return out
+
+
+_ABSENT = object()
+
+
+def _compare(run: _Run, ref: _Run, tol: _Tolerance) -> list[Mismatch]:
+    found: list[Mismatch] = []
+    if run.error is not None:
+        text = str(run.error).strip().splitlines()
+        found.append(
+            Mismatch("error", type(run.error).__name__, math.inf, math.inf, None, detail=text[0] if text else "")
+        )
+    keys = list(ref.tensors) + [k for k in run.tensors if k not in ref.tensors]
+    for key in keys:
+        kind, name = key
+        if tol.ignores(key):
+            continue
+        if run.error is not None and kind == "output":
+            continue
+        a, b = run.tensors.get(key), ref.tensors.get(key)
+        if kind == "grad":
+            if run.error is not None:
+                continue
+            if a is None and b is not None:
+                found.append(Mismatch("missing_grad", name, math.inf, math.inf, None, "no gradient in the checkpointed run"))
+                continue
+            if a is not None and b is None:
+                found.append(Mismatch("unexpected_grad", name, math.inf, math.inf, None, "no gradient in the baseline"))
+                continue
+        if a is None and b is None:
+            continue
+        if a is None or b is None:
+            found.append(Mismatch(kind, name, math.inf, math.inf, None, "present in only one run"))
+            continue
+        if a.shape != b.shape or a.dtype != b.dtype:
+            found.append(
+                Mismatch(kind, name, math.inf, math.inf, None, f"{a.dtype}{list(a.shape)} vs baseline {b.dtype}{list(b.shape)}")
+            )
+            continue
+        rtol, atol = tol.for_tensor(key, b.dtype)
+        if not _within(a, b, rtol, atol):
+            abs_err, rel_err = _errors(a, b)
+            found.append(Mismatch(kind, name, abs_err, rel_err, None))
+    if run.error is None:
+        for key, b in ref.other.items():
+            # Python state that ends differently (a call counter at 2 instead
+            # of 1) is reported as a note: it changes nothing backward computes.
+            if tol.ignores(key) or key[0] == "state":
+                continue
+            a = run.other.get(key, _ABSENT)
+            if not _same(a, b):
+                kind, name = key
+                detail = "stream advanced differently" if kind == "rng" else f"{a!r} vs baseline {b!r}"
+                found.append(Mismatch(kind, name, math.inf, math.inf, None, detail))
+    return found
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return a.shape == b.shape and bool(torch.equal(a, b))
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    try:
+        return bool(a == b)
+    except Exception:
+        return a is b
+
+
+def _as_float(t: torch.Tensor) -> torch.Tensor:
+    if t.is_complex():
+        return t
+    if t.dtype in (torch.float64,):
+        return t
+    return t.to(torch.float32) if t.is_floating_point() else t.to(torch.float64)
+
+
+def _within(a: torch.Tensor, b: torch.Tensor, rtol: float, atol: float) -> bool:
+    if a.numel() == 0:
+        return True
+    if not (a.is_floating_point() or a.is_complex()):
+        return bool(torch.equal(a, b))
+    af, bf = _as_float(a), _as_float(b)
+    close = torch.isclose(af, bf, rtol=rtol, atol=atol, equal_nan=True)
+    return bool(close.all())
+
+
+def _max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    if a.numel() == 0:
+        return 0.0
+    d = (_as_float(a) - _as_float(b)).abs()
+    both_nan = torch.isnan(_as_float(a).real if a.is_complex() else _as_float(a)) & torch.isnan(
+        _as_float(b).real if b.is_complex() else _as_float(b)
+    )
+    d = torch.where(both_nan, torch.zeros_like(d), d)
+    if torch.isnan(d).any():
+        return math.inf
+    return float(d.max())
+
+
+def _errors(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
+    af, bf = _as_float(a), _as_float(b)
+    d = (af - bf).abs()
+    d = torch.where(torch.isnan(d), torch.full_like(d, math.inf), d)
+    abs_err = float(d.max()) if d.numel() else 0.0
+    denom = bf.abs()
+    rel = torch.where(denom > 0, d / denom.clamp_min(torch.finfo(d.dtype).tiny if d.is_floating_point() else 1), d * math.inf)
+    rel = torch.where(d == 0, torch.zeros_like(rel), rel)
+    rel_err = float(rel.max()) if rel.numel() else 0.0
+    return abs_err, rel_err
+
+
+# ----------------------------------------------------------------------------- helpers
+def _flatten(obj: Any, prefix: str, depth: int = 0) -> Iterator[tuple[str, torch.Tensor]]:
+    """Every tensor in a model output, with its path: tensors, tuples, dicts, dataclasses, ModelOutputs."""
+    if depth > 8:
+        return
+    if isinstance(obj, torch.Tensor):
+        yield prefix, obj
+    elif isinstance(obj, Mapping):
+        attr = dataclasses.is_dataclass(obj)
+        for k, v in obj.items():
+            yield from _flatten(v, f"{prefix}.{k}" if attr and isinstance(k, str) else f"{prefix}[{k!r}]", depth + 1)
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        for f in dataclasses.fields(obj):
+            yield from _flatten(getattr(obj, f.name, None), f"{prefix}.{f.name}", depth + 1)
+    elif isinstance(obj, tuple) and hasattr(obj, "_fields"):
+        for fname, v in zip(obj._fields, obj):
+            yield from _flatten(v, f"{prefix}.{fname}", depth + 1)
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from _flatten(v, f"{prefix}[{i}]", depth + 1)
+
+
+def _fresh_inputs(
+    inputs: Any, device: torch.device, dtype: torch.dtype | None
+) -> tuple[tuple[Any, ...], dict[str, Any], list[tuple[str, torch.Tensor]]]:
+    """Per-run copies of the input tensors, so a model that writes into its input cannot leak between runs."""
+    leaves: list[tuple[str, torch.Tensor]] = []
+
+    def copy(obj: Any, path: str, depth: int = 0) -> Any:
+        if isinstance(obj, torch.Tensor):
+            t = obj.detach().to(device=device, dtype=dtype if (dtype is not None and obj.is_floating_point()) else None)
+            if t.data_ptr() == obj.data_ptr():  # .to() was a no-op: still the caller's storage
+                t = t.clone()
+            if obj.requires_grad:
+                t.requires_grad_(True)
+                leaves.append((path, t))
+            return t
+        if depth > 8:
+            return obj
+        if isinstance(obj, dict):
+            return {k: copy(v, f"{path}[{k!r}]", depth + 1) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [copy(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(obj)]
+        if isinstance(obj, tuple) and not hasattr(obj, "_fields"):
+            return tuple(copy(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(obj))
+        return obj
+
+    if isinstance(inputs, torch.Tensor):
+        return (copy(inputs, "input"),), {}, leaves
+    if isinstance(inputs, dict):
+        kwargs = {}
+        for k, v in inputs.items():
+            if not isinstance(k, str):
+                raise VerifyError(f"keyword inputs need string keys, got {k!r}")
+            kwargs[k] = copy(v, f"input[{k!r}]")
+        return (), kwargs, leaves
+    if isinstance(inputs, (tuple, list)):
+        return tuple(copy(v, f"input[{i}]") for i, v in enumerate(inputs)), {}, leaves
+    raise VerifyError(
+        f"inputs must be a tensor, a tuple/list of positional arguments or a dict of keyword arguments, "
+        f"got {type(inputs).__name__}"
+    )
+
+
+def _storage_ptrs(tensors: Sequence[torch.Tensor]) -> set[int]:
+    out = set()
+    for t in tensors:
+        try:
+            out.add(t.untyped_storage().data_ptr())
+        except Exception:
+            continue
+    return out
+
+
+def _resolve_device(model: torch.nn.Module, device: str | torch.device | None) -> torch.device:
+    if device is not None:
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError) as exc:
+            raise VerifyError(f"device {device!r} is not a torch device: {exc}") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise VerifyError(f"device {device!r} requested but CUDA is not available")
+        if dev.type == "cuda" and dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+        return dev
+    for t in list(model.parameters()) + list(model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def _select_modules(model: torch.nn.Module, spec: CheckpointSpec) -> list[torch.nn.Module]:
+    """Submodules to checkpoint for ``checkpoint=``; descendants of a chosen module are skipped."""
+    named = list(model.named_modules())
+    if isinstance(spec, str):
+        chosen = [(n, m) for n, m in named if n and type(m).__name__ == spec]
+        what = f"class name {spec!r}"
+    elif isinstance(spec, type):
+        chosen = [(n, m) for n, m in named if n and isinstance(m, spec)]
+        what = f"type {spec.__name__}"
+    elif isinstance(spec, Sequence):
+        chosen = []
+        for name in spec:
+            try:
+                chosen.append((name, model.get_submodule(name)))
+            except AttributeError:
+                raise VerifyError(f"checkpoint=: model has no submodule {name!r}") from None
+        what = "names"
+    elif callable(spec):
+        chosen = [(n, m) for n, m in named if n and spec(m)]
+        what = f"predicate {_qualname(spec)!r}"
+    else:
+        raise VerifyError(
+            f"checkpoint= must be a predicate, a module type, a class name or a list of submodule names, got {spec!r}"
+        )
+    if not chosen:
+        raise VerifyError(f"checkpoint=: no submodule of {type(model).__name__} matches {what}")
+    out: list[tuple[str, torch.nn.Module]] = []
+    for name, mod in chosen:
+        if any(name.startswith(p + ".") for p, _ in out):
+            continue
+        out.append((name, mod))
+    return [m for _, m in out]
+
+
+@contextlib.contextmanager
+def _wrapped_modules(modules: list[torch.nn.Module], ckpt_kwargs: dict[str, Any]) -> Iterator[None]:
+    """Checkpoint each module's forward for the duration (instance attribute, removed afterwards)."""
+    saved: list[tuple[torch.nn.Module, Any]] = []
+    try:
+        for mod in modules:
+            previous = mod.__dict__.get("forward", _ABSENT)
+            inner = mod.forward
+
+            def forward(*args: Any, __inner: Any = inner, **kwargs: Any) -> Any:
+                return torch.utils.checkpoint.checkpoint(__inner, *args, **ckpt_kwargs, **kwargs)
+
+            mod.__dict__["forward"] = forward
+            saved.append((mod, previous))
+        yield
+    finally:
+        for mod, previous in reversed(saved):
+            if previous is _ABSENT:
+                mod.__dict__.pop("forward", None)
+            else:
+                mod.__dict__["forward"] = previous
+
+
+def _qualname(obj: Any) -> str:
+    return getattr(obj, "__qualname__", None) or type(obj).__name__
