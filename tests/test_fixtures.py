@@ -48,6 +48,7 @@ DISCOVERY_SHAPES: dict[str, str] = {
     "bound method self.block_fn": "shape_bound_method.py",
     "module instance from __init__ (self.layer = Block(...))": "shape_init_module_instance.py",
     "nn.ModuleList([Block(d) for ...]) + loop variable": "shape_modulelist_loop.py",
+    "for i, layer in enumerate(self.layers)": "shape_modulelist_enumerate.py",
     "nn.Sequential(...)": "shape_sequential.py",
     "module.__call__": "shape_dunder_call.py",
     "lambda": "shape_lambda.py",
@@ -58,6 +59,8 @@ DISCOVERY_SHAPES: dict[str, str] = {
     "checkpoint_sequential: earlier segment flagged, last segment not": "shape_checkpoint_sequential.py",
     "checkpoint_sequential with segments=1 checkpoints nothing": "benign_checkpoint_sequential_one_segment.py",
     "timm checkpoint_seq(self.blocks, x)": "shape_timm_checkpoint_seq.py",
+    "timm checkpoint_seq(..., skip_last=True) leaves the last module out": "shape_timm_checkpoint_seq_skip_last.py",
+    "timm checkpoint_seq over stages from a local list, blocks two levels down": "timm_stages_list_built.py",
     "timm checkpoint re-export": "shape_timm_checkpoint.py",
     "checkpoint_wrapper(Block(...))": "shape_checkpoint_wrapper.py",
     "apply_activation_checkpointing(check_fn=lambda m: isinstance(m, Block))": (
