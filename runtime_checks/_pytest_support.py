@@ -147,6 +147,18 @@ def _worst(report: Any) -> Any:
     return mismatches[0] if mismatches else None
 
 
+def _mismatch_entry(mismatch: Any) -> dict[str, Any] | None:
+    if mismatch is None:
+        return None
+    return {
+        "kind": mismatch.kind,
+        "name": mismatch.name,
+        "region": mismatch.region,
+        "abs": _finite(mismatch.max_abs_err),
+        "rel": _finite(mismatch.max_rel_err),
+    }
+
+
 def summary_entry(report: Any, model: Any) -> dict[str, Any]:
     """Plain-data digest of a report for the terminal summary (JSON-serialisable)."""
     worst = _worst(report)
@@ -156,15 +168,8 @@ def summary_entry(report: Any, model: Any) -> dict[str, Any]:
         "model": model_name(model),
         "equivalent": bool(report.equivalent),
         "device": str(getattr(report, "device", "?")),
-        "worst": None
-        if worst is None
-        else {
-            "kind": worst.kind,
-            "name": worst.name,
-            "region": worst.region,
-            "abs": _finite(worst.max_abs_err),
-            "rel": _finite(worst.max_rel_err),
-        },
+        "worst": _mismatch_entry(worst),
+        "worst_parameter": _mismatch_entry(_worst_parameter(report)),
         "saved_bytes": getattr(memory, "saved_bytes_saved", None),
         "baseline_bytes": getattr(memory, "saved_bytes_baseline", None),
         "checkpointed_bytes": getattr(memory, "saved_bytes_checkpointed", None),
@@ -172,23 +177,51 @@ def summary_entry(report: Any, model: Any) -> dict[str, Any]:
     }
 
 
+_PARAMETER_KINDS = ("grad", "missing_grad", "unexpected_grad")
+
+
+def _worst_parameter(report: Any) -> Any:
+    """The parameter (or input) gradient mismatch with the largest error, or None."""
+    for mismatch in getattr(report, "mismatches", ()):  # largest error first
+        if mismatch.kind in _PARAMETER_KINDS:
+            return mismatch
+    return None
+
+
+def _describe_mismatch(mismatch: Any) -> str:
+    region = f" in checkpoint region {mismatch.region!r}" if mismatch.region else " (region not localised)"
+    size = ""
+    abs_err, rel_err = _finite(mismatch.max_abs_err), _finite(mismatch.max_rel_err)
+    if abs_err is not None:
+        size = f": max abs err {abs_err:.3g}" + (f", max rel err {rel_err:.3g}" if rel_err is not None else "")
+    detail = getattr(mismatch, "detail", "")
+    if detail:
+        detail = detail if len(detail) <= 200 else detail[:200] + " ..."
+        detail = f" ({detail})"
+    return f"{mismatch.kind} {mismatch.name!r}{region}{size}{detail}"
+
+
 def failure_message(report: Any, model: Any, inputs: Any, reproduce: str | None = None) -> str:
-    """The diagnosis shown when a model is not equivalent: verdict, worst mismatch, inputs, table."""
+    """The diagnosis shown when a model is not equivalent.
+
+    Verdict, the regions that break equivalence, the worst mismatch (when it is not a
+    parameter's), the worst parameter, the inputs' shapes, how to reproduce, the table.
+    """
     mismatches = getattr(report, "mismatches", ())
     count = len(mismatches)
     lines = [
         f"checkpointed {model_name(model)} is not gradient-equivalent to its un-checkpointed baseline "
         f"on {getattr(report, 'device', '?')}: {count} mismatch{'es' if count != 1 else ''}"
     ]
-    worst = _worst(report)
-    if worst is not None:
-        region = f" in checkpoint region {worst.region!r}" if worst.region else " (region not localised)"
-        size = ""
-        abs_err, rel_err = _finite(worst.max_abs_err), _finite(worst.max_rel_err)
-        if abs_err is not None:
-            size = f": max abs err {abs_err:.3g}" + (f", max rel err {rel_err:.3g}" if rel_err is not None else "")
-        detail = f" ({worst.detail})" if getattr(worst, "detail", "") else ""
-        lines.append(f"worst: {worst.kind} {worst.name!r}{region}{size}{detail}")
+    regions = list(dict.fromkeys(m.region for m in mismatches if m.region))
+    if regions:
+        lines.append(f"breaking equivalence: checkpoint region{'s' if len(regions) > 1 else ''} "
+                     + ", ".join(repr(region) for region in regions))
+    worst, worst_parameter = _worst(report), _worst_parameter(report)
+    if worst is not None and worst is not worst_parameter:
+        lines.append(f"worst: {_describe_mismatch(worst)}")
+    if worst_parameter is not None:
+        lines.append(f"worst parameter: {_describe_mismatch(worst_parameter)}")
     lines.append(f"inputs: {describe_inputs(inputs)}")
     if reproduce:
         lines.append(reproduce)
@@ -303,8 +336,8 @@ class CkptVerify:
         """The settings in force for the running test (marker > CLI > ini > defaults)."""
         return self._context()[1]
 
-    def __repr__(self) -> str:
-        return f"<ckpt_verify {self._context()[1]}>"
+    def __repr__(self) -> str:  # short: hypothesis prints it in every failing test case
+        return "<ckpt_verify>"
 
 
 # ---------------------------------------------------------------------------------------------

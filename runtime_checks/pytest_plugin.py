@@ -476,8 +476,9 @@ def _aggregate(nodeid: str, entries: list[dict[str, Any]]) -> list[dict[str, Any
         if not entry["equivalent"]:
             row["failures"] += 1
             row["equivalent"] = False
-        if _worse(entry.get("worst"), row.get("worst")):
-            row["worst"] = entry["worst"]
+        for key in ("worst", "worst_parameter"):
+            if _worse(entry.get(key), row.get(key)):
+                row[key] = entry[key]
         for key in ("saved_bytes", "baseline_bytes", "checkpointed_bytes"):
             if entry.get(key) is not None and (row.get(key) is None or entry[key] > row[key]):
                 row[key] = entry[key]
@@ -511,16 +512,18 @@ def format_summary(results: list[dict[str, Any]]) -> list[str]:
         failures = f", {row['failures']} failing" if several and row.get("failures") else ""
         head = f"{verdict} {row['nodeid']} [{row['model']}{runs}{failures}] on {row.get('device', '?')}"
         lines.append(head)
-        worst = row.get("worst")
-        if worst is None:
-            worst_text = "worst error: none"
-        else:
-            where = f" in region {worst['region']!r}" if worst.get("region") else ""
-            size = _format_err(worst.get("abs"), worst.get("rel"))
-            worst_text = f"worst error: {worst['kind']} {worst['name']!r}{where}{size}"
-        lines.append(f"    {worst_text}")
+        worst, parameter = row.get("worst"), row.get("worst_parameter")
+        text = "worst error: " + (_format_mismatch(worst) if worst else "none")
+        if parameter and parameter != worst:
+            text += f"; worst parameter: {_format_mismatch(parameter)}"
+        lines.append(f"    {text}")
         lines.append(f"    {_format_memory(row)}; {_format_ratio(row.get('ratio'))}")
     return lines
+
+
+def _format_mismatch(mismatch: Mapping[str, Any]) -> str:
+    where = f" in region {mismatch['region']!r}" if mismatch.get("region") else ""
+    return f"{mismatch['kind']} {mismatch['name']!r}{where}{_format_err(mismatch.get('abs'), mismatch.get('rel'))}"
 
 
 def _format_err(abs_err: float | None, rel_err: float | None) -> str:

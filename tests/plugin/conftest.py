@@ -55,6 +55,34 @@ class Plain(nn.Module):
         return x
 
 
+class GradModeBlock(nn.Module):
+    """Branches on grad mode: reentrant checkpoint runs forward under no_grad, so outputs differ."""
+
+    def __init__(self, width):
+        super().__init__()
+        self.fc = nn.Linear(width, width)
+
+    def forward(self, x):
+        y = self.fc(x)
+        return y * 1.5 if torch.is_grad_enabled() else y
+
+
+class GradModeNet(nn.Module):
+    def __init__(self, width=8):
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = nn.Linear(width, width)
+        self.block = GradModeBlock(width)
+
+    def forward(self, x):
+        return checkpoint(self.block, self.stem(x), use_reentrant=True)
+
+
+def grad_mode_hazard():
+    """A purely numeric mismatch (outputs only): tolerances can hide it, unlike an RNG mismatch."""
+    return GradModeNet()
+
+
 def clean():
     return Net()
 
@@ -69,3 +97,34 @@ def models(pytester: pytest.Pytester) -> pytest.Pytester:
     """A pytester directory holding ``models.py``."""
     pytester.makepyfile(models=MODELS)
     return pytester
+
+
+@pytest.fixture(scope="session")
+def warm_verifier() -> None:
+    """Run the verifier once in this (outer) process before any in-process pytester session.
+
+    pytester restores ``sys.modules`` after each in-process run, dropping the modules that
+    run imported lazily; torch registers native operator libraries when some of its
+    submodules (``torch._dynamo``, ``torch._inductor``) are imported, and a second import
+    after such a restore fails. Importing them here, outside any inner session, keeps
+    them loaded for good.
+    """
+    torch = pytest.importorskip("torch")
+    import torch._dynamo  # noqa: F401  - imported lazily by checkpoint's non-reentrant path
+
+    from hypothesis import given, settings
+
+    from runtime_checks import strategies
+    from runtime_checks.verify import verify
+
+    namespace: dict[str, object] = {}
+    exec(compile(MODELS, "models.py", "exec"), namespace)
+    verify(namespace["clean"](), torch.randn(2, 8))
+    verify(namespace["hazardous"](), torch.randn(2, 8))
+
+    @settings(max_examples=2, database=None)
+    @given(strategies.tensors(shape=("B", 8)))
+    def draw(x: object) -> None:
+        verify(namespace["clean"](), x)
+
+    draw()
