@@ -1,0 +1,130 @@
+"""Every hazard of issue 4 item 6 is caught and attributed to its region, for both checkpoint variants."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from runtime_checks import verify  # noqa: E402
+from tests.runtime.models import HAZARDS, Net, PlainNet, RawInputNet, Block, make_input  # noqa: E402
+
+# What each hazard must produce beyond wrong values, per variant (True = reentrant).
+EXPECTED_KINDS: dict[tuple[str, bool], set[str]] = {
+    ("inplace_input", True): {"error"},
+    ("batchnorm_train", True): {"buffer"},
+    ("batchnorm_train", False): {"buffer"},
+    ("dropout_no_preserve", True): {"rng"},
+    ("dropout_no_preserve", False): {"rng"},
+    ("python_random", True): {"rng"},
+    ("python_random", False): {"rng"},
+    ("numpy_random", True): {"rng"},
+    ("numpy_random", False): {"rng"},
+    ("generator", True): {"rng"},
+    ("generator", False): {"rng"},
+}
+
+
+@pytest.mark.parametrize("use_reentrant", [False, True], ids=["nonreentrant", "reentrant"])
+@pytest.mark.parametrize("hazard", HAZARDS)
+def test_hazard_caught_and_localised(hazard: str, use_reentrant: bool) -> None:
+    report = verify(Net(hazard, use_reentrant=use_reentrant), make_input())
+    assert not report.equivalent, str(report)
+    assert report.regions == ("blocks.0", "blocks.1", "blocks.2")
+    # Localisation by bisection names the middle block for every mismatch,
+    # including gradients of earlier parameters that the wrong values reach.
+    assert {m.region for m in report.mismatches} == {"blocks.1"}, str(report)
+    kinds = {m.kind for m in report.mismatches}
+    assert EXPECTED_KINDS.get((hazard, use_reentrant), set()) <= kinds, str(report)
+    if "error" not in kinds and hazard != "batchnorm_train":
+        # (BatchNorm recomputes with the same batch statistics: only its buffers differ.)
+        # Gradients of the hazardous block's own parameters are wrong.
+        assert any(m.kind == "grad" and m.name.startswith("blocks.1.") for m in report.mismatches), str(report)
+
+
+def test_rng_mismatch_names_the_stream() -> None:
+    report = verify(Net("generator"), make_input())
+    assert any(m.kind == "rng" and m.name == "generator:blocks.1.gen" for m in report.mismatches)
+    report = verify(Net("numpy_random"), make_input())
+    assert any(m.kind == "rng" and m.name == "numpy" for m in report.mismatches)
+
+
+def test_batchnorm_eval_is_equivalent() -> None:
+    model = Net("batchnorm_train").eval()
+    for use_reentrant in (False, True):
+        model.use_reentrant = use_reentrant
+        report = verify(model, make_input(requires_grad=True))
+        assert report.equivalent, str(report)
+    assert not model.training and not model.blocks[1].norm.training
+
+
+def test_batchnorm_train_reports_each_buffer() -> None:
+    report = verify(Net("batchnorm_train"), make_input())
+    buffers = {m.name for m in report.mismatches if m.kind == "buffer"}
+    assert {"blocks.1.norm.running_mean", "blocks.1.norm.running_var", "blocks.1.norm.num_batches_tracked"} <= buffers
+
+
+@pytest.mark.parametrize("use_reentrant", [False, True], ids=["nonreentrant", "reentrant"])
+def test_no_input_requires_grad(use_reentrant: bool) -> None:
+    report = verify(RawInputNet(use_reentrant=use_reentrant), make_input(requires_grad=False))
+    if use_reentrant:
+        missing = {m.name for m in report.mismatches if m.kind == "missing_grad"}
+        assert missing == {"blocks.0.l1.weight", "blocks.0.l1.bias", "blocks.0.l2.weight", "blocks.0.l2.bias"}
+        assert {m.region for m in report.mismatches} == {"blocks.0"}
+        assert any("requires_grad" in n for n in report.notes)  # torch's own warning, surfaced
+    else:
+        assert report.equivalent, str(report)
+
+
+@pytest.mark.parametrize("use_reentrant", [False, True], ids=["nonreentrant", "reentrant"])
+def test_clean_models_equivalent(use_reentrant: bool) -> None:
+    assert verify(Net(None, use_reentrant=use_reentrant), make_input(requires_grad=True)).equivalent
+    torch.manual_seed(0)
+    layer = torch.nn.TransformerEncoderLayer(d_model=16, nhead=2, dim_feedforward=32, dropout=0.1, batch_first=True)
+    model = torch.nn.Sequential(layer, torch.nn.Linear(16, 4))
+    x = torch.randn(2, 5, 16, requires_grad=True)
+    # Dropout inside the whole checkpointed layer: equal only because checkpoint restores the RNG state.
+    report = verify(model, x, checkpoint=["0"], checkpoint_kwargs={"use_reentrant": use_reentrant})
+    assert report.equivalent, str(report)
+    assert report.regions == ("0",)
+    assert report.memory.saved_bytes_saved > 0
+
+
+def test_measuring_memory_does_not_perturb_checkpoint() -> None:
+    # saved_tensors_hooks around a non-reentrant checkpoint of MultiheadAttention make
+    # torch's own recompute check fail (torch 2.13 and 2.14): the compared runs carry none.
+    torch.manual_seed(0)
+    layer = torch.nn.TransformerEncoderLayer(d_model=16, nhead=2, dim_feedforward=32, dropout=0.0, batch_first=True)
+    report = verify(layer, torch.randn(2, 5, 16), checkpoint=["self_attn", "linear1"])
+    assert report.equivalent, str(report)
+    assert report.memory.saved_bytes_checkpointed >= 0
+
+
+def test_checkpoint_argument_asks_is_it_safe() -> None:
+    clean = verify(PlainNet(), make_input(), checkpoint=Block)
+    assert clean.equivalent and clean.regions == ("blocks.0", "blocks.1", "blocks.2")
+    unsafe = verify(PlainNet("counter_branch"), make_input(), checkpoint="Block")
+    assert not unsafe.equivalent
+    assert {m.region for m in unsafe.mismatches} == {"blocks.1"}
+    by_predicate = verify(PlainNet("global_list"), make_input(), checkpoint=lambda m: isinstance(m, Block))
+    assert not by_predicate.equivalent
+    reentrant = verify(
+        PlainNet(), make_input(), checkpoint=["blocks.0"], checkpoint_kwargs={"use_reentrant": True}
+    )
+    # Reentrant checkpoint on an input without grad: the block's parameters get none.
+    assert {m.kind for m in reentrant.mismatches} == {"missing_grad"} or reentrant.equivalent
+
+
+def test_localize_false_skips_bisection() -> None:
+    report = verify(Net("counter_branch"), make_input(), localize=False)
+    assert not report.equivalent
+    assert {m.region for m in report.mismatches} == {None}
+
+
+def test_report_table_largest_first() -> None:
+    report = verify(Net("global_list"), make_input())
+    text = str(report)
+    assert "NOT EQUIVALENT" in text and "blocks.1" in text
+    errs = [m.max_abs_err for m in report.mismatches if m.kind == "grad"]
+    assert errs == sorted(errs, reverse=True)
+    assert report.worst() is report.mismatches[0]
