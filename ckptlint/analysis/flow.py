@@ -1,0 +1,683 @@
+"""Per-function analysis: which values alias an input, and what the body does.
+
+One pass over a checked function body in statement order. It keeps the set
+of local names that currently alias a checkpoint input (``h = x``,
+``x.view(...)``, ``x[...]``, ``x.data``; rebinding ``x = x + 1`` ends the
+alias) and turns every call and every write into an :class:`Event` with its
+target classified (:class:`Root`: an input, ``self``, a global, a closure
+variable, a fresh local...). Rules only look at events. Calls into helpers
+defined in the checked tree are followed, mapping which helper parameters
+receive input aliases, up to ``max_helper_depth``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+import libcst as cst
+
+from ckptlint.analysis import names as N
+from ckptlint.analysis.values import Env, Instance
+from ckptlint.discovery.callables import CallableRef, Ctx, Resolver, first_param
+from ckptlint.project import ModuleInfo, dotted_name
+
+__all__ = ["CallEvent", "Event", "FlowAnalyzer", "GlobalWriteEvent", "Root", "Visit", "WriteEvent"]
+
+
+@dataclass(frozen=True)
+class Root:
+    """What the base variable of an expression is, seen from the function."""
+
+    kind: str  # input | self | global | closure | outer | module | local | unknown
+    name: str  # the variable as written
+    origin: str | None = None  # for ``input``: the checkpoint input it aliases
+    qualnames: tuple[str, ...] = ()  # for ``module``: qualified names of the whole expression
+    through_attribute: bool = False  # reached via ``.attr`` (not a view attribute)
+
+
+LOCAL = Root("local", "")
+UNKNOWN = Root("unknown", "")
+
+
+@dataclass
+class CallEvent:
+    call: cst.Call
+    stmt: cst.CSTNode
+    qualnames: tuple[str, ...]
+    method: str | None
+    receiver: Root | None
+    args: tuple[tuple[str | None, cst.BaseExpression, Root, str], ...]  # keyword, value, root, star
+    instances: tuple[Instance, ...]
+    is_statement: bool
+    in_with: bool
+
+
+@dataclass
+class WriteEvent:
+    target: cst.BaseExpression
+    stmt: cst.CSTNode
+    kind: str  # assign | aug | del
+    root: Root
+    aug: cst.AugAssign | None = None
+    target_qualnames: tuple[str, ...] = ()
+
+
+@dataclass
+class GlobalWriteEvent:
+    name: str
+    target: cst.BaseExpression
+    stmt: cst.CSTNode
+    keyword: str  # global | nonlocal
+
+
+Event = CallEvent | WriteEvent | GlobalWriteEvent
+
+
+@dataclass
+class Visit:
+    """One analysed function body: where events come from."""
+
+    ref: CallableRef
+    module: ModuleInfo
+    chain: tuple[str, ...]
+    taint: dict[str, str]  # parameter -> checkpoint input it carries
+
+
+_NON_TENSOR_TYPES = frozenset({"int", "float", "bool", "str", "bytes", "complex"})
+
+
+def _is_non_tensor_annotation(ann: cst.BaseExpression) -> bool:
+    if isinstance(ann, cst.Name):
+        return ann.value in _NON_TENSOR_TYPES
+    if isinstance(ann, cst.BinaryOperation) and isinstance(ann.operator, cst.BitOr):
+        parts = [ann.left, ann.right]
+        return all(_is_non_tensor_annotation(p) or (isinstance(p, cst.Name) and p.value == "None") for p in parts)
+    if isinstance(ann, cst.Subscript) and dotted_name(ann.value) in ("Optional", "typing.Optional"):
+        el = ann.slice[0].slice if ann.slice else None
+        return isinstance(el, cst.Index) and _is_non_tensor_annotation(el.value)
+    if isinstance(ann, cst.SimpleString):
+        return ann.value.strip("'\"") in _NON_TENSOR_TYPES
+    return False
+
+
+def _is_literal_default(expr: cst.BaseExpression) -> bool:
+    if isinstance(expr, (cst.Integer, cst.Float, cst.SimpleString, cst.ConcatenatedString, cst.Imaginary)):
+        return True
+    if isinstance(expr, cst.Name) and expr.value in ("True", "False"):
+        return True
+    if isinstance(expr, cst.UnaryOperation) and isinstance(expr.expression, (cst.Integer, cst.Float)):
+        return True
+    return False
+
+
+def input_params(
+    ref: CallableRef,
+    positional: Sequence[cst.BaseExpression] | None = None,
+    keywords: dict[str, cst.BaseExpression] | None = None,
+    extra_nulled: frozenset[str] = frozenset(),
+) -> frozenset[str]:
+    """Parameters of ``ref`` that carry checkpoint inputs.
+
+    ``positional``/``keywords`` are the arguments the checkpoint call passes
+    when they are known (no ``*args``): a defaulted parameter nobody passes
+    holds its default, and an argument spelled ``None`` carries nothing.
+    """
+    if not ref.receives_input:
+        return frozenset()
+    node = ref.node
+    p = node.params
+    ordered = [*p.posonly_params, *p.params]
+    if ref.bound and ordered:
+        ordered = ordered[1:]
+    ordered = ordered[ref.partial_positional :]
+    nulled = set(ref.nulled) | set(extra_nulled)
+    out: set[str] = set()
+    everything = [*ordered, *p.kwonly_params]
+    for param in everything:
+        name = param.name.value
+        if name in nulled:
+            continue
+        if param.annotation is not None and _is_non_tensor_annotation(param.annotation.annotation):
+            continue
+        if param.default is not None and _is_literal_default(param.default):
+            continue
+        out.add(name)
+    for star in (p.star_arg, p.star_kwarg):
+        if isinstance(star, cst.Param):
+            out.add(star.name.value)
+    if positional is not None:
+        kw = keywords or {}
+        for i, param in enumerate(ordered):
+            name = param.name.value
+            if i < len(positional):
+                value = positional[i]
+                if isinstance(value, cst.Name) and value.value == "None":
+                    out.discard(name)
+            elif name in kw:
+                value = kw[name]
+                if isinstance(value, cst.Name) and value.value in ("None", "False"):
+                    out.discard(name)
+            elif param.default is not None:
+                out.discard(name)
+        for param in p.kwonly_params:
+            name = param.name.value
+            if name in kw:
+                value = kw[name]
+                if isinstance(value, cst.Name) and value.value in ("None", "False"):
+                    out.discard(name)
+            elif param.default is not None:
+                out.discard(name)
+        if len(positional) <= len(ordered) and isinstance(p.star_arg, cst.Param):
+            out.discard(p.star_arg.name.value)
+        if not kw and isinstance(p.star_kwarg, cst.Param):
+            out.discard(p.star_kwarg.name.value)
+    return frozenset(out)
+
+
+class _FunctionState:
+    def __init__(self, ref: CallableRef, ctx: Ctx, taint: dict[str, str]) -> None:
+        self.ref = ref
+        self.ctx = ctx
+        self.taint = dict(taint)
+        self.globals: set[str] = set()
+        self.nonlocals: set[str] = set()
+        node = ref.node
+        p = node.params
+        self.params = {x.name.value for x in (*p.posonly_params, *p.params, *p.kwonly_params)}
+        for star in (p.star_arg, p.star_kwarg):
+            if isinstance(star, cst.Param):
+                self.params.add(star.name.value)
+        self.locals = set(self.params)
+        env = ctx.env
+        if env is not None:
+            self.locals |= set(env.values) | set(env.loop_iters) | set(env.inner_defs)
+        self.comprehension_scopes: list[set[str]] = []
+        self.local_imports: dict[str, list[str]] = {}
+
+
+class FlowAnalyzer:
+    """Walks checked functions and their helpers, emitting events."""
+
+    def __init__(
+        self,
+        resolver: Resolver,
+        max_helper_depth: int,
+        emit: Callable[[Event, Visit], None],
+        is_checkpoint_call: Callable[[cst.Call, Ctx], bool],
+    ) -> None:
+        self.resolver = resolver
+        self.max_helper_depth = max_helper_depth
+        self.emit = emit
+        self.is_checkpoint_call = is_checkpoint_call
+        self._done: set[tuple[object, ...]] = set()
+        self._stack: list[tuple[int, int | None]] = []
+
+    # -- entry -------------------------------------------------------------------------
+
+    def run(self, ref: CallableRef, inputs: frozenset[str], chain: tuple[str, ...] = (), depth: int = 0, memo_extra: object = None) -> None:
+        taint = {name: name for name in inputs}
+        self._run(ref, taint, (*chain, ref.name), depth, memo_extra)
+
+    def _run(self, ref: CallableRef, taint: dict[str, str], chain: tuple[str, ...], depth: int, memo_extra: object) -> None:
+        key = (ref.key, frozenset(taint.items()), memo_extra, id(ref.outer) if ref.outer else None)
+        if key in self._done or ref.key in self._stack:
+            return
+        self._done.add(key)
+        self._stack.append(ref.key)
+        try:
+            self_name = first_param(ref.node) if ref.bound else None
+            env = self.resolver.evaluator.env_of(ref.node, self_name)
+            ctx = Ctx(
+                ref.module, ref.cls, ref.node, env, self_name, ref.name,
+                closure=ref.closure, closure_refs=ref.closure_refs, outer=ref.outer,
+            )
+            state = _FunctionState(ref, ctx, taint)
+            visit = Visit(ref, ref.module, chain, dict(taint))
+            walker = _Walker(self, state, visit, depth, memo_extra)
+            node = ref.node
+            if isinstance(node, cst.Lambda):
+                walker.expr(node.body, node.body)
+            elif isinstance(node.body, cst.IndentedBlock):
+                walker.block(node.body.body)
+            else:
+                walker.block([node.body])
+        finally:
+            self._stack.pop()
+
+
+class _Walker:
+    def __init__(self, analyzer: FlowAnalyzer, state: _FunctionState, visit: Visit, depth: int, memo_extra: object) -> None:
+        self.a = analyzer
+        self.s = state
+        self.visit = visit
+        self.depth = depth
+        self.memo_extra = memo_extra
+        self.stmt: cst.CSTNode = state.ref.node
+        self.in_with = False
+        self.statement_expr: cst.BaseExpression | None = None
+
+    # -- classification -------------------------------------------------------------
+
+    def root_of_name(self, name: str) -> Root:
+        s = self.s
+        for scope in reversed(s.comprehension_scopes):
+            if name in scope:
+                origin = s.taint.get(name)
+                return Root("input", name, origin) if origin else Root("local", name)
+        if name in s.taint:
+            return Root("input", name, s.taint[name])
+        if s.ctx.self_name is not None and name == s.ctx.self_name:
+            return Root("self", name)
+        if name in s.globals:
+            return Root("global", name)
+        if name in s.nonlocals:
+            return Root("closure", name)
+        if name in s.locals or name in s.local_imports:
+            return Root("local", name)
+        outer = s.ctx.outer
+        while outer is not None:
+            if outer.env is not None and (name in outer.env.values or name in outer.env.loop_iters):
+                return Root("closure", name)
+            if outer.fn is not None and name in {p.name.value for p in (*outer.fn.params.params, *outer.fn.params.kwonly_params, *outer.fn.params.posonly_params)}:
+                if outer.self_name == name:
+                    return Root("self", name)
+                return Root("closure", name)
+            outer = outer.outer
+        mod = s.ctx.module
+        if name in mod.imports:
+            return Root("module", name, qualnames=tuple(mod.imports[name]))
+        if name in mod.defs:
+            return Root("module", name, qualnames=(f"{mod.name}.{name}",))
+        if name in mod.assigns:
+            return Root("outer", name)
+        return Root("unknown", name)
+
+    def root(self, expr: cst.BaseExpression) -> Root:
+        """Classify the base variable of ``expr`` (through views, items, attributes)."""
+        through_attr = False
+        node = expr
+        while True:
+            if isinstance(node, cst.Attribute):
+                if node.attr.value in N.NON_TENSOR_ATTRS:
+                    return LOCAL
+                if node.attr.value not in N.VIEW_ATTRS:
+                    through_attr = True
+                node = node.value
+            elif isinstance(node, cst.Subscript):
+                node = node.value
+            elif isinstance(node, cst.Call):
+                func = node.func
+                if isinstance(func, cst.Attribute) and (
+                    func.attr.value in N.VIEW_METHODS
+                    or (func.attr.value.endswith("_") and not func.attr.value.startswith("_"))
+                ):
+                    node = func.value
+                    continue
+                quals = self.a.resolver.qualnames(func, self.s.ctx) if isinstance(func, (cst.Name, cst.Attribute)) else []
+                if quals and N.matches(quals, N.VIEW_FUNCTIONS) and node.args and node.args[0].keyword is None:
+                    node = node.args[0].value
+                    continue
+                return LOCAL
+            elif isinstance(node, cst.Name):
+                r = self.root_of_name(node.value)
+                if r.kind == "module":
+                    quals = tuple(self.a.resolver.qualnames(expr, self.s.ctx)) if isinstance(expr, (cst.Name, cst.Attribute)) else r.qualnames
+                    return Root("module", r.name, qualnames=quals, through_attribute=through_attr)
+                if through_attr:
+                    return Root(r.kind, r.name, r.origin, r.qualnames, True)
+                return r
+            else:
+                return LOCAL
+
+    def alias_origin(self, expr: cst.BaseExpression) -> str | None:
+        """The input that ``expr`` may share storage with, if any."""
+        if isinstance(expr, cst.IfExp):
+            return self.alias_origin(expr.body) or self.alias_origin(expr.orelse)
+        if isinstance(expr, cst.BooleanOperation):
+            return self.alias_origin(expr.left) or self.alias_origin(expr.right)
+        if isinstance(expr, cst.NamedExpr):
+            return self.alias_origin(expr.value)
+        if isinstance(expr, cst.Call):
+            func = expr.func
+            if isinstance(func, cst.Attribute):
+                m = func.attr.value
+                if not (m in N.VIEW_METHODS or (m.endswith("_") and not m.startswith("_"))):
+                    quals = self.a.resolver.qualnames(func, self.s.ctx)
+                    if not (quals and N.matches(quals, N.VIEW_FUNCTIONS)):
+                        return None
+        elif not isinstance(expr, (cst.Name, cst.Attribute, cst.Subscript)):
+            return None
+        r = self.root(expr)
+        return r.origin if r.kind == "input" else None
+
+    # -- binding ------------------------------------------------------------------------
+
+    def bind(self, target: cst.BaseExpression, origin: str | None, value: cst.BaseExpression | None) -> None:
+        s = self.s
+        if isinstance(target, cst.Name):
+            name = target.value
+            if name in s.globals or name in s.nonlocals:
+                self.a.emit(GlobalWriteEvent(name, target, self.stmt, "global" if name in s.globals else "nonlocal"), self.visit)
+            if origin is not None:
+                s.taint[name] = origin
+            else:
+                s.taint.pop(name, None)
+        elif isinstance(target, (cst.Tuple, cst.List)):
+            elements = target.elements
+            values: list[cst.BaseExpression] | None = None
+            if isinstance(value, (cst.Tuple, cst.List)) and len(value.elements) == len(elements):
+                values = [el.value for el in value.elements]
+            for i, el in enumerate(elements):
+                sub_origin = self.alias_origin(values[i]) if values is not None else origin
+                self.bind(el.value, sub_origin, values[i] if values is not None else None)
+        elif isinstance(target, cst.StarredElement):
+            self.bind(target.value, origin, None)
+        elif isinstance(target, (cst.Attribute, cst.Subscript)):
+            self.write(target, "assign")
+
+    def write(self, target: cst.BaseExpression, kind: str, aug: cst.AugAssign | None = None) -> None:
+        self.expr_children_of_target(target)
+        r = self.root(target)
+        quals: tuple[str, ...] = ()
+        if isinstance(target, (cst.Attribute, cst.Name)):
+            quals = tuple(self.a.resolver.qualnames(target, self.s.ctx)) if r.kind == "module" else ()
+        self.a.emit(WriteEvent(target, self.stmt, kind, r, aug, quals), self.visit)
+
+    def expr_children_of_target(self, target: cst.BaseExpression) -> None:
+        # Index expressions in a target run too: ``x[f(y)] = v``.
+        node = target
+        while isinstance(node, (cst.Attribute, cst.Subscript)):
+            if isinstance(node, cst.Subscript):
+                for el in node.slice:
+                    self.expr(el.slice, el.slice)
+            node = node.value
+        if isinstance(node, cst.Call):
+            self.expr(node, node)
+
+    # -- statements ----------------------------------------------------------------------
+
+    def block(self, body: Sequence[cst.CSTNode]) -> None:
+        for stmt in body:
+            self.statement(stmt)
+
+    def statement(self, stmt: cst.CSTNode) -> None:
+        s = self.s
+        if isinstance(stmt, cst.SimpleStatementLine):
+            for small in stmt.body:
+                self.stmt = stmt
+                self.small(small)
+            return
+        if isinstance(stmt, cst.If):
+            self.stmt = stmt.test
+            self.expr(stmt.test, stmt.test)
+            self.block(stmt.body.body)
+            orelse = stmt.orelse
+            if isinstance(orelse, cst.If):
+                self.statement(orelse)
+            elif isinstance(orelse, cst.Else):
+                self.block(orelse.body.body)
+            return
+        if isinstance(stmt, cst.For):
+            self.stmt = stmt.iter
+            self.expr(stmt.iter, stmt.iter)
+            origin = self.alias_origin(stmt.iter) or self._iter_origin(stmt.iter)
+            self.bind(stmt.target, origin, None)
+            # Twice: an alias created late in the body reaches the next iteration.
+            self.block(stmt.body.body)
+            if stmt.orelse is not None:
+                self.block(stmt.orelse.body.body)
+            return
+        if isinstance(stmt, cst.While):
+            self.stmt = stmt.test
+            self.expr(stmt.test, stmt.test)
+            self.block(stmt.body.body)
+            if stmt.orelse is not None:
+                self.block(stmt.orelse.body.body)
+            return
+        if isinstance(stmt, cst.With):
+            for item in stmt.items:
+                self.stmt = item.item
+                self.in_with = True
+                try:
+                    self.expr(item.item, item.item)
+                finally:
+                    self.in_with = False
+                if item.asname is not None:
+                    self.bind(item.asname.name, None, None)
+            self.block(stmt.body.body)
+            return
+        if isinstance(stmt, cst.Try):
+            self.block(stmt.body.body)
+            for h in stmt.handlers:
+                self.block(h.body.body)
+            if stmt.orelse is not None:
+                self.block(stmt.orelse.body.body)
+            if stmt.finalbody is not None:
+                self.block(stmt.finalbody.body.body)
+            return
+        if isinstance(stmt, cst.Match):
+            self.stmt = stmt.subject
+            self.expr(stmt.subject, stmt.subject)
+            for case in stmt.cases:
+                self.block(case.body.body)
+            return
+        # FunctionDef/ClassDef: defining is not running; calls to them are followed.
+
+    def _iter_origin(self, it: cst.BaseExpression) -> str | None:
+        if isinstance(it, cst.Call) and dotted_name(it.func) in ("enumerate", "zip", "reversed", "list", "tuple"):
+            for a in it.args:
+                o = self.alias_origin(a.value)
+                if o:
+                    return o
+        return None
+
+    def small(self, small: cst.BaseSmallStatement) -> None:
+        s = self.s
+        if isinstance(small, cst.Assign):
+            self.expr(small.value, small.value)
+            origin = self.alias_origin(small.value)
+            for t in small.targets:
+                self.bind(t.target, origin, small.value)
+        elif isinstance(small, cst.AnnAssign):
+            if small.value is not None:
+                self.expr(small.value, small.value)
+                self.bind(small.target, self.alias_origin(small.value), small.value)
+        elif isinstance(small, cst.AugAssign):
+            self.expr(small.value, small.value)
+            target = small.target
+            if isinstance(target, cst.Name):
+                if target.value in s.globals or target.value in s.nonlocals:
+                    self.a.emit(
+                        GlobalWriteEvent(target.value, target, self.stmt, "global" if target.value in s.globals else "nonlocal"),
+                        self.visit,
+                    )
+                    return
+            self.write(target, "aug", small)
+        elif isinstance(small, cst.Del):
+            for t in _del_targets(small.target):
+                if isinstance(t, cst.Name):
+                    if t.value in s.globals or t.value in s.nonlocals:
+                        self.a.emit(GlobalWriteEvent(t.value, t, self.stmt, "global" if t.value in s.globals else "nonlocal"), self.visit)
+                    s.taint.pop(t.value, None)
+                else:
+                    self.write(t, "del")
+        elif isinstance(small, cst.Expr):
+            self.statement_expr = small.value
+            try:
+                self.expr(small.value, small.value)
+            finally:
+                self.statement_expr = None
+        elif isinstance(small, cst.Return):
+            if small.value is not None:
+                self.expr(small.value, small.value)
+        elif isinstance(small, cst.Global):
+            s.globals.update(n.name.value for n in small.names)
+        elif isinstance(small, cst.Nonlocal):
+            s.nonlocals.update(n.name.value for n in small.names)
+        elif isinstance(small, (cst.Import, cst.ImportFrom)):
+            s.ctx.module.add_import(small, s.local_imports)
+            s.ctx.local_imports = s.local_imports
+        elif isinstance(small, (cst.Raise, cst.Assert)):
+            for child in small.children:
+                if isinstance(child, cst.BaseExpression):
+                    self.expr(child, child)
+
+    # -- expressions -----------------------------------------------------------------------
+
+    def expr(self, node: cst.CSTNode, top: cst.CSTNode) -> None:
+        if isinstance(node, cst.Lambda) or isinstance(node, (cst.SimpleString, cst.Integer, cst.Float, cst.Name)):
+            return
+        if isinstance(node, (cst.ListComp, cst.SetComp, cst.GeneratorExp, cst.DictComp)):
+            self.comprehension(node)
+            return
+        if isinstance(node, cst.NamedExpr):
+            self.expr(node.value, top)
+            self.bind(node.target, self.alias_origin(node.value), node.value)
+            return
+        if isinstance(node, cst.Call):
+            # Arguments run before the call.
+            self.expr(node.func, top)
+            for arg in node.args:
+                self.expr(arg.value, top)
+            self.call(node)
+            return
+        for child in node.children:
+            if isinstance(child, (cst.BaseExpression, cst.Arg, cst.Element, cst.BaseSlice, cst.SubscriptElement,
+                                  cst.FormattedStringExpression, cst.DictElement, cst.StarredDictElement,
+                                  cst.StarredElement, cst.BaseFormattedStringContent)):
+                self.expr(child, top)
+
+    def comprehension(self, node: cst.ListComp | cst.SetComp | cst.GeneratorExp | cst.DictComp) -> None:
+        s = self.s
+        scope: set[str] = set()
+        s.comprehension_scopes.append(scope)
+        saved = dict(s.taint)
+        try:
+            comp: cst.CompFor | None = node.for_in
+            while comp is not None:
+                self.expr(comp.iter, comp.iter)
+                origin = self.alias_origin(comp.iter) or self._iter_origin(comp.iter)
+                for t in _del_targets(comp.target):
+                    if isinstance(t, cst.Name):
+                        scope.add(t.value)
+                        if origin:
+                            s.taint[t.value] = origin
+                        else:
+                            s.taint.pop(t.value, None)
+                for cond in comp.ifs:
+                    self.expr(cond.test, cond.test)
+                comp = comp.inner_for_in
+            if isinstance(node, cst.DictComp):
+                self.expr(node.key, node.key)
+                self.expr(node.value, node.value)
+            else:
+                self.expr(node.elt, node.elt)
+        finally:
+            s.comprehension_scopes.pop()
+            s.taint = saved
+
+    def call(self, call: cst.Call) -> None:
+        ctx = self.s.ctx
+        func = call.func
+        resolver = self.a.resolver
+        quals: tuple[str, ...] = ()
+        method: str | None = None
+        receiver: Root | None = None
+        if isinstance(func, (cst.Name, cst.Attribute)):
+            if isinstance(func, cst.Name) and func.value in self.s.locals and func.value not in self.s.local_imports:
+                quals = ()
+            else:
+                base = func
+                while isinstance(base, cst.Attribute):
+                    base = base.value
+                if isinstance(base, cst.Name):
+                    r = self.root_of_name(base.value)
+                    if r.kind in ("module", "unknown", "outer"):
+                        quals = tuple(resolver.qualnames(func, ctx))
+        if isinstance(func, cst.Attribute):
+            method = func.attr.value
+            receiver = self.root(func.value)
+        args = tuple(
+            (a.keyword.value if a.keyword is not None else None, a.value, self.root(a.value), a.star)
+            for a in call.args
+        )
+        instances: tuple[Instance, ...] = ()
+        if not quals or not any(q.startswith(("torch.", "numpy.", "random.")) for q in quals):
+            try:
+                instances = tuple(resolver.instances(func, ctx))
+            except RecursionError:
+                instances = ()
+        event = CallEvent(
+            call, self.stmt, quals, method, receiver, args, instances,
+            is_statement=self.statement_expr is call, in_with=self.in_with,
+        )
+        self.a.emit(event, self.visit)
+        if self.depth < self.a.max_helper_depth and not self.a.is_checkpoint_call(call, ctx):
+            self.follow(call, args)
+
+    def follow(self, call: cst.Call, args: tuple[tuple[str | None, cst.BaseExpression, Root, str], ...]) -> None:
+        resolver = self.a.resolver
+        try:
+            refs = resolver.resolve(call.func, self.s.ctx)
+        except RecursionError:
+            return
+        for ref in refs:
+            if isinstance(ref.node, cst.Lambda) and ref.outer is self.s.ctx:
+                pass
+            taint = self._map_args(ref, args) if ref.receives_input else {}
+            self.a._run(ref, taint, (*self.visit.chain, ref.name), self.depth + 1, self.memo_extra)
+
+    def _map_args(self, ref: CallableRef, args: tuple[tuple[str | None, cst.BaseExpression, Root, str], ...]) -> dict[str, str]:
+        node = ref.node
+        p = node.params
+        positional = [x.name.value for x in (*p.posonly_params, *p.params)]
+        if ref.bound and positional:
+            positional = positional[1:]
+        positional = positional[ref.partial_positional :]
+        by_name = set(positional) | {x.name.value for x in p.kwonly_params}
+        star = p.star_arg.name.value if isinstance(p.star_arg, cst.Param) else None
+        star_kw = p.star_kwarg.name.value if isinstance(p.star_kwarg, cst.Param) else None
+        taint: dict[str, str] = {}
+        i = 0
+        for keyword, value, root, star_mark in args:
+            origin = root.origin if root.kind == "input" else self.alias_origin(value)
+            if root.kind == "input" and origin is None:
+                origin = root.origin
+            if star_mark == "*":
+                if origin:
+                    for name in positional[i:]:
+                        taint[name] = origin
+                    if star:
+                        taint[star] = origin
+                i = len(positional)
+                continue
+            if star_mark == "**":
+                if origin:
+                    for name in by_name:
+                        taint.setdefault(name, origin)
+                    if star_kw:
+                        taint[star_kw] = origin
+                continue
+            if keyword is None:
+                if i < len(positional):
+                    if origin:
+                        taint[positional[i]] = origin
+                elif star and origin:
+                    taint[star] = origin
+                i += 1
+            else:
+                if keyword in by_name:
+                    if origin:
+                        taint[keyword] = origin
+                elif star_kw and origin:
+                    taint[star_kw] = origin
+        return taint
+
+
+def _del_targets(node: cst.BaseExpression) -> Iterator[cst.BaseExpression]:
+    if isinstance(node, (cst.Tuple, cst.List)):
+        for el in node.elements:
+            yield from _del_targets(el.value)
+    else:
+        yield node

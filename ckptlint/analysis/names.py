@@ -1,0 +1,285 @@
+"""Qualified names and method names the analysis knows about.
+
+Everything here is a fact about PyTorch (or timm/transformers/diffusers),
+kept in one place so rules and discovery agree on it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CHECKPOINT_FUNCTIONS",
+    "CHECKPOINT_OWN_KWARGS",
+    "CHECKPOINT_SEQUENTIAL",
+    "CHECKPOINT_SEQ",
+    "CHECKPOINT_WRAPPER",
+    "APPLY_ACTIVATION_CHECKPOINTING",
+    "GC_LAYER_BASES",
+    "GC_NULLED_PARAMS",
+    "GC_FUNC_ATTR",
+    "BATCHNORM_CLASSES",
+    "INSTANCENORM_CLASSES",
+    "CONTAINER_CLASSES",
+    "SEQUENTIAL_CLASSES",
+    "VIEW_METHODS",
+    "VIEW_ATTRS",
+    "VIEW_FUNCTIONS",
+    "NON_TENSOR_ATTRS",
+    "CONTAINER_MUTATORS",
+    "INPLACE_EXCLUDED",
+    "INPLACE_NO_TWIN",
+    "INPLACE_POSITION",
+    "DROPOUT_CLASSES",
+    "RANDOM_FUNCTIONS",
+    "RANDOM_METHODS",
+    "PARTIAL",
+    "matches",
+]
+
+TORCH_CHECKPOINT = "torch.utils.checkpoint.checkpoint"
+# Functions that behave like torch's checkpoint(fn, *args, **kwargs). timm
+# re-exports a thin wrapper that defaults use_reentrant for the caller.
+CHECKPOINT_FUNCTIONS = frozenset(
+    {
+        TORCH_CHECKPOINT,
+        "timm.models._manipulate.checkpoint",
+        "timm.models.checkpoint",
+        "timm.layers.checkpoint",
+    }
+)
+TORCH_CHECKPOINT_NAMES = frozenset({TORCH_CHECKPOINT, "torch.utils.checkpoint.checkpoint_sequential"})
+CHECKPOINT_SEQUENTIAL = frozenset({"torch.utils.checkpoint.checkpoint_sequential"})
+CHECKPOINT_SEQ = frozenset({"timm.models._manipulate.checkpoint_seq", "timm.models.checkpoint_seq", "timm.models.helpers.checkpoint_seq"})
+_CW = "torch.distributed.algorithms._checkpoint.checkpoint_wrapper"
+CHECKPOINT_WRAPPER = frozenset({f"{_CW}.checkpoint_wrapper", "torch.distributed.algorithms._checkpoint.checkpoint_wrapper"})
+APPLY_ACTIVATION_CHECKPOINTING = frozenset({f"{_CW}.apply_activation_checkpointing"})
+# Keyword arguments checkpoint() consumes itself; any other keyword is passed
+# through to the checkpointed function (and raises under use_reentrant=True).
+CHECKPOINT_OWN_KWARGS = frozenset(
+    {"use_reentrant", "preserve_rng_state", "context_fn", "determinism_check", "debug", "early_stop", "function"}
+)
+GC_LAYER_BASES = frozenset(
+    {
+        "transformers.modeling_layers.GradientCheckpointingLayer",
+        "transformers.GradientCheckpointingLayer",
+    }
+)
+# transformers' GradientCheckpointingLayer wrapper sets these to None/False
+# before checkpointing, so cache writes inside such layers never run twice.
+GC_NULLED_PARAMS = frozenset({"cache", "past_key_value", "past_key_values", "layer_past", "use_cache"})
+GC_FUNC_ATTR = "_gradient_checkpointing_func"
+PARTIAL = frozenset({"functools.partial"})
+
+_NN = "torch.nn"
+BATCHNORM_CLASSES = frozenset(
+    {
+        f"{_NN}.{n}"
+        for n in (
+            "BatchNorm1d",
+            "BatchNorm2d",
+            "BatchNorm3d",
+            "SyncBatchNorm",
+            "LazyBatchNorm1d",
+            "LazyBatchNorm2d",
+            "LazyBatchNorm3d",
+            "modules.batchnorm.BatchNorm1d",
+            "modules.batchnorm.BatchNorm2d",
+            "modules.batchnorm.BatchNorm3d",
+            "modules.batchnorm._BatchNorm",
+            "modules.batchnorm._NormBase",
+            "modules.batchnorm.SyncBatchNorm",
+        )
+    }
+)
+# InstanceNorm defaults to track_running_stats=False: flagged only when on.
+INSTANCENORM_CLASSES = frozenset(
+    {
+        f"{_NN}.{n}"
+        for n in (
+            "InstanceNorm1d",
+            "InstanceNorm2d",
+            "InstanceNorm3d",
+            "LazyInstanceNorm1d",
+            "LazyInstanceNorm2d",
+            "LazyInstanceNorm3d",
+            "modules.instancenorm._InstanceNorm",
+        )
+    }
+)
+SEQUENTIAL_CLASSES = frozenset({f"{_NN}.Sequential", f"{_NN}.modules.container.Sequential"})
+CONTAINER_CLASSES = SEQUENTIAL_CLASSES | frozenset(
+    {f"{_NN}.ModuleList", f"{_NN}.ModuleDict", f"{_NN}.modules.container.ModuleList", f"{_NN}.modules.container.ModuleDict"}
+)
+DROPOUT_CLASSES = frozenset(
+    {
+        f"{_NN}.{n}"
+        for n in ("Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout", "FeatureAlphaDropout", "RReLU")
+    }
+)
+# Position of ``inplace`` among the constructor's positional parameters.
+INPLACE_POSITION = {
+    "ReLU": 0,
+    "ReLU6": 0,
+    "SiLU": 0,
+    "Hardswish": 0,
+    "Hardsigmoid": 0,
+    "Mish": 0,
+    "SELU": 0,
+    "LeakyReLU": 1,
+    "ELU": 1,
+    "CELU": 1,
+    "Dropout": 1,
+    "Dropout1d": 1,
+    "Dropout2d": 1,
+    "Dropout3d": 1,
+    "AlphaDropout": 1,
+    "FeatureAlphaDropout": 1,
+    "Threshold": 2,
+    "Hardtanh": 2,
+    "RReLU": 2,
+}
+
+# Results that may share storage with the receiver: mutating them mutates it.
+# ``to``/``contiguous``/``float`` return ``self`` when nothing changes.
+VIEW_METHODS = frozenset(
+    {
+        "view",
+        "view_as",
+        "reshape",
+        "reshape_as",
+        "transpose",
+        "permute",
+        "t",
+        "narrow",
+        "unsqueeze",
+        "squeeze",
+        "expand",
+        "expand_as",
+        "as_strided",
+        "flatten",
+        "unflatten",
+        "select",
+        "chunk",
+        "split",
+        "tensor_split",
+        "unbind",
+        "diagonal",
+        "movedim",
+        "moveaxis",
+        "swapaxes",
+        "swapdims",
+        "unfold",
+        "detach",
+        "contiguous",
+        "to",
+        "type_as",
+        "float",
+        "half",
+        "bfloat16",
+        "double",
+        "values",
+        "indices",
+        "view_as_real",
+        "view_as_complex",
+        "get",
+        "__getitem__",
+    }
+)
+VIEW_ATTRS = frozenset({"data", "T", "mT", "H", "mH", "real", "imag"})
+VIEW_FUNCTIONS = frozenset(
+    f"torch.{n}"
+    for n in (
+        "transpose",
+        "reshape",
+        "flatten",
+        "squeeze",
+        "unsqueeze",
+        "narrow",
+        "select",
+        "chunk",
+        "split",
+        "tensor_split",
+        "unbind",
+        "permute",
+        "movedim",
+        "moveaxis",
+        "swapaxes",
+        "diagonal",
+        "as_strided",
+        "view_as_real",
+        "view_as_complex",
+        "detach",
+        "t",
+    )
+)
+# Attributes of a tensor that are plain metadata (never mutated in place).
+NON_TENSOR_ATTRS = frozenset(
+    {"shape", "dtype", "device", "ndim", "requires_grad", "grad_fn", "is_cuda", "layout", "is_leaf", "names"}
+)
+CONTAINER_MUTATORS = frozenset(
+    {
+        "append",
+        "extend",
+        "insert",
+        "pop",
+        "popitem",
+        "setdefault",
+        "clear",
+        "remove",
+        "update",
+        "appendleft",
+        "extendleft",
+        "popleft",
+        "discard",
+        "add",
+        "sort",
+        "reverse",
+    }
+)
+# Trailing-underscore methods that do not change tensor data.
+INPLACE_EXCLUDED = frozenset({"requires_grad_", "share_memory_", "retain_grad_", "record_stream_", "pin_memory_"})
+# In-place methods without a same-named out-of-place twin (no autofix).
+INPLACE_NO_TWIN = frozenset(
+    {
+        "copy_",
+        "zero_",
+        "fill_",
+        "resize_",
+        "resize_as_",
+        "set_",
+        "uniform_",
+        "normal_",
+        "exponential_",
+        "geometric_",
+        "cauchy_",
+        "log_normal_",
+        "random_",
+        "fill_diagonal_",
+        "detach_",
+        "put_",
+        "index_put_",
+        "copysign_",
+        "bernoulli_",
+    }
+)
+
+# Torch functions/methods that draw from a random generator.
+RANDOM_FUNCTIONS = frozenset(
+    [f"torch.{n}" for n in (
+        "rand", "randn", "randint", "randperm", "rand_like", "randn_like", "randint_like",
+        "bernoulli", "multinomial", "normal", "poisson", "dropout", "alpha_dropout",
+        "feature_alpha_dropout", "rrelu", "rrelu_", "dropout_", "native_dropout",
+    )]
+    + [f"torch.nn.functional.{n}" for n in (
+        "dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout",
+        "feature_alpha_dropout", "rrelu", "rrelu_", "gumbel_softmax",
+    )]
+)
+RANDOM_METHODS = frozenset(
+    {"bernoulli_", "bernoulli", "normal_", "uniform_", "random_", "exponential_", "geometric_", "cauchy_",
+     "log_normal_", "multinomial"}
+)
+
+
+def matches(qualnames: "list[str] | tuple[str, ...] | set[str]", names: "frozenset[str] | set[str]") -> bool:
+    """True when any candidate qualified name is in ``names``."""
+    return any(q in names for q in qualnames)

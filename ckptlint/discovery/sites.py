@@ -1,0 +1,484 @@
+"""Checkpoint sites in one file and the callables they put under checkpoint.
+
+A *site* is a call that checkpoints something (``checkpoint(fn, x)``,
+``checkpoint_sequential(seq, 2, x)``, timm's ``checkpoint_seq(blocks, x)``,
+``self._gradient_checkpointing_func(layer.__call__, ...)``, a team's own
+wrapper around checkpoint, ``checkpoint_wrapper(Block(...))``,
+``apply_activation_checkpointing(model, check_fn=...)``) or a class whose
+``forward`` runs under checkpoint by inheritance (transformers'
+``GradientCheckpointingLayer``). Each site yields :class:`CheckedCallable`
+records: the function body that runs, and which of its parameters carry the
+checkpoint's inputs.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import libcst as cst
+
+from ckptlint.analysis import names as N
+from ckptlint.analysis.flow import input_params
+from ckptlint.analysis.values import Evaluator, Instance, literal_truth
+from ckptlint.discovery.callables import CallableRef, Ctx, Resolver, first_param
+from ckptlint.project import ClassInfo, FunctionInfo, ModuleInfo, Project, dotted_name
+
+__all__ = ["CheckedCallable", "Discovery", "SiteCall"]
+
+
+@dataclass(eq=False)
+class SiteCall:
+    """A call that checkpoints something."""
+
+    call: cst.Call
+    module: ModuleInfo
+    kind: str  # checkpoint | sequential | seq | gc_func | wrapper | apply | partial
+    torch_api: bool  # torch's own checkpoint/checkpoint_sequential: CKP4xx apply
+    name: str  # the callee as written, for messages
+    ctx: Ctx
+
+
+@dataclass(eq=False)
+class CheckedCallable:
+    """A function body that runs under checkpoint, with its input parameters."""
+
+    ref: CallableRef
+    inputs: frozenset[str]
+    site_module: ModuleInfo
+    site_node: cst.CSTNode
+    preserve_rng_state: bool = True
+    via: str = "checkpoint"
+
+    @property
+    def name(self) -> str:
+        return self.ref.name
+
+
+@dataclass
+class _Spec:
+    kind: str
+    torch_api: bool
+    fn_index: int = 0  # position of the checkpointed callable among the arguments
+    name: str = "checkpoint"
+
+
+_SITE_TRIGGER = re.compile(
+    r"checkpoint|_gradient_checkpointing_func|apply_activation_checkpointing"
+)
+
+
+class Discovery:
+    """Finds sites and checked callables; shared by every file of one run."""
+
+    def __init__(self, project: Project, checkpoint_functions: Sequence[str] = ()) -> None:
+        self.project = project
+        self.evaluator = Evaluator(project)
+        self.resolver = Resolver(project, self.evaluator)
+        self.extra = frozenset(checkpoint_functions)
+        self._wrappers: dict[int, int | None] = {}
+        self._wrapper_stack: set[int] = set()
+
+    # -- what a call is -------------------------------------------------------------
+
+    def spec(self, call: cst.Call, ctx: Ctx) -> _Spec | None:
+        """Non-None when ``call`` checkpoints something."""
+        func = call.func
+        written = dotted_name(func) or ""
+        short = written.rsplit(".", 1)[-1] if written else ""
+        if isinstance(func, cst.Attribute) and func.attr.value == N.GC_FUNC_ATTR:
+            return _Spec("gc_func", False, 0, written)
+        if not isinstance(func, (cst.Name, cst.Attribute)):
+            return None
+        if ctx.cls is not None and isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == ctx.self_name:
+            if self._is_checkpoint_attr(ctx.cls, func.attr.value):
+                return _Spec("gc_func", False, 0, written)
+            return self._wrapper_spec(func, ctx, written)
+        quals = self.resolver.qualnames(func, ctx)
+        if N.matches(quals, N.TORCH_CHECKPOINT_NAMES - N.CHECKPOINT_SEQUENTIAL):
+            return _Spec("checkpoint", True, 0, written)
+        if N.matches(quals, N.CHECKPOINT_FUNCTIONS) or N.matches(quals, self.extra):
+            return _Spec("checkpoint", False, 0, written)
+        if N.matches(quals, N.CHECKPOINT_SEQUENTIAL):
+            return _Spec("sequential", True, 0, written)
+        if N.matches(quals, N.CHECKPOINT_SEQ) or any(q.endswith("._manipulate.checkpoint_seq") for q in quals):
+            return _Spec("seq", False, 0, written)
+        if N.matches(quals, N.CHECKPOINT_WRAPPER):
+            return _Spec("wrapper", False, 0, written)
+        if N.matches(quals, N.APPLY_ACTIVATION_CHECKPOINTING):
+            return _Spec("apply", False, 0, written)
+        if N.matches(quals, N.PARTIAL) and call.args:
+            inner = call.args[0].value
+            if isinstance(inner, (cst.Name, cst.Attribute)):
+                iq = self.resolver.qualnames(inner, ctx)
+                if N.matches(iq, N.TORCH_CHECKPOINT_NAMES):
+                    return _Spec("partial", True, 0, dotted_name(inner) or "checkpoint")
+            return None
+        if isinstance(func, cst.Name) and func.value in ctx.module.assigns and ctx.env is not None and func.value not in ctx.env.values:
+            for value in ctx.module.assigns[func.value]:
+                if isinstance(value, cst.Call) and N.matches(self.resolver.qualnames(value.func, ctx), N.PARTIAL) and value.args:
+                    iq = self.resolver.qualnames(value.args[0].value, ctx) if isinstance(value.args[0].value, (cst.Name, cst.Attribute)) else []
+                    if N.matches(iq, N.CHECKPOINT_FUNCTIONS | N.TORCH_CHECKPOINT_NAMES) or N.matches(iq, self.extra):
+                        return _Spec("checkpoint", False, 0, written)
+        if short and not _SITE_TRIGGER.search(short) and not self._maybe_wrapper_name(func, ctx):
+            return None
+        return self._wrapper_spec(func, ctx, written)
+
+    def _maybe_wrapper_name(self, func: cst.BaseExpression, ctx: Ctx) -> bool:
+        # Only functions defined in the tree can be wrappers; cheap check first.
+        return True
+
+    def _wrapper_spec(self, func: cst.BaseExpression, ctx: Ctx, written: str) -> _Spec | None:
+        try:
+            refs = self.resolver.resolve(func, ctx, depth=3)
+        except RecursionError:
+            return None
+        for ref in refs:
+            if isinstance(ref.node, cst.FunctionDef):
+                idx = self.wrapper_index(ref)
+                if idx is not None:
+                    return _Spec("checkpoint", False, idx, written)
+        return None
+
+    def wrapper_index(self, ref: CallableRef) -> int | None:
+        """Argument position of the callable if ``ref`` wraps checkpoint, else None."""
+        node = ref.node
+        key = id(node)
+        if key in self._wrappers:
+            return self._wrappers[key]
+        if key in self._wrapper_stack or not isinstance(node, cst.FunctionDef):
+            return None
+        self._wrapper_stack.add(key)
+        result: int | None = None
+        try:
+            params = [p.name.value for p in (*node.params.posonly_params, *node.params.params)]
+            if ref.bound:
+                params = params[1:]
+            self_name = first_param(node) if ref.bound else None
+            env = self.evaluator.env_of(node, self_name)
+            ctx = Ctx(ref.module, ref.cls, node, env, self_name, ref.name)
+            for call in _calls_in(node):
+                func = call.func
+                if not isinstance(func, (cst.Name, cst.Attribute)):
+                    continue
+                quals = self.resolver.qualnames(func, ctx)
+                if not (
+                    N.matches(quals, N.TORCH_CHECKPOINT_NAMES - N.CHECKPOINT_SEQUENTIAL)
+                    or N.matches(quals, N.CHECKPOINT_FUNCTIONS)
+                    or N.matches(quals, self.extra)
+                ):
+                    continue
+                first = _fn_arg(call, 0)
+                if isinstance(first, cst.Name) and first.value in params:
+                    result = params.index(first.value)
+                    break
+        finally:
+            self._wrapper_stack.discard(key)
+        self._wrappers[key] = result
+        return result
+
+    def _is_checkpoint_attr(self, cls: ClassInfo, attr: str) -> bool:
+        """``self.<attr>`` holds checkpoint or ``partial(checkpoint, ...)``."""
+        for c in (cls, *self.project.base_classes(cls)):
+            init = c.methods.get("__init__")
+            candidates: list[cst.BaseExpression] = []
+            if init is not None:
+                env = self.evaluator.env_of(init, first_param(init))
+                candidates.extend(env.self_attrs.get(attr, ()))
+            if attr in c.class_attrs:
+                candidates.append(c.class_attrs[attr])
+            for value in candidates:
+                ctx = Ctx(c.module)
+                target = value
+                if isinstance(value, cst.Call) and N.matches(self.resolver.qualnames(value.func, ctx), N.PARTIAL) and value.args:
+                    target = value.args[0].value
+                if isinstance(target, (cst.Name, cst.Attribute)):
+                    q = self.resolver.qualnames(target, ctx)
+                    if N.matches(q, N.CHECKPOINT_FUNCTIONS | N.TORCH_CHECKPOINT_NAMES) or N.matches(q, self.extra):
+                        return True
+        return False
+
+    # -- sites in a module -------------------------------------------------------------
+
+    def discover(self, mod: ModuleInfo) -> tuple[list[SiteCall], list[CheckedCallable]]:
+        """Every checkpoint site in ``mod`` and what each puts under checkpoint."""
+        sites: list[SiteCall] = []
+        checked: list[CheckedCallable] = []
+        if mod.module is None:
+            return sites, checked
+        checked.extend(self._gc_layers(mod))
+        if _SITE_TRIGGER.search(mod.source) or self.extra:
+            for call, ctx in _calls_with_ctx(mod, self.evaluator):
+                spec = self.spec(call, ctx)
+                if spec is None:
+                    continue
+                site = SiteCall(call, mod, spec.kind, spec.torch_api, spec.name, ctx)
+                sites.append(site)
+                checked.extend(self._callables(site, spec))
+        return sites, checked
+
+    def _gc_layers(self, mod: ModuleInfo) -> Iterator[CheckedCallable]:
+        if "GradientCheckpointingLayer" not in mod.source and not self._has_in_tree_bases(mod):
+            return
+        for name, node in mod.defs.items():
+            if not isinstance(node, cst.ClassDef) or not node.bases:
+                continue
+            cls = self.project.class_info(mod, node, f"{mod.name}.{name}")
+            if cls.qualname in N.GC_LAYER_BASES:
+                continue
+            bases = self.project.all_base_names(cls)
+            if not (bases & N.GC_LAYER_BASES or any(b.endswith(".modeling_layers.GradientCheckpointingLayer") for b in bases)):
+                continue
+            method = self.project.find_method(cls, "forward")
+            if method is None:
+                continue
+            ref = CallableRef(method.node, method.module, cls, f"{cls.short}.forward", bound=True)
+            inputs = input_params(ref, extra_nulled=N.GC_NULLED_PARAMS)
+            yield CheckedCallable(ref, inputs, mod, node, True, "GradientCheckpointingLayer")
+
+    def _has_in_tree_bases(self, mod: ModuleInfo) -> bool:
+        # A class may inherit GradientCheckpointingLayer through a base defined
+        # in another checked file; only worth resolving when bases are imported.
+        for node in mod.defs.values():
+            if isinstance(node, cst.ClassDef):
+                for arg in node.bases:
+                    name = dotted_name(arg.value)
+                    if name and name.split(".")[0] in mod.imports and not mod.imports[name.split(".")[0]][0].startswith(("torch", "typing", "abc")):
+                        return True
+        return False
+
+    def _callables(self, site: SiteCall, spec: _Spec) -> list[CheckedCallable]:
+        call, ctx, mod = site.call, site.ctx, site.module
+        preserve = literal_truth(_kwarg(call, "preserve_rng_state"))
+        preserve_rng = preserve is not False
+        out: list[CheckedCallable] = []
+        try:
+            if spec.kind in ("checkpoint", "gc_func"):
+                fn = _fn_arg(call, spec.fn_index)
+                if fn is None:
+                    return out
+                positional: list[cst.BaseExpression] | None = []
+                keywords: dict[str, cst.BaseExpression] = {}
+                pos_index = 0
+                for a in call.args:
+                    if a.star:
+                        positional = None
+                        break
+                    if a.keyword is not None:
+                        if a.keyword.value not in N.CHECKPOINT_OWN_KWARGS:
+                            keywords[a.keyword.value] = a.value
+                        continue
+                    if pos_index > spec.fn_index:
+                        positional.append(a.value)
+                    pos_index += 1
+                for ref in self.resolver.resolve(fn, ctx):
+                    inputs = input_params(ref, positional, keywords if positional is not None else None)
+                    out.append(CheckedCallable(ref, inputs, mod, call, preserve_rng, spec.name))
+            elif spec.kind == "sequential":
+                out.extend(self._sequential(site, preserve_rng))
+            elif spec.kind == "seq":
+                out.extend(self._seq(site, preserve_rng))
+            elif spec.kind == "wrapper" and call.args:
+                for inst in self.resolver.instances(call.args[0].value, ctx):
+                    for ref in self.resolver.forward_refs(inst):
+                        out.append(CheckedCallable(ref, input_params(ref), mod, call, True, "checkpoint_wrapper"))
+            elif spec.kind == "apply":
+                check_fn = _kwarg(call, "check_fn")
+                if check_fn is not None:
+                    for cls in self._isinstance_classes(check_fn, ctx):
+                        inst = Instance((cls.qualname,), cls, cls.module)
+                        for ref in self.resolver.forward_refs(inst):
+                            out.append(CheckedCallable(ref, input_params(ref), mod, call, True, "apply_activation_checkpointing"))
+        except RecursionError:
+            return out
+        return out
+
+    def _sequence(self, expr: cst.BaseExpression, ctx: Ctx) -> tuple[list[Instance], bool]:
+        if isinstance(expr, (cst.List, cst.Tuple)):
+            items: list[Instance] = []
+            ordered = True
+            for el in expr.elements:
+                found = self.resolver.instances(el.value, ctx)
+                if isinstance(el, cst.StarredElement) or len(found) != 1:
+                    ordered = False
+                for f in found:
+                    if f.is_container and isinstance(el, cst.StarredElement):
+                        items.extend(f.elements)
+                    else:
+                        items.append(f)
+            return items, ordered
+        items = []
+        ordered = True
+        found = self.resolver.instances(expr, ctx)
+        if len(found) != 1:
+            ordered = False
+        for inst in found:
+            if inst.is_container:
+                items.extend(inst.elements)
+                ordered = ordered and inst.ordered
+            else:
+                items.append(inst)
+        return items, ordered
+
+    def _sequential(self, site: SiteCall, preserve_rng: bool) -> Iterator[CheckedCallable]:
+        call = site.call
+        functions = _fn_arg(call, 0)
+        segments = _kwarg(call, "segments")
+        if segments is None:
+            segments = _fn_arg(call, 1)
+        if functions is None:
+            return
+        items, ordered = self._sequence(functions, site.ctx)
+        nseg: int | None = None
+        if isinstance(segments, cst.Integer):
+            nseg = int(segments.value, 0)
+        if nseg is not None and nseg <= 1:
+            return  # the last segment is never checkpointed
+        if ordered and nseg is not None:
+            # torch: segment_size = n // segments; segments 0..segments-2 are
+            # checkpointed, i.e. modules [0, size * (segments - 1)).
+            size = len(items) // nseg
+            limit = size * (nseg - 1)
+            chosen = [(i, inst, i % size == 0 if size else False) for i, inst in enumerate(items) if i < limit]
+        else:
+            chosen = [(i, inst, True) for i, inst in enumerate(items)]
+        yield from self._members(site, chosen, preserve_rng, "checkpoint_sequential")
+
+    def _seq(self, site: SiteCall, preserve_rng: bool) -> Iterator[CheckedCallable]:
+        call = site.call
+        functions = _fn_arg(call, 0)
+        if functions is None:
+            return
+        items, ordered = self._sequence(functions, site.ctx)
+        every_expr = _kwarg(call, "every") or _fn_arg(call, 2)
+        every = int(every_expr.value, 0) if isinstance(every_expr, cst.Integer) else 1
+        skip_last = literal_truth(_kwarg(call, "skip_last")) is True
+        n = len(items)
+        if ordered and skip_last:
+            # timm: with skip_last the final chunk runs without checkpoint.
+            last_start = ((n - 1) // max(every, 1)) * max(every, 1)
+            items = items[:last_start]
+            n = len(items)
+        chosen = [(i, inst, (i % max(every, 1) == 0) if ordered else True) for i, inst in enumerate(items)]
+        yield from self._members(site, chosen, preserve_rng, "checkpoint_seq")
+
+    def _members(
+        self, site: SiteCall, chosen: list[tuple[int, Instance, bool]], preserve_rng: bool, via: str
+    ) -> Iterator[CheckedCallable]:
+        seen: set[tuple[int, bool]] = set()
+        for _, inst, starts in chosen:
+            for ref in self.resolver.forward_refs(inst, receives_input=starts):
+                key = (id(ref.node), starts)
+                if key in seen:
+                    continue
+                seen.add(key)
+                yield CheckedCallable(ref, input_params(ref), site.module, site.call, preserve_rng, via)
+
+    def _isinstance_classes(self, check_fn: cst.BaseExpression, ctx: Ctx) -> list[ClassInfo]:
+        bodies: list[cst.BaseExpression] = []
+        if isinstance(check_fn, cst.Lambda):
+            bodies.append(check_fn.body)
+        else:
+            for ref in self.resolver.resolve(check_fn, ctx):
+                env = self.evaluator.env_of(ref.node)
+                bodies.extend(env.returns)
+        out: list[ClassInfo] = []
+        for body in bodies:
+            for call in _calls_in(body):
+                if dotted_name(call.func) == "isinstance" and len(call.args) == 2:
+                    target = call.args[1].value
+                    exprs = [el.value for el in target.elements] if isinstance(target, cst.Tuple) else [target]
+                    for e in exprs:
+                        for q in self.resolver.qualnames(e, ctx):
+                            found = self.project.lookup(q, ctx.module)
+                            if isinstance(found, ClassInfo):
+                                out.append(found)
+                                break
+        return out
+
+    def is_checkpoint_call(self, call: cst.Call, ctx: Ctx) -> bool:
+        try:
+            return self.spec(call, ctx) is not None
+        except RecursionError:
+            return False
+
+
+def _kwarg(call: cst.Call, name: str) -> cst.BaseExpression | None:
+    for a in call.args:
+        if a.keyword is not None and a.keyword.value == name:
+            return a.value
+    return None
+
+
+def _fn_arg(call: cst.Call, index: int) -> cst.BaseExpression | None:
+    i = 0
+    for a in call.args:
+        if a.star:
+            return None
+        if a.keyword is None:
+            if i == index:
+                return a.value
+            i += 1
+    if index == 0:
+        return _kwarg(call, "function") or _kwarg(call, "functions")
+    return None
+
+
+def _calls_in(node: cst.CSTNode) -> Iterator[cst.Call]:
+    stack: list[cst.CSTNode] = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, cst.Call):
+            yield n
+        if isinstance(n, (cst.FunctionDef, cst.ClassDef)) and n is not node:
+            continue
+        stack.extend(reversed(n.children))
+
+
+def _calls_with_ctx(mod: ModuleInfo, evaluator: Evaluator) -> Iterator[tuple[cst.Call, Ctx]]:
+    """Every call in ``mod`` with the function/class context it sits in."""
+    assert mod.module is not None
+
+    def walk(node: cst.CSTNode, ctx: Ctx, cls: ClassInfo | None, prefix: str) -> Iterator[tuple[cst.Call, Ctx]]:
+        for child in node.children:
+            if isinstance(child, cst.ClassDef):
+                qual = f"{mod.name}.{prefix}{child.name.value}"
+                info = evaluator.project.class_info(mod, child, qual)
+                yield from walk(child, Ctx(mod, info, None, None, None, f"{prefix}{child.name.value}", outer=ctx if ctx.fn else None), info, f"{prefix}{child.name.value}.")
+                continue
+            if isinstance(child, cst.FunctionDef):
+                is_method = cls is not None and ctx.fn is None
+                self_name = first_param(child) if is_method else None
+                env = evaluator.env_of(child, self_name)
+                name = f"{prefix}{child.name.value}"
+                inner = Ctx(mod, cls if is_method else ctx.cls, child, env, self_name if is_method else ctx.self_name, name,
+                            outer=ctx if ctx.fn is not None else None)
+                if not is_method and ctx.fn is not None:
+                    inner.self_name = ctx.self_name
+                for stmt in _local_imports(child):
+                    mod.add_import(stmt, inner.local_imports)
+                yield from walk(child, inner, None, f"{name}.<locals>.")
+                continue
+            if isinstance(child, cst.Call):
+                yield child, ctx
+            yield from walk(child, ctx, cls if not isinstance(child, (cst.FunctionDef,)) else None, prefix)
+
+    yield from walk(mod.module, Ctx(mod), None, "")
+
+
+def _local_imports(fn: cst.FunctionDef) -> Iterator[cst.Import | cst.ImportFrom]:
+    body = fn.body.body if isinstance(fn.body, cst.IndentedBlock) else ()
+    stack = list(body)
+    while stack:
+        stmt = stack.pop()
+        if isinstance(stmt, cst.SimpleStatementLine):
+            for small in stmt.body:
+                if isinstance(small, (cst.Import, cst.ImportFrom)):
+                    yield small
+        elif isinstance(stmt, (cst.If, cst.Try, cst.With, cst.For, cst.While)):
+            inner = stmt.body.body if hasattr(stmt.body, "body") else ()
+            stack.extend(inner)
+            if isinstance(stmt, cst.Try):
+                for h in stmt.handlers:
+                    stack.extend(h.body.body)

@@ -1,0 +1,350 @@
+"""files -> parse -> discover -> analyse -> rules -> findings.
+
+:func:`lint` is the whole pipeline for a list of paths. :func:`analyze_file`
+is the pure per-file step (one "driver" file: the findings for every
+checkpoint site in it, wherever the hazards are located) so a runner can
+farm it out to worker processes and cache it; :func:`may_reach_checkpoint`
+is the cheap text prefilter that decides whether a file needs it at all.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import traceback
+from dataclasses import dataclass, field, replace
+from typing import Iterable, Sequence
+
+import libcst as cst
+
+from ckptlint.analysis.flow import CallEvent, Event, FlowAnalyzer, GlobalWriteEvent, Visit, WriteEvent
+from ckptlint.discovery.sites import CheckedCallable, Discovery, SiteCall, _calls_in
+from ckptlint.files import iter_python_files
+from ckptlint.project import ModuleInfo, Project
+from ckptlint.rules import ALL_RULES
+from ckptlint.rules.base import Hit, RuleContext
+from ckptlint.types import Finding, Site
+
+__all__ = [
+    "EngineOptions",
+    "FileResult",
+    "LintResult",
+    "Project",
+    "analyze_file",
+    "find_wrappers",
+    "lint",
+    "may_reach_checkpoint",
+    "prepare_options",
+]
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """What the analysis needs beyond the files themselves."""
+
+    # Extra qualified names that behave like torch.utils.checkpoint.checkpoint
+    # (deepspeed.checkpointing.checkpoint, a team's wrapper...).
+    checkpoint_functions: tuple[str, ...] = ()
+    max_helper_depth: int = 3
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """Findings produced by checking one driver file."""
+
+    path: str
+    findings: tuple[Finding, ...]
+    dependencies: tuple[str, ...]
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class LintResult:
+    findings: tuple[Finding, ...]
+    errors: tuple[tuple[str, str], ...]
+    files_checked: int
+
+
+_TRIGGERS = (
+    r"\bcheckpoint\w*\s*\(",
+    r"utils\.checkpoint",
+    r"import\s+checkpoint",
+    r"checkpoint\s+import",
+    r"\bcheckpoint_seq",
+    r"_gradient_checkpointing_func",
+    r"GradientCheckpointingLayer",
+    r"apply_activation_checkpointing",
+    r"checkpoint_wrapper",
+)
+_BASE_PREFILTER = re.compile("|".join(_TRIGGERS))
+
+
+def _prefilter(options: EngineOptions) -> re.Pattern[str]:
+    extra = sorted({q.rsplit(".", 1)[-1] for q in options.checkpoint_functions if q})
+    if not extra:
+        return _BASE_PREFILTER
+    return re.compile("|".join([*_TRIGGERS, *(r"\b" + re.escape(e) + r"\b" for e in extra)]))
+
+
+def may_reach_checkpoint(source: str, options: EngineOptions = EngineOptions()) -> bool:
+    """Cheap text test: can anything in this file put code under checkpoint?
+
+    Built from the discovery triggers (checkpoint calls and imports, timm's
+    ``checkpoint_seq``, ``_gradient_checkpointing_func``,
+    ``GradientCheckpointingLayer``, ``checkpoint_wrapper``,
+    ``apply_activation_checkpointing``) plus the last component of each
+    configured checkpoint function. A file that fails it has no sites; its
+    classes are still parsed on demand when another file's sites use them.
+    """
+    return _prefilter(options).search(source) is not None
+
+
+def find_wrappers(project: Project, paths: Iterable[str], options: EngineOptions) -> tuple[str, ...]:
+    """Qualified names of functions in the tree that wrap checkpoint.
+
+    ``def my_ckpt(fn, *a): return checkpoint(fn, *a, use_reentrant=False)``:
+    callers of ``my_ckpt`` need not mention checkpoint at all, so the
+    prefilter must know the wrapper's name. Uses ``ast`` (cheap) on files
+    that call checkpoint directly.
+    """
+    out: set[str] = set()
+    call_re = re.compile(r"checkpoint\w*\s*\(")
+    for path in paths:
+        try:
+            source = project.read(path)
+        except OSError:
+            continue
+        if not call_re.search(source):
+            continue
+        try:
+            tree = ast.parse(source)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            continue
+        modname = project.module_name(path)
+        for node in tree.body:
+            funcs: list[tuple[str, ast.FunctionDef | ast.AsyncFunctionDef]] = []
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                funcs.append((node.name, node))
+            elif isinstance(node, ast.ClassDef):
+                funcs.extend((f"{node.name}.{f.name}", f) for f in node.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)))
+            for name, fn in funcs:
+                params = {a.arg for a in (*fn.args.posonlyargs, *fn.args.args)}
+                for sub in ast.walk(fn):
+                    if (
+                        isinstance(sub, ast.Call)
+                        and sub.args
+                        and isinstance(sub.args[0], ast.Name)
+                        and sub.args[0].id in params
+                        and "checkpoint" in ast.unparse(sub.func)
+                    ):
+                        out.add(f"{modname}.{name}")
+                        break
+    return tuple(sorted(out))
+
+
+def prepare_options(project: Project, options: EngineOptions, paths: Iterable[str] | None = None) -> EngineOptions:
+    """Options with the tree's own checkpoint wrappers added (see :func:`find_wrappers`)."""
+    wrappers = find_wrappers(project, project.files if paths is None else paths, options)
+    names = tuple(sorted(set(options.checkpoint_functions) | set(wrappers)))
+    return replace(options, checkpoint_functions=names)
+
+
+# -- rules by event ---------------------------------------------------------------------
+
+def _rules_for(event: str) -> list:
+    out = []
+    for rule in ALL_RULES:
+        events = getattr(rule, "EVENTS", (getattr(rule, "EVENT", ""),))
+        if event in events and hasattr(rule, "check"):
+            out.append(rule)
+    return out
+
+
+class _FileAnalysis:
+    def __init__(self, project: Project, path: str, options: EngineOptions) -> None:
+        self.project = project
+        self.path = path
+        self.options = options
+        self.discovery = Discovery(project, options.checkpoint_functions)
+        self.findings: list[Finding] = []
+        self.call_rules = _rules_for("call")
+        self.write_rules = _rules_for("write")
+        self.global_rules = _rules_for("global")
+        self.site_rules = _rules_for("site")
+        self._site_labels: dict[int, str] = {}
+        self.current: CheckedCallable | None = None
+
+    def site_label(self, module: ModuleInfo, node: cst.CSTNode) -> tuple[str, int]:
+        line = 0
+        if isinstance(node, cst.ClassDef):
+            pattern = re.compile(r"^\s*class\s+" + re.escape(node.name.value) + r"\b", re.M)
+            m = pattern.search(module.source)
+            if m is not None:
+                line = module.source.count("\n", 0, m.start()) + 1 + (len(m.group(0)) - len(m.group(0).lstrip("\n")))
+        if not line:
+            pos = module.position(node)
+            line = pos.start.line if pos is not None else 0
+        return module.display, line
+
+    def add(self, code: str, hit: Hit, module: ModuleInfo, stmt: cst.CSTNode | None, checked: CheckedCallable | None,
+            chain: tuple[str, ...], site: Site | None) -> None:
+        pos = module.position(hit.node)
+        if pos is None:
+            return
+        stmt_lines = None
+        if stmt is not None:
+            spos = module.position(stmt)
+            if spos is not None:
+                stmt_lines = (spos.start.line, spos.end.line)
+        if stmt_lines is None:
+            stmt_lines = (pos.start.line, pos.end.line)
+        fix = None
+        if hit.fix is not None:
+            try:
+                fix = hit.fix(module)
+            except Exception:  # a fix that cannot be built is dropped, the finding stays
+                fix = None
+        self.findings.append(
+            Finding(
+                code=code,
+                message=f"{hit.message}",
+                path=module.display,
+                line=pos.start.line,
+                column=pos.start.column,
+                end_line=pos.end.line,
+                end_column=pos.end.column,
+                callable=checked.name if checked is not None else None,
+                checkpoint_site=site,
+                chain=chain if len(chain) > 1 else (),
+                fix=fix,
+                statement_lines=stmt_lines,
+            )
+        )
+
+    def run(self) -> None:
+        mod = self.project.module(self.path)
+        if mod.parse_error is not None:
+            message, line, col = mod.parse_error
+            first_line = message.strip().splitlines()[0] if message.strip() else "invalid syntax"
+            self.findings.append(
+                Finding("CKP001", f"syntax error: {first_line}", mod.display, max(line, 1), max(col, 0),
+                        max(line, 1), max(col, 0) + 1, statement_lines=(max(line, 1), max(line, 1)))
+            )
+            return
+        sites, checked = self.discovery.discover(mod)
+        for site in sites:
+            label = self.site_label(site.module, site.call)
+            ctx = RuleContext(None, None, f"{label[0]}:{label[1]}", site, self.project)
+            for rule in self.site_rules:
+                for hit in rule.check(site, ctx):
+                    self.add(rule.CODE, hit, site.module, None, None, (), Site(*label))
+        analyzer = FlowAnalyzer(
+            self.discovery.resolver, self.options.max_helper_depth, self._on_event, self.discovery.is_checkpoint_call
+        )
+        for item in checked:
+            self.current = item
+            label = self.site_label(item.site_module, item.site_node)
+            self._site = Site(*label)
+            self._ctx_label = f"{label[0]}:{label[1]}"
+            analyzer.run(item.ref, item.inputs, memo_extra=(item.preserve_rng_state,))
+        self.current = None
+
+    def _on_event(self, event: Event, visit: Visit) -> None:
+        if isinstance(event, CallEvent):
+            rules = self.call_rules
+            stmt = event.stmt
+        elif isinstance(event, WriteEvent):
+            rules = self.write_rules
+            stmt = event.stmt
+        else:
+            rules = self.global_rules
+            stmt = event.stmt
+        ctx = RuleContext(self.current, visit, self._ctx_label, None, self.project)
+        for rule in rules:
+            for hit in rule.check(event, ctx):
+                self.add(rule.CODE, hit, visit.module, stmt, self.current, visit.chain, self._site)
+
+
+def _dedupe(findings: Iterable[Finding]) -> list[Finding]:
+    """One finding per (path, line, column, code): the shortest chain wins."""
+    best: dict[tuple[str, int, int, str], Finding] = {}
+    for f in findings:
+        key = (f.path, f.line, f.column, f.code)
+        cur = best.get(key)
+        if cur is None or _rank(f) < _rank(cur):
+            best[key] = f
+    return sorted(best.values(), key=Finding.sort_key)
+
+
+def _rank(f: Finding) -> tuple[int, str, int, str]:
+    site = f.checkpoint_site
+    return (len(f.chain), site.path if site else "", site.line if site else 0, f.message)
+
+
+def analyze_file(project: Project, path: str, options: EngineOptions = EngineOptions()) -> FileResult:
+    """Check one driver file: its sites, their callables and helpers anywhere in the tree.
+
+    Pure per file: the result depends only on this file, the files listed in
+    ``dependencies`` and ``options``. An internal error becomes ``error``
+    (with the traceback) instead of propagating.
+    """
+    project.start_tracking()
+    analysis = _FileAnalysis(project, path, options)
+    error: str | None = None
+    try:
+        analysis.run()
+    except RecursionError:
+        error = "".join(traceback.format_exc(limit=8))
+    except Exception:
+        error = traceback.format_exc()
+    accessed = project.stop_tracking()
+    norm = project.normalize(path)
+    deps = tuple(sorted(p for p in accessed if p != norm))
+    return FileResult(path, tuple(_dedupe(analysis.findings)), deps, error)
+
+
+def _quick_syntax_error(project: Project, path: str) -> Finding | None:
+    """CKP001 for a file the prefilter skipped: ``ast`` first, libcst to confirm."""
+    try:
+        source = project.read(path)
+    except OSError as exc:
+        return None
+    try:
+        ast.parse(source)
+        return None
+    except (SyntaxError, ValueError):
+        pass
+    except (RecursionError, MemoryError):
+        return None
+    mod = project.module(path)
+    if mod.parse_error is None:
+        return None
+    message, line, col = mod.parse_error
+    first_line = message.strip().splitlines()[0] if message.strip() else "invalid syntax"
+    return Finding("CKP001", f"syntax error: {first_line}", mod.display, max(line, 1), max(col, 0), max(line, 1),
+                   max(col, 0) + 1, statement_lines=(max(line, 1), max(line, 1)))
+
+
+def lint(paths: Sequence[str], options: EngineOptions = EngineOptions(), exclude: Sequence[str] = ()) -> LintResult:
+    """Check ``paths`` (files or directories) in this process."""
+    files = iter_python_files(paths, exclude)
+    project = Project(files)
+    options = prepare_options(project, options)
+    findings: list[Finding] = []
+    errors: list[tuple[str, str]] = []
+    for path in files:
+        try:
+            source = project.read(path)
+        except OSError as exc:
+            errors.append((path, f"cannot read: {exc}"))
+            continue
+        if not may_reach_checkpoint(source, options):
+            f = _quick_syntax_error(project, path)
+            if f is not None:
+                findings.append(f)
+            continue
+        result = analyze_file(project, path, options)
+        findings.extend(result.findings)
+        if result.error is not None:
+            errors.append((path, result.error))
+    return LintResult(tuple(_dedupe(findings)), tuple(errors), len(files))

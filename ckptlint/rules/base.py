@@ -1,0 +1,104 @@
+"""What a rule sees and returns.
+
+A rule module declares ``CODE``, ``NAME``, ``MESSAGE``, ``EVENT`` (``call``,
+``write``, ``global`` or ``site``), a ``check(event, ctx)`` generator of
+:class:`Hit` and its ``VALID``/``INVALID`` examples. Rules never parse and
+never print: the engine feeds them events from the flow analysis and turns
+hits into findings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import libcst as cst
+
+from ckptlint.analysis.flow import Root, Visit
+from ckptlint.discovery.sites import CheckedCallable, SiteCall
+from ckptlint.project import ModuleInfo, Project
+from ckptlint.types import Edit, Fix
+
+__all__ = ["Hit", "RuleContext", "describe", "replace_node_fix", "kwarg", "literal"]
+
+FixBuilder = Callable[[ModuleInfo], "Fix | None"]
+
+
+@dataclass
+class Hit:
+    """A hazard at ``node``; ``fix`` builds the rewrite once positions are known."""
+
+    node: cst.CSTNode
+    message: str
+    fix: FixBuilder | None = None
+
+
+@dataclass
+class RuleContext:
+    """The checked callable, the function being walked and the site label."""
+
+    checked: CheckedCallable | None
+    visit: Visit | None
+    site_label: str
+    site: SiteCall | None = None
+    project: "Project | None" = None
+
+    @property
+    def callable_name(self) -> str:
+        return self.checked.name if self.checked is not None else "?"
+
+    @property
+    def preserve_rng_state(self) -> bool:
+        return self.checked.preserve_rng_state if self.checked is not None else True
+
+    @property
+    def where(self) -> str:
+        """``of checkpointed 'Block.forward' (checkpointed at m.py:3[, via A -> B])``."""
+        via = ""
+        if self.visit is not None and len(self.visit.chain) > 1:
+            via = ", via " + " -> ".join(self.visit.chain)
+        how = ""
+        if self.checked is not None and self.checked.via == "GradientCheckpointingLayer":
+            how = " by GradientCheckpointingLayer"
+        return f"of checkpointed '{self.callable_name}' (checkpointed{how} at {self.site_label}{via})"
+
+    @property
+    def inside(self) -> str:
+        """``in checkpointed 'Block.forward' (checkpointed at m.py:3[, via A -> B])``."""
+        return "in" + self.where[2:]
+
+
+def describe(root: Root, written: str) -> str:
+    """``input 'x'`` or ``'h' (alias of input 'x')``."""
+    if root.origin is None or root.origin == written:
+        return f"input '{written}'"
+    return f"'{written}' (alias of input '{root.origin}')"
+
+
+def kwarg(call: cst.Call, name: str) -> cst.Arg | None:
+    for a in call.args:
+        if a.keyword is not None and a.keyword.value == name:
+            return a
+    return None
+
+
+def literal(expr: cst.BaseExpression | None) -> bool | None:
+    from ckptlint.analysis.values import literal_truth
+
+    return literal_truth(expr)
+
+
+def replace_node_fix(
+    node: cst.CSTNode, new_node: cst.CSTNode, description: str, applicability: str
+) -> FixBuilder:
+    """A fix replacing exactly ``node``'s source range with ``new_node``'s code."""
+
+    def build(mod: ModuleInfo) -> Fix | None:
+        pos = mod.position(node)
+        if pos is None or mod.module is None:
+            return None
+        text = mod.module.code_for_node(new_node)
+        edit = Edit(pos.start.line, pos.start.column, pos.end.line, pos.end.column, text)
+        return Fix(description, applicability, (edit,))  # type: ignore[arg-type]
+
+    return build

@@ -1,0 +1,143 @@
+"""CKP101 inplace-method-on-input: an in-place tensor method mutates a checkpoint input.
+
+What: ``x.add_(...)``, ``x.masked_fill_(...)``, ``x.copy_(...)``, ``x.zero_()``
+and every other trailing-underscore tensor method, or an in-place
+``torch.*_`` function (``torch.relu_(x)``, ``nn.init.zeros_(x)``), applied to
+an input of a checkpointed callable or to an alias/view of one (``h = x``,
+``x.view(...)``, ``x[...]``, ``x.data``, ``x.detach()``, ``x.transpose(...)``).
+
+Why it breaks checkpointing: checkpoint saves the *inputs* and reruns the
+function on them during backward. After the first forward mutated the input,
+the recompute starts from the mutated tensor: with ``use_reentrant=True`` and
+an input that does not require grad the gradients are silently wrong; in the
+other cases autograd raises a version-counter error in backward.
+
+How to fix: use the out-of-place op and rebind the name,
+``x = x.add(1)``; or ``x = x.clone()`` first.
+
+Example::
+
+    def forward(self, hidden, attention_mask):
+        attention_mask.masked_fill_(attention_mask == 0, -1e4)   # CKP101
+        attention_mask = attention_mask.masked_fill(attention_mask == 0, -1e4)  # fine
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import libcst as cst
+
+from ckptlint.analysis import names as N
+from ckptlint.analysis.flow import CallEvent
+from ckptlint.rules._common import first_positional, inplace_method, inplace_torch_function, is_input, written
+from ckptlint.rules.base import Hit, RuleContext, describe, replace_node_fix
+
+CODE = "CKP101"
+NAME = "inplace-method-on-input"
+MESSAGE = (
+    "in-place {op}() on {subject} {where}: the recompute in backward reads the mutated tensor; use {fix}"
+)
+EVENT = "call"
+
+
+def check(event: CallEvent, ctx: RuleContext) -> Iterator[Hit]:
+    op = None
+    target: cst.BaseExpression | None = None
+    root = None
+    if event.method is not None and inplace_method(event.method) and is_input(event.receiver) and not event.qualnames:
+        op = event.method
+        assert isinstance(event.call.func, cst.Attribute)
+        target = event.call.func.value
+        root = event.receiver
+    else:
+        fn = inplace_torch_function(event.qualnames)
+        first = first_positional(event)
+        if fn is not None and first is not None and is_input(first[1]):
+            op = fn
+            target, root = first
+    if op is None or target is None or root is None:
+        return
+    name = written(target)
+    twin = op[:-1]
+    fix_text = f"{name} = {name}.{twin}(...)" if op not in N.INPLACE_NO_TWIN else f"{name} = {name}.clone() before mutating it"
+    message = MESSAGE.format(op=op, subject=describe(root, name), where=ctx.where, fix=fix_text)
+    fix = None
+    call = event.call
+    if (
+        event.is_statement
+        and event.method == op
+        and op not in N.INPLACE_NO_TWIN
+        and isinstance(call.func, cst.Attribute)
+        and isinstance(call.func.value, cst.Name)
+    ):
+        receiver = call.func.value
+        new_call = call.with_changes(func=call.func.with_changes(attr=cst.Name(twin)))
+        new = cst.Assign(targets=[cst.AssignTarget(target=cst.Name(receiver.value))], value=new_call)
+        fix = replace_node_fix(
+            call, new, f"rebind '{receiver.value}' to {receiver.value}.{twin}(...) instead of mutating it "
+            "(unsafe: a caller that relied on seeing the mutation no longer does)", "unsafe",
+        )
+    yield Hit(call, message, fix)
+
+
+VALID = [
+    """
+import torch
+from torch.utils.checkpoint import checkpoint
+
+def block(x):
+    x = x + 1
+    x.add_(1)
+    y = x.clone()
+    y.mul_(2)
+    return y
+
+def run(x):
+    return checkpoint(block, x, use_reentrant=False)
+""",
+    """
+import torch
+from torch.utils.checkpoint import checkpoint
+
+def block(x):
+    h = torch.relu(x)
+    h.relu_()
+    return h
+
+def never_checkpointed(x):
+    x.add_(1)
+    return x
+
+def run(x):
+    return checkpoint(block, x, use_reentrant=False)
+""",
+]
+
+INVALID = [
+    """
+import torch
+from torch.utils.checkpoint import checkpoint
+
+def block(x, mask):
+    mask.masked_fill_(mask == 0, -1e4)  # expect: CKP101
+    return x * mask
+
+def run(x, m):
+    return checkpoint(block, x, m, use_reentrant=False)
+""",
+    """
+import torch
+import torch.utils.checkpoint as cp
+
+def block(x):
+    h = x.view(-1)
+    h.zero_()  # expect: CKP101
+    torch.relu_(x)  # expect: CKP101
+    x.data.add_(1)  # expect: CKP101
+    return x
+
+def run(x):
+    return cp.checkpoint(block, x, use_reentrant=False)
+""",
+]

@@ -1,0 +1,133 @@
+"""CKP201 state-write: a checkpointed callable writes state that outlives the call.
+
+What: assignment, augmented assignment, item assignment, an in-place tensor
+op or a mutating container method on ``self.<attr>`` (counters, buffers,
+caches: ``self.count += 1``, ``self.buf.add_(1)``, ``self.cache[k] = v``)
+or on an attribute of an object the function did not create (an argument,
+a global: ``x.attr = v``).
+
+Why it breaks checkpointing: the recompute in backward runs the body again,
+so the write happens twice (counters step twice, buffers update twice), and
+any code that reads the state in between sees a different value in the
+recompute than in the first forward: different branches, missing or extra
+gradients, wrong gradients.
+
+How to fix: keep such state outside the checkpointed callable (update it in
+the caller after the checkpoint returns), or return the new value.
+
+Example::
+
+    def forward(self, x):
+        self.steps += 1        # CKP201
+        return self.fc(x)
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import libcst as cst
+
+from ckptlint.analysis import names as N
+from ckptlint.analysis.flow import CallEvent, Root, WriteEvent
+from ckptlint.rules._common import inplace_method, written
+from ckptlint.rules.base import Hit, RuleContext
+
+CODE = "CKP201"
+NAME = "state-write"
+MESSAGE = "{what} {where}: the recompute in backward writes it again and later code may read a different value; move the update outside the checkpointed region"
+EVENT = "call"
+EVENTS = ("call", "write")
+
+
+def _is_state(root: Root, target: cst.BaseExpression | None) -> bool:
+    if root.kind == "self":
+        return True
+    if root.kind == "input" and root.through_attribute and isinstance(target, cst.Attribute):
+        return True
+    if root.kind in ("outer", "global", "closure", "module") and root.through_attribute:
+        # ``CONFIG.flag = ...`` / ``np.x = ...``; torch.backends flags are CKP205.
+        return not any(q.startswith("torch.") for q in root.qualnames)
+    return False
+
+
+def check(event: CallEvent | WriteEvent, ctx: RuleContext) -> Iterator[Hit]:
+    if isinstance(event, WriteEvent):
+        target = event.target
+        root = event.root
+        if root.kind == "self" and isinstance(target, (cst.Attribute, cst.Subscript)):
+            pass
+        elif not (isinstance(target, cst.Attribute) and _is_state(root, target)):
+            return
+        kind = {"assign": "writes", "aug": "updates", "del": "deletes"}[event.kind]
+        yield Hit(target, MESSAGE.format(what=f"{kind} {written(target)}", where=ctx.inside))
+        return
+    method = event.method
+    if method is None or event.receiver is None or event.receiver.kind != "self":
+        return
+    func = event.call.func
+    assert isinstance(func, cst.Attribute)
+    base = func.value
+    if isinstance(base, cst.Name):
+        return  # ``self.method()``: a call, not a write
+    if inplace_method(method) or method in N.CONTAINER_MUTATORS:
+        yield Hit(event.call, MESSAGE.format(what=f"{method}() mutates {written(base)}", where=ctx.inside))
+
+
+VALID = [
+    """
+import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
+
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.count = 0
+
+    def forward(self, x):
+        h = self.fc(x)
+        if self.training:
+            h = h * 2
+        return h
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.block = Block()
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return checkpoint(self.block, x, use_reentrant=False)
+""",
+]
+
+INVALID = [
+    """
+import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
+
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.count = 0
+        self.cache = {}
+
+    def forward(self, x):
+        self.count += 1  # expect: CKP201
+        self.last = x  # expect: CKP201
+        self.cache["h"] = x  # expect: CKP201
+        self.steps.add_(1)  # expect: CKP201
+        return self.fc(x)
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.block = Block()
+
+    def forward(self, x):
+        return checkpoint(self.block, x, use_reentrant=False)
+""",
+]
