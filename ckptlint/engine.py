@@ -17,6 +17,7 @@ from typing import Iterable, Sequence
 
 import libcst as cst
 
+from ckptlint.analysis import names as N
 from ckptlint.analysis.flow import CallEvent, Event, FlowAnalyzer, GlobalWriteEvent, Visit, WriteEvent
 from ckptlint.discovery.sites import CheckedCallable, Discovery, SiteCall, _calls_in
 from ckptlint.files import iter_python_files
@@ -246,7 +247,8 @@ class _FileAnalysis:
             label = self.site_label(item.site_module, item.site_node)
             self._site = Site(*label)
             self._ctx_label = f"{label[0]}:{label[1]}"
-            analyzer.run(item.ref, item.inputs, memo_extra=(item.preserve_rng_state,))
+            analyzer.nulled = N.GC_NULLED_PARAMS if item.via == "GradientCheckpointingLayer" else frozenset()
+            analyzer.run(item.ref, item.inputs, memo_extra=(item.preserve_rng_state, analyzer.nulled))
         self.current = None
 
     def _on_event(self, event: Event, visit: Visit) -> None:

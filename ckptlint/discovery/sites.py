@@ -20,7 +20,7 @@ from typing import Iterator, Sequence
 import libcst as cst
 
 from ckptlint.analysis import names as N
-from ckptlint.analysis.flow import input_params
+from ckptlint.analysis.params import input_params
 from ckptlint.analysis.values import Evaluator, Instance, literal_truth
 from ckptlint.discovery.callables import CallableRef, Ctx, Resolver, first_param
 from ckptlint.project import ClassInfo, FunctionInfo, ModuleInfo, Project, dotted_name
@@ -273,6 +273,11 @@ class Discovery:
                         positional.append(a.value)
                     pos_index += 1
                 for ref in self.resolver.resolve(fn, ctx):
+                    targets = self._see_through(ref)
+                    if targets:
+                        for target in targets:
+                            out.append(CheckedCallable(target, input_params(target), mod, call, preserve_rng, spec.name))
+                        continue
                     inputs = input_params(ref, positional, keywords if positional is not None else None)
                     out.append(CheckedCallable(ref, inputs, mod, call, preserve_rng, spec.name))
             elif spec.kind == "sequential":
@@ -293,6 +298,48 @@ class Discovery:
         except RecursionError:
             return out
         return out
+
+    def _see_through(self, ref: CallableRef) -> list[CallableRef]:
+        """For a closure/lambda that only forwards its arguments (``custom_forward(*inputs):
+        return module(*inputs)``), what it forwards to: that is the callable users know."""
+        if ref.outer is None:
+            return []
+        node = ref.node
+        if isinstance(node, cst.Lambda):
+            body: cst.BaseExpression = node.body
+        else:
+            stmts = node.body.body if isinstance(node.body, cst.IndentedBlock) else ()
+            if len(stmts) != 1 or not isinstance(stmts[0], cst.SimpleStatementLine):
+                return []
+            small = stmts[0].body[0]
+            if not isinstance(small, cst.Return) or small.value is None:
+                return []
+            body = small.value
+        if not isinstance(body, cst.Call):
+            return []
+        params = [p.name.value for p in (*node.params.posonly_params, *node.params.params)]
+        star = node.params.star_arg.name.value if isinstance(node.params.star_arg, cst.Param) else None
+        star_kw = node.params.star_kwarg.name.value if isinstance(node.params.star_kwarg, cst.Param) else None
+        seen: list[str] = []
+        for a in body.args:
+            if not isinstance(a.value, cst.Name):
+                return []
+            name = a.value.value
+            if a.star == "*" and name == star:
+                seen.append("*")
+            elif a.star == "**" and name == star_kw:
+                continue
+            elif not a.star and a.keyword is None and name in params:
+                seen.append(name)
+            else:
+                return []
+        if seen != [*params, *(["*"] if star else [])]:
+            return []
+        self_name = ref.outer.self_name
+        env = self.evaluator.env_of(node, self_name)
+        ctx = Ctx(ref.module, ref.cls, node, env, self_name, ref.name,
+                  closure=ref.closure, closure_refs=ref.closure_refs, outer=ref.outer)
+        return self.resolver.resolve(body.func, ctx)
 
     def _sequence(self, expr: cst.BaseExpression, ctx: Ctx) -> tuple[list[Instance], bool]:
         if isinstance(expr, (cst.List, cst.Tuple)):
