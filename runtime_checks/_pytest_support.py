@@ -264,7 +264,15 @@ def _verify_and_record(
     require_device(options, kwargs.get("device") or options.device)
     if callable(inputs) and not _is_data(inputs):
         inputs = inputs()  # an inputs factory, e.g. lambda: torch.randn(4, 16)
-    report = _verify_function()(model, inputs, **kwargs)
+    report, usage_error = None, None
+    try:
+        report = _verify_function()(model, inputs, **kwargs)
+    except ValueError as error:  # VerifyError: a bad argument, named in the message
+        if type(error).__name__ != "VerifyError":
+            raise
+        usage_error = str(error)
+    if usage_error is not None:  # outside the except block: one line, no chained traceback
+        pytest.fail(f"ckpt_verify({model_name(model)}, ...): {usage_error}", pytrace=False)
     record(item, summary_entry(report, model))
     if not report.equivalent:
         raise AssertionError(failure_message(report, model, inputs, reproduce()))
@@ -329,7 +337,13 @@ class CkptVerify:
         """
         __tracebackhide__ = True
         item, options = self._context()
-        run_examples(self._config, item, options, model, strategy, verify_kwargs, examples or options.examples)
+        message = None
+        try:
+            run_examples(self._config, item, options, model, strategy, verify_kwargs, examples or options.examples)
+        except AssertionError as error:
+            message = _with_notes(error)
+        if message is not None:  # raised afresh from this hidden frame: no hypothesis/plugin frames shown
+            raise AssertionError(message)
 
     @property
     def options(self) -> CkptOptions:
@@ -426,6 +440,7 @@ def run_examples(
     )
     @given(strategy)
     def ckpt_equivalence(inputs: Any) -> None:
+        __tracebackhide__ = True
         _verify_and_record(item, options, model, inputs, verify_kwargs, lambda: reproduce)
 
     ckpt_equivalence()
@@ -466,6 +481,12 @@ def _targets(result: Any, marker: Mapping[str, Any]) -> Iterable[tuple[Any, Any]
         yield model, inputs
 
 
+def _with_notes(error: BaseException) -> str:
+    """The error's text with hypothesis' "Failing test case: ..." notes, each shortened."""
+    notes = [note if len(note) <= 400 else note[:400] + " ..." for note in getattr(error, "__notes__", ())]
+    return "\n".join([str(error), *notes])
+
+
 class _MarkerUsage(Exception):
     """A marked test that does not say what to verify."""
 
@@ -474,6 +495,8 @@ def run_marked_test(item: pytest.Function, marker: Mapping[str, Any], options: C
     """Run a ``ckpt_equivalence``-marked test body, then verify what it (or its marker) names."""
     argnames = item._fixtureinfo.argnames  # what pytest's own pytest_pyfunc_call passes
     result = item.obj(**{name: item.funcargs[name] for name in argnames})
+    if result is None and marker.get("model") is None and "ckpt_verify" in item.fixturenames:
+        return  # the marker only configured the fixture, which did the verifying
     overrides = {key: marker[key] for key in _VERIFY_KEYWORDS if key in marker}
     message = None
     try:
@@ -485,8 +508,6 @@ def run_marked_test(item: pytest.Function, marker: Mapping[str, Any], options: C
     except _MarkerUsage as error:
         message = f"@pytest.mark.{MARKER} on {item.name}: {error}"
     except AssertionError as error:
-        # hypothesis attaches "Falsifying example: ..." notes; keep them, shortened
-        notes = [note if len(note) <= 400 else note[:400] + " ..." for note in getattr(error, "__notes__", ())]
-        message = "\n".join([str(error), *notes])
+        message = _with_notes(error)
     if message is not None:  # outside the except block: no "during handling" chain in the output
         pytest.fail(message, pytrace=False)
