@@ -182,13 +182,19 @@ def region_namer(model: torch.nn.Module | None) -> Callable[[Any], str]:
 
     def name(fn: Any) -> str:
         seen = 0
+        bound_to: Any = None
         while isinstance(fn, functools.partial) and seen < 10:
+            # partial(Layer.forward, self, ...) — transformers >= 5 builds exactly this.
+            if fn.args and isinstance(fn.args[0], torch.nn.Module) and bound_to is None:
+                bound_to = fn.args[0]
             fn = fn.func
             seen += 1
         found = path_of(fn)
         if found is not None:
             return found
         owner = getattr(fn, "__self__", None)
+        if owner is None and bound_to is not None and isinstance(fn, types.FunctionType):
+            owner = bound_to
         if isinstance(owner, torch.nn.Module):
             method = getattr(fn, "__name__", "forward")
             base = path_of(owner) or type(owner).__name__
