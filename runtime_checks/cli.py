@@ -1,0 +1,255 @@
+"""``ckptlint verify MODULE_OR_FILE:FACTORY --input SPEC ...``: verify a model on hypothesis-drawn inputs.
+
+Exit codes: 0 equivalent on every example, 1 a counterexample was found
+(its report is printed), 2 usage error or the model failed without
+checkpointing too (one line on stderr, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+__all__ = ["main", "load_factory"]
+
+EXIT_OK, EXIT_MISMATCH, EXIT_ERROR = 0, 1, 2
+
+
+class UsageError(Exception):
+    """A mistake on the command line: printed as one line, exit 2."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ckptlint verify",
+        description="Run a model checkpointed and with checkpointing bypassed on hypothesis-drawn inputs; "
+        "report any difference in outputs, gradients, buffers or RNG streams.",
+    )
+    p.add_argument("target", help="MODULE:FACTORY or path/to/file.py:FACTORY; FACTORY() returns an nn.Module")
+    p.add_argument(
+        "--input",
+        dest="inputs",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="one model argument: [name=]dtype[dims][:low:high][+grad], e.g. 'float32[B,16]', "
+        "'input_ids=int64[B,T]:0:1000', 'x=float32[B,8]+grad'; names in dims are shared (repeatable)",
+    )
+    p.add_argument("--dim", action="append", default=[], metavar="NAME=LO:HI", help="bounds of a named dimension (default 1:8)")
+    p.add_argument("--examples", type=int, default=10, metavar="N", help="hypothesis examples to try (default 10)")
+    p.add_argument("--device", default=None, help="device to run on (default: where the model is)")
+    p.add_argument("--dtype", default=None, help="run the model in this dtype, e.g. float64")
+    p.add_argument(
+        "--checkpoint-type",
+        default=None,
+        metavar="CLASS",
+        help="for a model that does not checkpoint itself: checkpoint every submodule of this class name",
+    )
+    p.add_argument("--reentrant", action="store_true", help="with --checkpoint-type: use_reentrant=True")
+    p.add_argument("--seed", type=int, default=0, help="seed of every run (default 0)")
+    p.add_argument("--hypothesis-seed", type=int, default=None, help="reproduce an earlier search")
+    p.add_argument("--rtol", type=float, default=None)
+    p.add_argument("--atol", type=float, default=None)
+    p.add_argument("--no-localize", action="store_true", help="skip naming the responsible regions")
+    return p
+
+
+def load_factory(target: str) -> Callable[[], Any]:
+    """Resolve ``MODULE:FACTORY`` or ``FILE.py:FACTORY`` to the factory (or module instance) it names."""
+    where, sep, attr = target.rpartition(":")
+    if not sep or not where or not attr:
+        raise UsageError(f"target {target!r} must be MODULE:FACTORY or path/to/file.py:FACTORY")
+    if where.endswith(".py") or os.sep in where or "/" in where:
+        path = Path(where)
+        if not path.is_file():
+            raise UsageError(f"target {target!r}: no such file {where!r}")
+        name = f"_ckptlint_verify_{path.stem}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise UsageError(f"target {target!r}: cannot import {where!r}")
+        module = importlib.util.module_from_spec(spec)
+        sys.path.insert(0, str(path.resolve().parent))
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    else:
+        if os.getcwd() not in sys.path and "" not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        try:
+            module = importlib.import_module(where)
+        except ModuleNotFoundError as exc:
+            if exc.name and where.startswith(exc.name):
+                raise UsageError(f"target {target!r}: no module named {where!r}") from None
+            raise
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise UsageError(f"target {target!r}: {where!r} has no attribute {attr!r}") from None
+    import torch
+
+    if isinstance(obj, torch.nn.Module):
+        instance = obj
+        return lambda: instance
+    if not callable(obj):
+        raise UsageError(f"target {target!r}: {attr!r} is {type(obj).__name__}, not a factory")
+    return obj  # type: ignore[no-any-return]
+
+
+class _Progress:
+    """A bar on a terminal, one line per example elsewhere (CI logs)."""
+
+    def __init__(self, total: int, stream: TextIO) -> None:
+        self.total = total
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.start = time.perf_counter()
+        self.failed = False
+        self.said_shrinking = False
+
+    def __call__(self, i: int, report: Any) -> None:
+        status = "ok" if report.equivalent else "MISMATCH"
+        shrinking = i > self.total or (not report.equivalent and self.failed)
+        if not report.equivalent:
+            self.failed = True
+        if self.tty:
+            done = min(i, self.total)
+            width = 24
+            filled = int(width * done / max(self.total, 1))
+            phase = "shrinking the counterexample" if shrinking else "examples"
+            self.stream.write(
+                f"\r[{'#' * filled}{'.' * (width - filled)}] {i}/{self.total} {phase} {status:<8}"
+                f" {time.perf_counter() - self.start:6.1f}s"
+            )
+        elif not self.failed or not shrinking:
+            self.stream.write(f"example {i}/{self.total}: {status}\n")
+        elif not self.said_shrinking:
+            self.said_shrinking = True
+            self.stream.write("shrinking the counterexample ...\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def main(argv: Sequence[str]) -> int:
+    """Run ``ckptlint verify`` with ``argv`` (the arguments after ``verify``); return the exit code."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(list(argv))
+    except SystemExit as exc:  # argparse already printed its one-line usage error
+        return EXIT_OK if exc.code == 0 else EXIT_ERROR
+    try:
+        return _run(args)
+    except UsageError as exc:
+        print(f"ckptlint verify: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _run(args: argparse.Namespace) -> int:
+    import torch
+
+    from runtime_checks.assertions import CheckpointMismatchError, check_checkpoint_equivalence
+    from runtime_checks.strategies import inputs as inputs_strategy
+    from runtime_checks.strategies import parse_input_spec
+    from runtime_checks.verify import VerifyError, verify
+
+    if not args.inputs:
+        raise UsageError("give at least one --input, e.g. --input 'float32[B,16]'")
+    if args.examples < 1:
+        raise UsageError(f"--examples must be >= 1, got {args.examples}")
+    dims: dict[str, tuple[int, int]] = {}
+    for d in args.dim:
+        name, _, rng = d.partition("=")
+        lo, _, hi = rng.partition(":")
+        try:
+            dims[name.strip()] = (int(lo), int(hi))
+        except ValueError:
+            raise UsageError(f"bad --dim {d!r}: expected NAME=LO:HI, e.g. B=1:4") from None
+    positional, keyword = [], {}
+    for spec in args.inputs:
+        try:
+            name, strategy = parse_input_spec(spec, dims)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        if name is None:
+            positional.append(strategy)
+        else:
+            keyword[name] = strategy
+    if positional and keyword:
+        raise UsageError("give every --input a name (x=...) or none: the model is called with one or the other")
+    strategy = inputs_strategy(**keyword) if keyword else inputs_strategy(*positional)
+    dtype = None
+    if args.dtype is not None:
+        dtype = getattr(torch, args.dtype, None)
+        if not isinstance(dtype, torch.dtype):
+            raise UsageError(f"--dtype {args.dtype!r} is not a torch dtype")
+
+    factory = load_factory(args.target)
+    try:
+        model = factory()
+    except Exception as exc:  # noqa: BLE001 - user code: report in one line
+        raise UsageError(f"factory {args.target!r} raised {type(exc).__name__}: {exc}") from None
+    if not isinstance(model, torch.nn.Module):
+        raise UsageError(f"factory {args.target!r} returned {type(model).__name__}, not an nn.Module")
+
+    verify_kwargs: dict[str, Any] = {
+        "device": args.device,
+        "dtype": dtype,
+        "rtol": args.rtol,
+        "atol": args.atol,
+        "seed": args.seed,
+        "localize": not args.no_localize,
+    }
+    if args.checkpoint_type:
+        verify_kwargs["checkpoint"] = args.checkpoint_type
+        verify_kwargs["checkpoint_kwargs"] = {"use_reentrant": bool(args.reentrant)}
+
+    progress = _Progress(args.examples, sys.stderr)
+    last: list[Any] = []
+
+    def on_example(i: int, report: Any) -> None:
+        last[:] = [report]
+        progress(i, report)
+
+    try:
+        check_checkpoint_equivalence(
+            model,
+            strategy,
+            max_examples=args.examples,
+            hypothesis_seed=args.hypothesis_seed,
+            on_example=on_example,
+            **verify_kwargs,
+        )
+    except CheckpointMismatchError as exc:
+        progress.close()
+        print(f"NOT EQUIVALENT: smallest failing input {exc.inputs}")
+        print(f"reproduce: ckptlint verify {args.target} ... --hypothesis-seed {exc.hypothesis_seed}")
+        print(str(exc.report))
+        return EXIT_MISMATCH
+    except VerifyError as exc:
+        progress.close()
+        raise UsageError(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - the model fails without checkpointing too
+        progress.close()
+        text = str(exc).strip().splitlines()
+        print(
+            f"ckptlint verify: error: the model raised {type(exc).__name__} without checkpointing too "
+            f"(not a checkpointing problem): {text[0] if text else ''}",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    progress.close()
+    print(f"EQUIVALENT on {args.examples} example(s); last example:")
+    if last:
+        print(str(last[0]))
+    return EXIT_OK
