@@ -457,3 +457,27 @@ def test_examples_are_outside_the_project_testpaths() -> None:
 
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert config["tool"]["pytest"]["ini_options"]["testpaths"] == ["tests"]
+
+
+def test_docs_show_the_example_file_verbatim() -> None:
+    docs = (ROOT / "docs" / "pytest.md").read_text()
+    example = (ROOT / "examples" / "test_example_equivalence.py").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", docs, flags=re.S)
+    assert example in blocks
+
+
+def test_results_reach_junit_xml(models: pytest.Pytester) -> None:
+    models.makepyfile(
+        """
+        import torch
+        from models import Plain
+
+        def test_plain_blocks(ckpt_verify):
+            report = ckpt_verify(Plain(), torch.randn(4, 8), checkpoint=["blocks.0", "blocks.1"])
+            assert report.memory.saved_bytes_saved > 0
+        """
+    )
+    result = _run(models, "--junitxml=out.xml")
+    result.assert_outcomes(passed=1)
+    xml = (models.path / "out.xml").read_text()
+    assert '<property name="ckptlint" value="{' in xml and "&quot;model&quot;: &quot;Plain&quot;" in xml
