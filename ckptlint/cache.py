@@ -23,6 +23,13 @@ second edit within the filesystem's timestamp granularity could go unseen.
 The prefilter's verdict is cached by content hash, so warm runs neither read
 nor hash files that cannot reach checkpointing.
 
+Per-file *facts* that depend only on a file's path and content (the
+checkpoint wrappers it defines, whether it parses) are cached the same way.
+Wrappers found anywhere in the tree widen the engine's options, so results and
+prefilter verdicts are additionally tied to an *analysis key* (the hash of the
+final options): when a wrapper appears or disappears, they are dropped while
+hashes and facts survive.
+
 The store is one JSON file per (fingerprint, options) pair, written
 atomically at the end of a run; a corrupt or foreign file is ignored.
 """
@@ -40,7 +47,7 @@ from typing import Any, Iterable, Mapping
 
 from ckptlint.types import Finding
 
-__all__ = ["CACHE_DIR_NAME", "CachedResult", "ResultCache", "tool_fingerprint", "content_hash"]
+__all__ = ["CACHE_DIR_NAME", "CachedResult", "Facts", "ResultCache", "tool_fingerprint", "content_hash"]
 
 CACHE_DIR_NAME = ".ckptlint_cache"
 FORMAT_VERSION = 1
@@ -68,6 +75,15 @@ def tool_fingerprint() -> str:
 
 
 @dataclass(frozen=True)
+class Facts:
+    """What is known about one file's content, independent of options."""
+
+    wrappers: tuple[str, ...]
+    # None: not checked yet; () parses; (finding,) the CKP001 finding.
+    syntax: tuple[Finding, ...] | None
+
+
+@dataclass(frozen=True)
 class CachedResult:
     """A driver file's analysis result as the cache returns it."""
 
@@ -92,6 +108,8 @@ class ResultCache:
         self._stat: dict[str, list[Any]] = {}
         self._prefilter: dict[str, bool] = {}
         self._results: dict[str, dict[str, Any]] = {}
+        self._facts: dict[str, list[Any]] = {}
+        self._analysis_key: str | None = None
         self._hash_memo: dict[str, str] = {}
         self._dirty = False
         self.hits = 0
@@ -110,6 +128,11 @@ class ResultCache:
         if not isinstance(data, dict) or data.get("format") != FORMAT_VERSION:
             return
         stat_index = data.get("stat")
+        facts = data.get("facts")
+        if isinstance(facts, dict):
+            self._facts = {k: v for k, v in facts.items() if isinstance(v, list) and len(v) == 3}
+        key = data.get("analysis_key")
+        self._analysis_key = key if isinstance(key, str) else None
         prefilter = data.get("prefilter")
         results = data.get("results")
         if isinstance(stat_index, dict):
@@ -144,6 +167,8 @@ class ResultCache:
                     "stat": self._stat,
                     "prefilter": self._prefilter,
                     "results": self._results,
+                    "facts": self._facts,
+                    "analysis_key": self._analysis_key,
                 },
                 separators=(",", ":"),
             )
@@ -208,6 +233,44 @@ class ResultCache:
         except OSError:
             return _MISSING
         return self.record(path, data)
+
+    # ------------------------------------------------------------ facts
+
+    def facts(self, path: str, digest: str) -> Facts | None:
+        if not self.enabled:
+            return None
+        entry = self._facts.get(self._stat_key(path))
+        if entry is None or entry[0] != digest:
+            return None
+        try:
+            wrappers = tuple(str(w) for w in entry[1])
+            syntax = None if entry[2] is None else tuple(Finding.from_dict(f) for f in entry[2])
+        except (KeyError, TypeError, ValueError):
+            return None
+        return Facts(wrappers, syntax)
+
+    def remember_facts(self, path: str, digest: str, facts: Facts) -> None:
+        if not self.enabled:
+            return
+        entry = [
+            digest,
+            list(facts.wrappers),
+            None if facts.syntax is None else [f.to_dict() for f in facts.syntax],
+        ]
+        key = self._stat_key(path)
+        if self._facts.get(key) != entry:
+            self._facts[key] = entry
+            self._dirty = True
+
+    def set_analysis_key(self, key: str) -> None:
+        """Results and prefilter verdicts hold only for this analysis key."""
+        if self._analysis_key != key:
+            if self._results or self._prefilter:
+                self._dirty = True
+            self._results.clear()
+            self._prefilter.clear()
+            self._analysis_key = key
+            self._dirty = True
 
     # ------------------------------------------------------------ prefilter
 

@@ -19,7 +19,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
-from ckptlint.cache import ResultCache
+from ckptlint.cache import Facts, ResultCache
 from ckptlint.config import Config, code_matches
 from ckptlint.files import display_path, iter_python_files
 from ckptlint.fixes import SourceFile, applicable, apply_fixes, read_source, reparses, unified_diff, write_source
@@ -117,14 +117,31 @@ def _rss_bytes() -> int:
         return 0
 
 
-def _analyse_one(path: str) -> tuple[str, tuple[Finding, ...], tuple[str, ...], str | None]:
+_Task = tuple[str, str]  # (kind, path); kind "analyse" (a driver) or "syntax" (CKP001 only)
+_Outcome = tuple[str, str, tuple[Finding, ...], tuple[str, ...], str | None]
+
+
+def _syntax_check(engine: Any, project: Any, path: str) -> Finding | None:
+    check = getattr(engine, "quick_syntax_error", None) or getattr(engine, "_quick_syntax_error")
+    return check(project, path)
+
+
+def _run_task(task: _Task) -> _Outcome:
+    kind, path = task
     engine = _engine()
+    project = _WORKER["project"]
     try:
-        result = engine.analyze_file(_WORKER["project"], path, _WORKER["options"])
-        out = (path, tuple(result.findings), tuple(result.dependencies), result.error)
+        if kind == "syntax":
+            found = _syntax_check(engine, project, path)
+            out: _Outcome = (kind, path, (found,) if found is not None else (), (), None)
+        else:
+            result = engine.analyze_file(project, path, _WORKER["options"])
+            out = (kind, path, tuple(result.findings), tuple(result.dependencies), result.error)
     except Exception:  # one file's crash must not stop the others
-        out = (path, (), (), traceback.format_exc())
+        out = (kind, path, (), (), traceback.format_exc())
     if _rss_bytes() > WORKER_RSS_LIMIT:
+        # Parsed modules are the bulk of a worker's memory; dropping them
+        # costs re-parses, never correctness.
         files, sources = _WORKER["args"]
         _WORKER["project"] = engine.Project(files, sources=dict(sources))
         import gc
@@ -133,38 +150,41 @@ def _analyse_one(path: str) -> tuple[str, tuple[Finding, ...], tuple[str, ...], 
     return out
 
 
-def _analyse(
+def _execute(
     files: list[str],
-    drivers: list[str],
+    tasks: list[_Task],
     sources: dict[str, str],
     options: Any,
     jobs: int,
     progress: Callable[[int, int], None] | None,
-) -> list[tuple[str, tuple[Finding, ...], tuple[str, ...], str | None]]:
-    """Run the engine on ``drivers``, in a pool when it pays off."""
-    if not drivers:
+) -> list[_Outcome]:
+    """Run ``tasks`` in this process or in a pool of ``jobs`` workers."""
+    if not tasks:
         return []
-    if jobs <= 1 or len(drivers) < POOL_THRESHOLD:
+    out: list[_Outcome] = []
+    # Syntax checks are cheap; only real analyses justify a pool.
+    heavy = sum(1 for kind, _ in tasks if kind == "analyse")
+    if jobs <= 1 or (heavy < POOL_THRESHOLD and len(tasks) < 50 * POOL_THRESHOLD):
         _init_worker(files, sources, options)
-        out = []
-        for i, path in enumerate(drivers, 1):
-            out.append(_analyse_one(path))
-            if progress:
-                progress(i, len(drivers))
-        _WORKER.clear()
+        try:
+            for i, task in enumerate(tasks, 1):
+                out.append(_run_task(task))
+                if progress:
+                    progress(i, len(tasks))
+        finally:
+            _WORKER.clear()
         return out
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     ctx = multiprocessing.get_context(method)
     # Small chunks of neighbouring files: a model's files import each other,
     # so one worker's parse cache serves the whole chunk, and small chunks
-    # keep both workers busy to the end.
-    chunk = max(1, min(16, len(drivers) // (jobs * 8) or 1))
-    out = []
+    # keep every worker busy to the end.
+    chunk = max(1, min(8, len(tasks) // (jobs * 16) or 1))
     with ctx.Pool(jobs, initializer=_init_worker, initargs=(files, sources, options)) as pool:
-        for i, item in enumerate(pool.imap_unordered(_analyse_one, drivers, chunksize=chunk), 1):
+        for i, item in enumerate(pool.imap_unordered(_run_task, tasks, chunksize=chunk), 1):
             out.append(item)
             if progress:
-                progress(i, len(drivers))
+                progress(i, len(tasks))
     return out
 
 
@@ -186,6 +206,14 @@ class _Pass:
     texts: dict[str, str]
 
 
+def _options_key(functions: Sequence[str], depth: int) -> str:
+    import hashlib
+    import json
+
+    data = {"checkpoint_functions": list(functions), "max_helper_depth": depth}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def _lint_pass(
     files: list[str],
     settings: RunSettings,
@@ -200,77 +228,115 @@ def _lint_pass(
         enabled=settings.use_cache and not overlay,
     )
     # The engine (and libcst behind it) is imported only when some file needs
-    # the prefilter or an analysis: a fully cached run never pays for it.
+    # real work: a fully cached run never pays for it.
+    t0 = time.perf_counter()
+    texts: dict[str, str] = {}
+    digests: dict[str, str] = {}
+    unreadable: dict[str, str] = {}
+
+    def text_of(path: str) -> str | None:
+        if path in texts:
+            return texts[path]
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+        except OSError as exc:
+            unreadable[path] = f"cannot read: {exc}"
+            return None
+        digests[path] = cache.record(path, data)
+        texts[path] = _decode(data)
+        return texts[path]
+
+    # 1. Content hashes and per-file facts (checkpoint wrappers defined there).
+    base_functions = tuple(config.checkpoint_functions)
+    wrappers: set[str] = set()
+    facts: dict[str, Facts] = {}
+    for path in files:
+        if path in overlay:
+            texts[path] = overlay[path]
+            digests[path] = ""
+        else:
+            digest = cache.known_hash(path)
+            if digest is None and text_of(path) is None:
+                continue
+            if digest is not None:
+                digests[path] = digest
+        known = cache.facts(path, digests[path]) if digests.get(path) else None
+        if known is None:
+            text = text_of(path)
+            if text is None:
+                continue
+            engine = _engine()
+            base = engine.EngineOptions(checkpoint_functions=base_functions, max_helper_depth=config.max_helper_depth)
+            found = tuple(engine.find_wrappers(engine.Project([path], sources={os.path.normpath(path): text}), [path], base))
+            known = Facts(found, None)
+            if digests.get(path):
+                cache.remember_facts(path, digests[path], known)
+        facts[path] = known
+        wrappers.update(known.wrappers)
+    functions = tuple(sorted(set(base_functions) | wrappers))
+    cache.set_analysis_key(_options_key(functions, config.max_helper_depth))
     lazy: dict[str, Any] = {}
 
     def options() -> Any:
         if "options" not in lazy:
             lazy["options"] = _engine().EngineOptions(
-                checkpoint_functions=tuple(config.checkpoint_functions),
-                max_helper_depth=config.max_helper_depth,
+                checkpoint_functions=functions, max_helper_depth=config.max_helper_depth
             )
         return lazy["options"]
 
-    def may_reach(text: str) -> bool:
-        return bool(_engine().may_reach_checkpoint(text, options()))
-
-    t0 = time.perf_counter()
-    texts: dict[str, str] = {}
-    digests: dict[str, str] = {}
+    # 2. Prefilter: which files can put code under checkpoint (the drivers).
     drivers: list[str] = []
+    others: list[str] = []
     for path in files:
-        if path in overlay:
-            texts[path] = overlay[path]
-            digests[path] = ""
-            if may_reach(overlay[path]):
-                drivers.append(path)
+        if path not in facts:
             continue
-        digest = cache.known_hash(path)
-        verdict = cache.prefilter_verdict(digest) if digest is not None else None
-        if verdict is False:
-            continue
-        if digest is None or verdict is None:
-            try:
-                with open(path, "rb") as fh:
-                    data = fh.read()
-            except OSError as exc:
-                # Vanished or unreadable between listing and reading: the
-                # engine reports it like any other file problem.
-                drivers.append(path)
-                digests[path] = f"<unreadable {exc.errno}>"
+        digest = digests.get(path, "")
+        verdict = cache.prefilter_verdict(digest) if digest else None
+        if verdict is None:
+            text = text_of(path)
+            if text is None:
                 continue
-            digest = cache.record(path, data)
-            text = _decode(data)
-            texts[path] = text
-            verdict = may_reach(text)
-            cache.remember_prefilter(digest, verdict)
-        digests[path] = digest
-        if verdict:
-            drivers.append(path)
+            verdict = bool(_engine().may_reach_checkpoint(text, options()))
+            if digest:
+                cache.remember_prefilter(digest, verdict)
+        (drivers if verdict else others).append(path)
     timings["prefilter"] = timings.get("prefilter", 0.0) + time.perf_counter() - t0
 
+    # 3. Analysis of drivers and the syntax check of the rest, cached or pooled.
     t0 = time.perf_counter()
-    results: list[tuple[str, tuple[Finding, ...], tuple[str, ...], str | None]] = []
-    misses: list[str] = []
+    results: list[_Outcome] = []
+    tasks: list[_Task] = []
     for path in drivers:
         hit = cache.lookup(path, digests[path]) if digests.get(path) else None
         if hit is not None:
-            results.append((path, hit.findings, hit.dependencies, hit.error))
+            results.append(("analyse", path, hit.findings, hit.dependencies, hit.error))
         else:
-            misses.append(path)
-    hits = len(drivers) - len(misses)
+            tasks.append(("analyse", path))
+    hits = len(drivers) - len(tasks)
+    for path in others:
+        if facts[path].syntax is not None:
+            results.append(("syntax", path, facts[path].syntax, (), None))
+        else:
+            tasks.append(("syntax", path))
     jobs = settings.jobs if settings.jobs is not None else default_jobs()
-    fresh = _analyse(files, misses, overlay, options() if misses else None, jobs, settings.progress)
-    for path, findings, deps, error in fresh:
-        if digests.get(path) and not digests[path].startswith("<"):
-            cache.store(path, digests[path], findings, deps, error)
+    need_options = any(kind == "analyse" for kind, _ in tasks)
+    fresh = _execute(files, tasks, overlay, options() if need_options else None, jobs, settings.progress)
+    for kind, path, found, deps, error in fresh:
+        digest = digests.get(path)
+        if not digest:
+            continue
+        if kind == "analyse":
+            cache.store(path, digest, found, deps, error)
+        elif error is None:
+            cache.remember_facts(path, digest, Facts(facts[path].wrappers, found))
     results.extend(fresh)
     cache.save()
     timings["analysis"] = timings.get("analysis", 0.0) + time.perf_counter() - t0
 
     findings: set[Finding] = set()
-    errors: list[tuple[str, str]] = []
-    for path, found, _deps, error in results:
+    errors: list[tuple[str, str]] = sorted(unreadable.items())
+    for _kind, path, found, _deps, error in results:
         findings.update(found)
         if error:
             errors.append((path, error))
@@ -278,7 +344,7 @@ def _lint_pass(
         findings=sorted(findings, key=Finding.sort_key),
         errors=sorted(errors),
         files=files,
-        analysed=len(misses),
+        analysed=sum(1 for kind, _ in tasks if kind == "analyse"),
         hits=hits,
         texts=texts,
     )

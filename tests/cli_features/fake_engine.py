@@ -47,7 +47,7 @@ class Project:
 
 
 def may_reach_checkpoint(source: str, options: EngineOptions) -> bool:
-    return "checkpoint" in source or any(f in source for f in options.checkpoint_functions)
+    return "checkpoint" in source or any(f.rsplit(".", 1)[-1] in source for f in options.checkpoint_functions)
 
 
 def analyze_file(project: Project, path: str, options: EngineOptions) -> FileResult:
@@ -86,3 +86,20 @@ def analyze_file(project: Project, path: str, options: EngineOptions) -> FileRes
                         out.append(Finding("CKP201", "state write", display_path(dep), j, 0, j, len(dline),
                                            callable="Dep.forward", checkpoint_site=site, statement_lines=(j, j)))
     return FileResult(path, tuple(out), tuple(deps))
+
+
+def find_wrappers(project: Project, paths, options: EngineOptions) -> tuple[str, ...]:  # type: ignore[no-untyped-def]
+    out = []
+    for path in paths:
+        for m in re.finditer(r"# wrapper: (\S+)", project.read(path)):
+            out.append(m.group(1))
+    return tuple(sorted(out))
+
+
+def _quick_syntax_error(project: Project, path: str) -> Finding | None:
+    CALLS.append("syntax:" + path)
+    try:
+        compile(project.read(path), path, "exec")
+    except SyntaxError as exc:
+        return Finding("CKP001", f"syntax error: {exc.msg}", display_path(path), exc.lineno or 1, 0, exc.lineno or 1, 1)
+    return None

@@ -45,7 +45,8 @@ def test_prefilter_cache_and_dependency_invalidation(tmp_path: Path) -> None:
     first = run(["."], _settings())
     assert _codes(first) == [("model.py", 2, "CKP101")]
     assert first.files_checked == 3 and first.files_analysed == 1
-    assert fake_engine.CALLS == ["model.py"]
+    # non-drivers get only the syntax check
+    assert fake_engine.CALLS == ["model.py", "syntax:blocks.py", "syntax:other.py"]
 
     fake_engine.CALLS.clear()
     warm = run(["."], _settings())
@@ -55,12 +56,34 @@ def test_prefilter_cache_and_dependency_invalidation(tmp_path: Path) -> None:
     # a dependency changes: the driver is analysed again and sees the change
     (tmp_path / "blocks.py").write_text("self.n = BAD\n")
     third = run(["."], _settings())
-    assert fake_engine.CALLS == ["model.py"]
+    assert fake_engine.CALLS == ["model.py", "syntax:blocks.py"]
     assert ("blocks.py", 1, "CKP201") in _codes(third)
 
     fake_engine.CALLS.clear()
     run(["."], _settings(use_cache=False))
-    assert fake_engine.CALLS == ["model.py"]
+    assert fake_engine.CALLS == ["model.py", "syntax:blocks.py", "syntax:other.py"]
+
+
+def test_syntax_errors_in_non_drivers_are_cached(tmp_path: Path) -> None:
+    (tmp_path / "broken.py").write_text("def f(:\n")
+    _age(tmp_path / "broken.py")
+    assert _codes(run(["."], _settings())) == [("broken.py", 1, "CKP001")]
+    fake_engine.CALLS.clear()
+    assert _codes(run(["."], _settings())) == [("broken.py", 1, "CKP001")]
+    assert fake_engine.CALLS == []
+
+
+def test_wrapper_in_one_file_widens_the_prefilter_and_resets_results(tmp_path: Path) -> None:
+    (tmp_path / "model.py").write_text("# checkpoint\nx.add_(1)\n")
+    (tmp_path / "user.py").write_text("my_ckpt(block)\ny.add_(2)\n")
+    _age(tmp_path / "model.py", tmp_path / "user.py")
+    assert _codes(run(["."], _settings())) == [("model.py", 2, "CKP101")]
+    # a wrapper named my_ckpt appears: user.py now reaches checkpoint
+    (tmp_path / "wrappers.py").write_text("# wrapper: pkg.my_ckpt\n")
+    fake_engine.CALLS.clear()
+    result = run(["."], _settings(config=Config(root=os.getcwd())))
+    assert ("user.py", 2, "CKP101") in _codes(result)
+    assert "model.py" in fake_engine.CALLS  # analysis key changed: results recomputed
 
 
 def test_pool_matches_serial(tmp_path: Path) -> None:
