@@ -51,7 +51,7 @@ def _git(cwd: Path, *args: str) -> None:
 
 def _try_repo(tmp: Path, body: str) -> subprocess.CompletedProcess[str]:
     work = tmp / "project"
-    work.mkdir()
+    work.mkdir(parents=True)
     _git(work, "init", "-q")
     _git(work, "config", "user.email", "t@example.com")
     _git(work, "config", "user.name", "t")
