@@ -11,7 +11,8 @@ import inspect
 import math
 import random
 import sys
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import pytest
 
@@ -209,10 +210,13 @@ def failure_message(report: Any, model: Any, inputs: Any, reproduce: str | None 
     """
     mismatches = getattr(report, "mismatches", ())
     count = len(mismatches)
-    lines = [
+    device = getattr(report, "device", "?")
+    plural = "es" if count != 1 else ""
+    verdict = (
         f"checkpointed {model_name(model)} is not gradient-equivalent to its un-checkpointed baseline "
-        f"on {getattr(report, 'device', '?')}: {count} mismatch{'es' if count != 1 else ''}"
-    ]
+        f"on {device}: {count} mismatch{plural}"
+    )
+    lines = [verdict]
     regions = list(dict.fromkeys(m.region for m in mismatches if m.region))
     if regions:
         lines.append(f"breaking equivalence: checkpoint region{'s' if len(regions) > 1 else ''} "

@@ -25,8 +25,9 @@ import json
 import math
 import os
 import sys
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Callable, Generator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -287,7 +288,10 @@ def register_ckpt_profile(max_examples: int | None = None) -> None:
 
     Called by the plugin when hypothesis is (or gets) imported, so users need not call it.
     """
-    from hypothesis import HealthCheck, settings  # imported only when hypothesis is in use
+    from hypothesis import (  # imported only when hypothesis is in use
+        HealthCheck,
+        settings,
+    )
 
     kwargs: dict[str, Any] = {
         "deadline": None,

@@ -462,7 +462,7 @@ def test_examples_are_outside_the_project_testpaths() -> None:
 def test_docs_show_the_example_file_verbatim() -> None:
     docs = (ROOT / "docs" / "pytest.md").read_text()
     example = (ROOT / "examples" / "test_example_equivalence.py").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", docs, flags=re.S)
+    blocks = re.findall(r"```python\n(.*?)```", docs, flags=re.DOTALL)
     assert example in blocks
 
 
