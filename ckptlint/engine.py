@@ -67,7 +67,7 @@ class LintResult:
 
 
 _TRIGGERS = (
-    r"\bcheckpoint\w*\s*\(",
+    r"\bcheckpoint(?:_sequential|_seq|_wrapper)?\s*\(",
     r"utils\.checkpoint",
     r"import\s+checkpoint",
     r"checkpoint\s+import",
@@ -100,7 +100,7 @@ def may_reach_checkpoint(source: str, options: EngineOptions = EngineOptions()) 
     return _prefilter(options).search(source) is not None
 
 
-def find_wrappers(project: Project, paths: Iterable[str], options: EngineOptions) -> tuple[str, ...]:
+def find_wrappers(project: Project, paths: Iterable[str], options: EngineOptions | None = None) -> tuple[str, ...]:
     """Qualified names of functions in the tree that wrap checkpoint.
 
     ``def my_ckpt(fn, *a): return checkpoint(fn, *a, use_reentrant=False)``:
@@ -172,20 +172,22 @@ class _FileAnalysis:
         self.write_rules = _rules_for("write")
         self.global_rules = _rules_for("global")
         self.site_rules = _rules_for("site")
-        self._site_labels: dict[int, str] = {}
+        self._site_labels: dict[int, tuple[str, int]] = {}
         self.current: CheckedCallable | None = None
 
-    def site_label(self, module: ModuleInfo, node: cst.CSTNode) -> tuple[str, int]:
-        line = 0
-        if isinstance(node, cst.ClassDef):
-            pattern = re.compile(r"^\s*class\s+" + re.escape(node.name.value) + r"\b", re.M)
-            m = pattern.search(module.source)
-            if m is not None:
-                line = module.source.count("\n", 0, m.start()) + 1 + (len(m.group(0)) - len(m.group(0).lstrip("\n")))
+    def site_label(self, module: ModuleInfo, node: cst.CSTNode, scope: str = "") -> tuple[str, int]:
+        """``(path, line)`` of a site, found in the text when possible (no position pass)."""
+        key = id(node)
+        cached = self._site_labels.get(key)
+        if cached is not None:
+            return cached
+        line = _find_line(module, node, scope)
         if not line:
             pos = module.position(node)
             line = pos.start.line if pos is not None else 0
-        return module.display, line
+        label = (module.display, line)
+        self._site_labels[key] = label
+        return label
 
     def add(self, code: str, hit: Hit, module: ModuleInfo, stmt: cst.CSTNode | None, checked: CheckedCallable | None,
             chain: tuple[str, ...], site: Site | None) -> None:
@@ -234,19 +236,16 @@ class _FileAnalysis:
             return
         sites, checked = self.discovery.discover(mod)
         for site in sites:
-            label = self.site_label(site.module, site.call)
-            ctx = RuleContext(None, None, f"{label[0]}:{label[1]}", site, self.project)
+            ctx = RuleContext(None, None, "", site, self.project)
             for rule in self.site_rules:
                 for hit in rule.check(site, ctx):
+                    label = self.site_label(site.module, site.call, site.ctx.qualname)
                     self.add(rule.CODE, hit, site.module, None, None, (), Site(*label))
         analyzer = FlowAnalyzer(
             self.discovery.resolver, self.options.max_helper_depth, self._on_event, self.discovery.is_checkpoint_call
         )
         for item in checked:
             self.current = item
-            label = self.site_label(item.site_module, item.site_node)
-            self._site = Site(*label)
-            self._ctx_label = f"{label[0]}:{label[1]}"
             analyzer.nulled = N.GC_NULLED_PARAMS if item.via == "GradientCheckpointingLayer" else frozenset()
             analyzer.run(item.ref, item.inputs, memo_extra=(item.preserve_rng_state, analyzer.nulled))
         self.current = None
@@ -261,10 +260,39 @@ class _FileAnalysis:
         else:
             rules = self.global_rules
             stmt = event.stmt
-        ctx = RuleContext(self.current, visit, self._ctx_label, None, self.project)
+        item = self.current
+        assert item is not None
+        ctx = RuleContext(item, visit, lambda: "%s:%d" % self.site_label(item.site_module, item.site_node, item.site_scope), None, self.project)
         for rule in rules:
             for hit in rule.check(event, ctx):
-                self.add(rule.CODE, hit, visit.module, stmt, self.current, visit.chain, self._site)
+                site = Site(*self.site_label(item.site_module, item.site_node, item.site_scope))
+                self.add(rule.CODE, hit, visit.module, stmt, item, visit.chain, site)
+
+
+def _find_line(module: ModuleInfo, node: cst.CSTNode, scope: str) -> int:
+    """Line of ``node`` by searching its source text, narrowed by its enclosing defs."""
+    source = module.source
+    if isinstance(node, cst.ClassDef):
+        m = re.search(r"^[ \t]*class[ \t]+" + re.escape(node.name.value) + r"\b", source, re.M)
+        return source.count("\n", 0, m.start()) + 1 if m else 0
+    if module.module is None:
+        return 0
+    text = module.module.code_for_node(node)
+    if not text:
+        return 0
+    start = 0
+    if source.count(text) > 1:
+        for part in scope.split("."):
+            if not part or part.startswith("<"):
+                continue
+            m = re.compile(r"^[ \t]*(?:async[ \t]+)?(?:def|class)[ \t]+" + re.escape(part) + r"\b", re.M).search(source, start)
+            if m is None:
+                break
+            start = m.end()
+    idx = source.find(text, start)
+    if idx < 0 or (start == 0 and source.count(text) > 1):
+        return 0
+    return source.count("\n", 0, idx) + 1
 
 
 def _dedupe(findings: Iterable[Finding]) -> list[Finding]:

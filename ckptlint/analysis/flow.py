@@ -19,6 +19,7 @@ import libcst as cst
 
 from ckptlint.analysis import names as N
 from ckptlint.analysis.values import Env, Instance
+from ckptlint.analysis.walk import iter_children
 from ckptlint.discovery.callables import CallableRef, Ctx, Resolver, first_param
 from ckptlint.project import ModuleInfo, dotted_name
 
@@ -34,6 +35,9 @@ class Root:
     origin: str | None = None  # for ``input``: the checkpoint input it aliases
     qualnames: tuple[str, ...] = ()  # for ``module``: qualified names of the whole expression
     through_attribute: bool = False  # reached via ``.attr`` (not a view attribute)
+    # The expression is the function's own ``*args``/``**kwargs`` container:
+    # built fresh for every call, so mutating the container itself is harmless.
+    fresh_container: bool = False
 
 
 LOCAL = Root("local", "")
@@ -97,6 +101,7 @@ class _FunctionState:
         for star in (p.star_arg, p.star_kwarg):
             if isinstance(star, cst.Param):
                 self.params.add(star.name.value)
+        self.star_params = {x.name.value for x in (p.star_arg, p.star_kwarg) if isinstance(x, cst.Param)}
         self.locals = set(self.params)
         env = ctx.env
         if env is not None:
@@ -120,6 +125,7 @@ class FlowAnalyzer:
         self.emit = emit
         self.is_checkpoint_call = is_checkpoint_call
         self._done: set[tuple[object, ...]] = set()
+        self._returns: dict[tuple[object, ...], _Returns] = {}
         self._stack: list[tuple[int, int | None]] = []
         # Parameter names the checkpoint wrapper sets to None for the whole call
         # tree (transformers' GradientCheckpointingLayer: cache, layer_past...).
@@ -131,10 +137,14 @@ class FlowAnalyzer:
         taint = {name: name for name in inputs}
         self._run(ref, taint, (*chain, ref.name), depth, memo_extra)
 
-    def _run(self, ref: CallableRef, taint: dict[str, str], chain: tuple[str, ...], depth: int, memo_extra: object) -> None:
+    def _run(
+        self, ref: CallableRef, taint: dict[str, str], chain: tuple[str, ...], depth: int, memo_extra: object
+    ) -> "_Returns | None":
         key = (ref.key, frozenset(taint.items()), memo_extra, id(ref.outer) if ref.outer else None)
-        if key in self._done or ref.key in self._stack:
-            return
+        if key in self._done:
+            return self._returns.get(key)
+        if ref.key in self._stack:
+            return None
         self._done.add(key)
         self._stack.append(ref.key)
         try:
@@ -152,12 +162,31 @@ class FlowAnalyzer:
             node = ref.node
             if isinstance(node, cst.Lambda):
                 walker.expr(node.body, node.body)
+                walker.record_return(node.body)
             elif isinstance(node.body, cst.IndentedBlock):
                 walker.block(node.body.body)
             else:
                 walker.block([node.body])
+            self._returns[key] = walker.returns
+            return walker.returns
         finally:
             self._stack.pop()
+
+
+@dataclass
+class _Returns:
+    """Which inputs a function's return value may alias (whole, or per tuple element)."""
+
+    whole: str | None = None
+    elements: list[str | None] | None = None
+
+    def merge(self, other: "_Returns") -> None:
+        self.whole = self.whole or other.whole
+        if other.elements is not None:
+            if self.elements is None:
+                self.elements = list(other.elements)
+            elif len(self.elements) == len(other.elements):
+                self.elements = [a or b for a, b in zip(self.elements, other.elements)]
 
 
 class _Walker:
@@ -170,6 +199,15 @@ class _Walker:
         self.stmt: cst.CSTNode = state.ref.node
         self.in_with = False
         self.statement_expr: cst.BaseExpression | None = None
+        self.returns = _Returns()
+        self.call_returns: dict[int, _Returns] = {}  # id(call) -> what the followed callee returned
+
+    def record_return(self, value: cst.BaseExpression) -> None:
+        if isinstance(value, cst.Tuple):
+            r = _Returns(None, [self.alias_origin(el.value) if not isinstance(el, cst.StarredElement) else None for el in value.elements])
+        else:
+            r = _Returns(self.alias_origin(value))
+        self.returns.merge(r)
 
     # -- classification -------------------------------------------------------------
 
@@ -180,7 +218,8 @@ class _Walker:
                 origin = s.taint.get(name)
                 return Root("input", name, origin) if origin else Root("local", name)
         if name in s.taint:
-            return Root("input", name, s.taint[name])
+            fresh = name in s.star_params and s.taint[name] == name
+            return Root("input", name, s.taint[name], fresh_container=fresh)
         if s.ctx.self_name is not None and name == s.ctx.self_name:
             return Root("self", name)
         if name in s.globals:
@@ -235,6 +274,8 @@ class _Walker:
                 return LOCAL
             elif isinstance(node, cst.Name):
                 r = self.root_of_name(node.value)
+                if r.fresh_container and node is not expr:
+                    r = Root(r.kind, r.name, r.origin, r.qualnames, r.through_attribute, False)
                 if r.kind == "module":
                     quals = tuple(self.a.resolver.qualnames(expr, self.s.ctx)) if isinstance(expr, (cst.Name, cst.Attribute)) else r.qualnames
                     return Root("module", r.name, qualnames=quals, through_attribute=through_attr)
@@ -253,6 +294,9 @@ class _Walker:
         if isinstance(expr, cst.NamedExpr):
             return self.alias_origin(expr.value)
         if isinstance(expr, cst.Call):
+            returned = self.call_returns.get(id(expr))
+            if returned is not None and returned.whole:
+                return returned.whole
             func = expr.func
             if isinstance(func, cst.Attribute):
                 m = func.attr.value
@@ -282,6 +326,12 @@ class _Walker:
             values: list[cst.BaseExpression] | None = None
             if isinstance(value, (cst.Tuple, cst.List)) and len(value.elements) == len(elements):
                 values = [el.value for el in value.elements]
+            elif isinstance(value, cst.Call):
+                returned = self.call_returns.get(id(value))
+                if returned is not None and returned.elements is not None and len(returned.elements) == len(elements):
+                    for el, o in zip(elements, returned.elements):
+                        self.bind(el.value, o, None)
+                    return
             for i, el in enumerate(elements):
                 sub_origin = self.alias_origin(values[i]) if values is not None else origin
                 self.bind(el.value, sub_origin, values[i] if values is not None else None)
@@ -293,6 +343,8 @@ class _Walker:
     def write(self, target: cst.BaseExpression, kind: str, aug: cst.AugAssign | None = None) -> None:
         self.expr_children_of_target(target)
         r = self.root(target)
+        if isinstance(target, cst.Subscript) and isinstance(target.value, cst.Name) and self.root(target.value).fresh_container:
+            r = Root(r.kind, r.name, r.origin, r.qualnames, r.through_attribute, True)
         quals: tuple[str, ...] = ()
         if isinstance(target, (cst.Attribute, cst.Name)):
             quals = tuple(self.a.resolver.qualnames(target, self.s.ctx)) if r.kind == "module" else ()
@@ -425,6 +477,7 @@ class _Walker:
         elif isinstance(small, cst.Return):
             if small.value is not None:
                 self.expr(small.value, small.value)
+                self.record_return(small.value)
         elif isinstance(small, cst.Global):
             s.globals.update(n.name.value for n in small.names)
         elif isinstance(small, cst.Nonlocal):
@@ -456,11 +509,8 @@ class _Walker:
                 self.expr(arg.value, top)
             self.call(node)
             return
-        for child in node.children:
-            if isinstance(child, (cst.BaseExpression, cst.Arg, cst.Element, cst.BaseSlice, cst.SubscriptElement,
-                                  cst.FormattedStringExpression, cst.DictElement, cst.StarredDictElement,
-                                  cst.StarredElement, cst.BaseFormattedStringContent)):
-                self.expr(child, top)
+        for child in iter_children(node):
+            self.expr(child, top)
 
     def comprehension(self, node: cst.ListComp | cst.SetComp | cst.GeneratorExp | cst.DictComp) -> None:
         s = self.s
@@ -536,11 +586,16 @@ class _Walker:
             refs = resolver.resolve(call.func, self.s.ctx)
         except RecursionError:
             return
+        merged: _Returns | None = None
         for ref in refs:
-            if isinstance(ref.node, cst.Lambda) and ref.outer is self.s.ctx:
-                pass
             taint = self._map_args(ref, args) if ref.receives_input else {}
-            self.a._run(ref, taint, (*self.visit.chain, ref.name), self.depth + 1, self.memo_extra)
+            returned = self.a._run(ref, taint, (*self.visit.chain, ref.name), self.depth + 1, self.memo_extra)
+            if returned is not None:
+                if merged is None:
+                    merged = _Returns()
+                merged.merge(returned)
+        if merged is not None and (merged.whole or (merged.elements and any(merged.elements))):
+            self.call_returns[id(call)] = merged
 
     def _map_args(self, ref: CallableRef, args: tuple[tuple[str | None, cst.BaseExpression, Root, str], ...]) -> dict[str, str]:
         node = ref.node

@@ -21,7 +21,7 @@ from ckptlint.project import ClassInfo, FunctionInfo, ModuleInfo, Project, dotte
 
 __all__ = ["Env", "Evaluator", "Instance", "literal_truth", "scope_env"]
 
-MAX_DEPTH = 4
+MAX_DEPTH = 10
 
 
 @dataclass(frozen=True, eq=False)
@@ -39,6 +39,25 @@ class Instance:
     is_container: bool = False
     wrapped_by: cst.Call | None = None  # checkpoint_wrapper(...) around it
     wrapped_module: ModuleInfo | None = None
+    prefix: int = 0  # leading elements whose positions are exact (``[First(...)]`` then appends)
+
+    def select(self, index: cst.BaseSlice) -> list["Instance"]:
+        """Elements ``container[index]`` may be."""
+        els = list(self.elements)
+        exact = len(els) if self.ordered else self.prefix
+        if isinstance(index, cst.Index) and isinstance(index.value, cst.Integer):
+            k = int(index.value.value, 0)
+            if k < exact:
+                return [els[k]]
+            return els[exact:] if not self.ordered else []
+        if isinstance(index, cst.Slice) and index.upper is None and index.step is None:
+            lower = index.lower
+            if isinstance(lower, cst.Integer):
+                k = int(lower.value, 0)
+                if k <= exact:
+                    return els[k:]
+                return els[exact:]
+        return els
 
     @property
     def short_name(self) -> str:
@@ -97,6 +116,24 @@ def _targets(node: cst.BaseExpression) -> Iterator[cst.BaseExpression]:
         yield from _targets(node.value)
     else:
         yield node
+
+
+def _loop_bindings(target: cst.BaseExpression, it: cst.BaseExpression) -> Iterator[tuple[str, cst.BaseExpression]]:
+    """``for a, b in zip(X, Y)`` binds a to X's items and b to Y's; enumerate's index to nothing."""
+    if isinstance(target, (cst.Tuple, cst.List)) and isinstance(it, cst.Call):
+        fname = dotted_name(it.func)
+        elements = [el.value for el in target.elements]
+        args = [a.value for a in it.args if a.keyword is None and not a.star]
+        if fname == "zip" and len(args) == len(elements):
+            for el, arg in zip(elements, args):
+                yield from _loop_bindings(el, arg)
+            return
+        if fname == "enumerate" and len(elements) == 2 and args:
+            yield from _loop_bindings(elements[1], args[0])
+            return
+    for t in _targets(target):
+        if isinstance(t, cst.Name):
+            yield t.value, it
 
 
 def _self_attr(node: cst.BaseExpression, self_name: str | None) -> str | None:
@@ -173,9 +210,8 @@ def scope_env(fn: cst.FunctionDef | cst.Lambda, self_name: str | None = None) ->
             elif isinstance(stmt, cst.ClassDef):
                 continue
             elif isinstance(stmt, (cst.For,)):
-                for t in _targets(stmt.target):
-                    if isinstance(t, cst.Name):
-                        env.loop_iters.setdefault(t.value, []).append(stmt.iter)
+                for name, it in _loop_bindings(stmt.target, stmt.iter):
+                    env.loop_iters.setdefault(name, []).append(it)
                 walk(stmt.body.body)
                 if stmt.orelse is not None:
                     walk(stmt.orelse.body.body)
@@ -310,7 +346,10 @@ class Evaluator:
         if isinstance(expr, cst.Subscript):
             out = []
             for inst in self.instances(expr.value, mod, env, owner, depth + 1):
-                out.extend(inst.elements)
+                if inst.is_container and len(expr.slice) == 1:
+                    out.extend(inst.select(expr.slice[0].slice))
+                else:
+                    out.extend(inst.elements)
             return out
         return []
 
@@ -345,6 +384,20 @@ class Evaluator:
                 out.extend(found)
                 ordered = ordered and len(found) == 1
         return out, ordered
+
+    def _prefix(self, args: Sequence[cst.Arg], env: Env | None) -> int:
+        """Exact leading elements of ``nn.ModuleList(name)`` where ``name = [A(), B()]`` then appends."""
+        positional = [a for a in args if a.keyword is None]
+        if len(positional) != 1 or env is None:
+            return 0
+        value = positional[0].value
+        if isinstance(value, cst.Name) and len(env.values.get(value.value, ())) == 1:
+            literal = env.values[value.value][0]
+            if isinstance(literal, (cst.List, cst.Tuple)) and all(
+                not isinstance(el, cst.StarredElement) for el in literal.elements
+            ):
+                return len(literal.elements)
+        return 0
 
     def _list_items(
         self, value: cst.BaseExpression, mod: ModuleInfo, env: Env | None, owner: ClassInfo | None, depth: int
@@ -400,7 +453,8 @@ class Evaluator:
             if N.matches(ref.qualnames, N.CONTAINER_CLASSES):
                 elements, ordered = self._elements(call.args, mod, env, owner, depth)
                 out.append(
-                    Instance(ref.qualnames, None, mod, call, elements=tuple(elements), ordered=ordered, is_container=True)
+                    Instance(ref.qualnames, None, mod, call, elements=tuple(elements), ordered=ordered, is_container=True,
+                             prefix=self._prefix(call.args, env))
                 )
             elif N.matches(ref.qualnames, N.CHECKPOINT_WRAPPER) and call.args:
                 for inner in self.instances(call.args[0].value, mod, env, owner, depth + 1):

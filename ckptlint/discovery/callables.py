@@ -134,6 +134,8 @@ class Resolver:
                 out.extend(self.instances(el.value, ctx))
             return out
         out = []
+        if isinstance(it, cst.Subscript):
+            return self.instances(it, ctx)
         for inst in self.instances(it, ctx):
             out.extend(inst.elements if inst.is_container else (inst,))
         if isinstance(it, cst.Call) and isinstance(it.func, cst.Attribute) and it.func.attr.value in ("children", "modules", "values"):

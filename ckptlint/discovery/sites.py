@@ -21,6 +21,7 @@ import libcst as cst
 
 from ckptlint.analysis import names as N
 from ckptlint.analysis.params import input_params
+from ckptlint.analysis.walk import iter_children, walk
 from ckptlint.analysis.values import Evaluator, Instance, literal_truth
 from ckptlint.discovery.callables import CallableRef, Ctx, Resolver, first_param
 from ckptlint.project import ClassInfo, FunctionInfo, ModuleInfo, Project, dotted_name
@@ -38,6 +39,13 @@ class SiteCall:
     torch_api: bool  # torch's own checkpoint/checkpoint_sequential: CKP4xx apply
     name: str  # the callee as written, for messages
     ctx: Ctx
+    # Keyword arguments bound by ``self.<attr> = partial(checkpoint, ...)``.
+    bound_kwargs: dict[str, cst.BaseExpression] = field(default_factory=dict)
+
+    def option(self, name: str) -> cst.BaseExpression | None:
+        """A checkpoint option passed at the call or bound in its partial."""
+        value = _kwarg(self.call, name)
+        return value if value is not None else self.bound_kwargs.get(name)
 
 
 @dataclass(eq=False)
@@ -50,6 +58,7 @@ class CheckedCallable:
     site_node: cst.CSTNode
     preserve_rng_state: bool = True
     via: str = "checkpoint"
+    site_scope: str = ""  # short name of the function holding the site ("Model.forward")
 
     @property
     def name(self) -> str:
@@ -78,6 +87,7 @@ class Discovery:
         self.resolver = Resolver(project, self.evaluator)
         self.extra = frozenset(checkpoint_functions)
         self._wrappers: dict[int, int | None] = {}
+        self._wrapper_names: dict[str, frozenset[str]] = {}
         self._wrapper_stack: set[int] = set()
 
     # -- what a call is -------------------------------------------------------------
@@ -94,7 +104,6 @@ class Discovery:
         if ctx.cls is not None and isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == ctx.self_name:
             if self._is_checkpoint_attr(ctx.cls, func.attr.value):
                 return _Spec("gc_func", False, 0, written)
-            return self._wrapper_spec(func, ctx, written)
         quals = self.resolver.qualnames(func, ctx)
         if N.matches(quals, N.TORCH_CHECKPOINT_NAMES - N.CHECKPOINT_SEQUENTIAL):
             return _Spec("checkpoint", True, 0, written)
@@ -121,13 +130,33 @@ class Discovery:
                     iq = self.resolver.qualnames(value.args[0].value, ctx) if isinstance(value.args[0].value, (cst.Name, cst.Attribute)) else []
                     if N.matches(iq, N.CHECKPOINT_FUNCTIONS | N.TORCH_CHECKPOINT_NAMES) or N.matches(iq, self.extra):
                         return _Spec("checkpoint", False, 0, written)
-        if short and not _SITE_TRIGGER.search(short) and not self._maybe_wrapper_name(func, ctx):
-            return None
-        return self._wrapper_spec(func, ctx, written)
+        if isinstance(func, cst.Name) and ctx.env is not None and func.value in ctx.env.inner_defs:
+            spec = self._wrapper_spec(func, ctx, written)
+            if spec is not None:
+                return spec
+        # A function of the checked tree that wraps checkpoint (found by name
+        # first: resolving every call of a file would be far too slow).
+        candidates = set(quals)
+        if ctx.cls is not None and isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == ctx.self_name:
+            candidates.update(f"{c.qualname}.{func.attr.value}" for c in (ctx.cls, *self.project.base_classes(ctx.cls)))
+        wrappers = self.wrapper_names(ctx.module) | self.extra
+        if candidates & wrappers:
+            spec = self._wrapper_spec(func, ctx, written)
+            if spec is not None:
+                return spec
+            if candidates & self.extra:
+                return _Spec("checkpoint", False, 0, written)
+        return None
 
-    def _maybe_wrapper_name(self, func: cst.BaseExpression, ctx: Ctx) -> bool:
-        # Only functions defined in the tree can be wrappers; cheap check first.
-        return True
+    def wrapper_names(self, mod: ModuleInfo) -> frozenset[str]:
+        """Qualified names of checkpoint wrappers defined in ``mod``."""
+        cached = self._wrapper_names.get(mod.path)
+        if cached is None:
+            from ckptlint.engine import find_wrappers
+
+            cached = frozenset(find_wrappers(self.project, [mod.path], None))
+            self._wrapper_names[mod.path] = cached
+        return cached
 
     def _wrapper_spec(self, func: cst.BaseExpression, ctx: Ctx, written: str) -> _Spec | None:
         try:
@@ -170,6 +199,8 @@ class Discovery:
                 ):
                     continue
                 first = _fn_arg(call, 0)
+                if isinstance(first, cst.Attribute) and first.attr.value in ("__call__", "forward"):
+                    first = first.value
                 if isinstance(first, cst.Name) and first.value in params:
                     result = params.index(first.value)
                     break
@@ -180,24 +211,30 @@ class Discovery:
 
     def _is_checkpoint_attr(self, cls: ClassInfo, attr: str) -> bool:
         """``self.<attr>`` holds checkpoint or ``partial(checkpoint, ...)``."""
+        return self._checkpoint_attr(cls, attr) is not None
+
+    def _checkpoint_attr(self, cls: ClassInfo, attr: str) -> dict[str, cst.BaseExpression] | None:
+        """The keywords bound in ``self.<attr> = partial(checkpoint, ...)`` (None: not checkpoint)."""
         for c in (cls, *self.project.base_classes(cls)):
             init = c.methods.get("__init__")
-            candidates: list[cst.BaseExpression] = []
+            candidates: list[tuple[cst.BaseExpression, cst.FunctionDef | None]] = []
             if init is not None:
                 env = self.evaluator.env_of(init, first_param(init))
-                candidates.extend(env.self_attrs.get(attr, ()))
+                candidates.extend((v, init) for v in env.self_attrs.get(attr, ()))
             if attr in c.class_attrs:
-                candidates.append(c.class_attrs[attr])
-            for value in candidates:
+                candidates.append((c.class_attrs[attr], None))
+            for value, _ in candidates:
                 ctx = Ctx(c.module)
                 target = value
+                bound: dict[str, cst.BaseExpression] = {}
                 if isinstance(value, cst.Call) and N.matches(self.resolver.qualnames(value.func, ctx), N.PARTIAL) and value.args:
                     target = value.args[0].value
+                    bound = {a.keyword.value: a.value for a in value.args[1:] if a.keyword is not None}
                 if isinstance(target, (cst.Name, cst.Attribute)):
                     q = self.resolver.qualnames(target, ctx)
                     if N.matches(q, N.CHECKPOINT_FUNCTIONS | N.TORCH_CHECKPOINT_NAMES) or N.matches(q, self.extra):
-                        return True
-        return False
+                        return bound
+        return None
 
     # -- sites in a module -------------------------------------------------------------
 
@@ -209,11 +246,32 @@ class Discovery:
             return sites, checked
         checked.extend(self._gc_layers(mod))
         if _SITE_TRIGGER.search(mod.source) or self.extra:
-            for call, ctx in _calls_with_ctx(mod, self.evaluator):
+            for call, ctx, decorated in _calls_with_ctx(mod, self.evaluator):
                 spec = self.spec(call, ctx)
                 if spec is None:
+                    if isinstance(call.func, cst.Call) and _fn_arg(call.func, 0) is None:
+                        # Curried torch >= 2.14 form: checkpoint(use_reentrant=False)(fn).
+                        inner = self.spec(call.func, ctx)
+                        fn = _fn_arg(call, 0)
+                        if inner is not None and inner.kind == "checkpoint" and fn is not None:
+                            site = SiteCall(call.func, mod, inner.kind, inner.torch_api, inner.name, ctx)
+                            preserve = literal_truth(_kwarg(call.func, "preserve_rng_state")) is not False
+                            for ref in self.resolver.resolve(fn, ctx):
+                                checked.append(CheckedCallable(ref, input_params(ref), mod, call, preserve, inner.name, ctx.qualname))
                     continue
                 site = SiteCall(call, mod, spec.kind, spec.torch_api, spec.name, ctx)
+                if spec.kind == "gc_func" and ctx.cls is not None and isinstance(call.func, cst.Attribute):
+                    site.bound_kwargs = self._checkpoint_attr(ctx.cls, call.func.attr.value) or {}
+                if decorated is not None:
+                    # ``@checkpoint(use_reentrant=False)`` on a def (torch >= 2.14).
+                    if spec.kind == "checkpoint" and _fn_arg(call, 0) is None:
+                        sites.append(site)
+                        is_method = ctx.cls is not None and ctx.fn is None
+                        name = f"{ctx.cls.short}.{decorated.name.value}" if is_method and ctx.cls else decorated.name.value
+                        ref = CallableRef(decorated, mod, ctx.cls, name, bound=is_method, outer=ctx if ctx.fn else None)
+                        preserve = literal_truth(_kwarg(call, "preserve_rng_state")) is not False
+                        checked.append(CheckedCallable(ref, input_params(ref), mod, call, preserve, spec.name, ctx.qualname))
+                    continue
                 sites.append(site)
                 checked.extend(self._callables(site, spec))
         return sites, checked
@@ -250,7 +308,7 @@ class Discovery:
 
     def _callables(self, site: SiteCall, spec: _Spec) -> list[CheckedCallable]:
         call, ctx, mod = site.call, site.ctx, site.module
-        preserve = literal_truth(_kwarg(call, "preserve_rng_state"))
+        preserve = literal_truth(site.option("preserve_rng_state"))
         preserve_rng = preserve is not False
         out: list[CheckedCallable] = []
         try:
@@ -276,10 +334,10 @@ class Discovery:
                     targets = self._see_through(ref)
                     if targets:
                         for target in targets:
-                            out.append(CheckedCallable(target, input_params(target), mod, call, preserve_rng, spec.name))
+                            out.append(CheckedCallable(target, input_params(target), mod, call, preserve_rng, spec.name, ctx.qualname))
                         continue
                     inputs = input_params(ref, positional, keywords if positional is not None else None)
-                    out.append(CheckedCallable(ref, inputs, mod, call, preserve_rng, spec.name))
+                    out.append(CheckedCallable(ref, inputs, mod, call, preserve_rng, spec.name, ctx.qualname))
             elif spec.kind == "sequential":
                 out.extend(self._sequential(site, preserve_rng))
             elif spec.kind == "seq":
@@ -287,14 +345,14 @@ class Discovery:
             elif spec.kind == "wrapper" and call.args:
                 for inst in self.resolver.instances(call.args[0].value, ctx):
                     for ref in self.resolver.forward_refs(inst):
-                        out.append(CheckedCallable(ref, input_params(ref), mod, call, True, "checkpoint_wrapper"))
+                        out.append(CheckedCallable(ref, input_params(ref), mod, call, True, "checkpoint_wrapper", ctx.qualname))
             elif spec.kind == "apply":
                 check_fn = _kwarg(call, "check_fn")
                 if check_fn is not None:
                     for cls in self._isinstance_classes(check_fn, ctx):
                         inst = Instance((cls.qualname,), cls, cls.module)
                         for ref in self.resolver.forward_refs(inst):
-                            out.append(CheckedCallable(ref, input_params(ref), mod, call, True, "apply_activation_checkpointing"))
+                            out.append(CheckedCallable(ref, input_params(ref), mod, call, True, "apply_activation_checkpointing", ctx.qualname))
         except RecursionError:
             return out
         return out
@@ -420,7 +478,7 @@ class Discovery:
                 if key in seen:
                     continue
                 seen.add(key)
-                yield CheckedCallable(ref, input_params(ref), site.module, site.call, preserve_rng, via)
+                yield CheckedCallable(ref, input_params(ref), site.module, site.call, preserve_rng, via, site.ctx.qualname)
 
     def _isinstance_classes(self, check_fn: cst.BaseExpression, ctx: Ctx) -> list[ClassInfo]:
         bodies: list[cst.BaseExpression] = []
@@ -473,28 +531,26 @@ def _fn_arg(call: cst.Call, index: int) -> cst.BaseExpression | None:
 
 
 def _calls_in(node: cst.CSTNode) -> Iterator[cst.Call]:
-    stack: list[cst.CSTNode] = [node]
-    while stack:
-        n = stack.pop()
+    for n in walk(node, into_defs=False):
         if isinstance(n, cst.Call):
             yield n
-        if isinstance(n, (cst.FunctionDef, cst.ClassDef)) and n is not node:
-            continue
-        stack.extend(reversed(n.children))
 
 
-def _calls_with_ctx(mod: ModuleInfo, evaluator: Evaluator) -> Iterator[tuple[cst.Call, Ctx]]:
+def _calls_with_ctx(mod: ModuleInfo, evaluator: Evaluator) -> Iterator[tuple[cst.Call, Ctx, cst.FunctionDef | None]]:
     """Every call in ``mod`` with the function/class context it sits in."""
     assert mod.module is not None
 
-    def walk(node: cst.CSTNode, ctx: Ctx, cls: ClassInfo | None, prefix: str) -> Iterator[tuple[cst.Call, Ctx]]:
-        for child in node.children:
+    def visit(node: cst.CSTNode, ctx: Ctx, cls: ClassInfo | None, prefix: str) -> Iterator[tuple[cst.Call, Ctx, cst.FunctionDef | None]]:
+        for child in iter_children(node):
             if isinstance(child, cst.ClassDef):
                 qual = f"{mod.name}.{prefix}{child.name.value}"
                 info = evaluator.project.class_info(mod, child, qual)
-                yield from walk(child, Ctx(mod, info, None, None, None, f"{prefix}{child.name.value}", outer=ctx if ctx.fn else None), info, f"{prefix}{child.name.value}.")
+                yield from visit(child, Ctx(mod, info, None, None, None, f"{prefix}{child.name.value}", outer=ctx if ctx.fn else None), info, f"{prefix}{child.name.value}.")
                 continue
             if isinstance(child, cst.FunctionDef):
+                for dec in child.decorators:
+                    if isinstance(dec.decorator, cst.Call):
+                        yield dec.decorator, ctx, child
                 is_method = cls is not None and ctx.fn is None
                 self_name = first_param(child) if is_method else None
                 env = evaluator.env_of(child, self_name)
@@ -505,13 +561,15 @@ def _calls_with_ctx(mod: ModuleInfo, evaluator: Evaluator) -> Iterator[tuple[cst
                     inner.self_name = ctx.self_name
                 for stmt in _local_imports(child):
                     mod.add_import(stmt, inner.local_imports)
-                yield from walk(child, inner, None, f"{name}.<locals>.")
+                yield from visit(child, inner, None, f"{name}.<locals>.")
+                continue
+            if isinstance(child, cst.Decorator):
                 continue
             if isinstance(child, cst.Call):
-                yield child, ctx
-            yield from walk(child, ctx, cls if not isinstance(child, (cst.FunctionDef,)) else None, prefix)
+                yield child, ctx, None
+            yield from visit(child, ctx, cls if not isinstance(child, (cst.FunctionDef,)) else None, prefix)
 
-    yield from walk(mod.module, Ctx(mod), None, "")
+    yield from visit(mod.module, Ctx(mod), None, "")
 
 
 def _local_imports(fn: cst.FunctionDef) -> Iterator[cst.Import | cst.ImportFrom]:

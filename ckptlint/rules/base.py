@@ -39,9 +39,15 @@ class RuleContext:
 
     checked: CheckedCallable | None
     visit: Visit | None
-    site_label: str
+    label: "str | Callable[[], str]"  # "path:line" of the site, computed on first use
     site: SiteCall | None = None
     project: "Project | None" = None
+
+    @property
+    def site_label(self) -> str:
+        if callable(self.label):
+            self.label = self.label()
+        return self.label
 
     @property
     def callable_name(self) -> str:

@@ -56,6 +56,8 @@ def check(event: WriteEvent, ctx: RuleContext) -> Iterator[Hit]:
         return
     if not isinstance(event.target, cst.Name):
         return  # ``x[i] += v`` is CKP103, ``x.attr += v`` CKP201
+    if isinstance(event.aug.value, cst.Tuple):
+        return  # ``history += (h,)``: tuples are immutable, this rebinds
     aug = event.aug
     bop_text, bop = _OPS.get(type(aug.operator), ("?", cst.Add()))
     name = event.target.value

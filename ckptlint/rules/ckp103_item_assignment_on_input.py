@@ -38,7 +38,7 @@ EVENT = "write"
 
 
 def check(event: WriteEvent, ctx: RuleContext) -> Iterator[Hit]:
-    if not isinstance(event.target, cst.Subscript) or event.root.kind != "input":
+    if not isinstance(event.target, cst.Subscript) or event.root.kind != "input" or event.root.fresh_container:
         return
     kind = {"assign": "item assignment", "aug": "augmented item assignment", "del": "item deletion"}[event.kind]
     base = event.target.value

@@ -40,6 +40,8 @@ EVENT = "call"
 def check(event: CallEvent, ctx: RuleContext) -> Iterator[Hit]:
     if event.method not in N.CONTAINER_MUTATORS or event.receiver is None or event.receiver.kind != "input":
         return
+    if event.receiver.fresh_container:  # the function's own **kwargs dict
+        return
     if event.qualnames:
         return
     import libcst as cst

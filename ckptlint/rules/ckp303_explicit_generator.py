@@ -42,6 +42,9 @@ def check(event: CallEvent, ctx: RuleContext) -> Iterator[Hit]:
 
     if isinstance(arg.value, Name) and arg.value.value == "None":
         return
+    for keyword, _, root, _ in event.args:
+        if keyword == "generator" and root.kind == "local":
+            return  # created (and seeded) in the function: the recompute replays it
     is_torch = any(q.startswith("torch.") for q in event.qualnames)
     is_method = event.method is not None and (event.method in N.RANDOM_METHODS or event.method.startswith("rand"))
     if is_torch or is_method:

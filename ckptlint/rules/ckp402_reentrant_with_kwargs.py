@@ -33,8 +33,8 @@ EVENT = "site"
 def check(site: SiteCall, ctx: RuleContext) -> Iterator[Hit]:
     if site.kind not in ("checkpoint", "gc_func"):
         return
-    arg = kwarg(site.call, "use_reentrant")
-    if arg is None or literal(arg.value) is not True:
+    value = site.option("use_reentrant")
+    if value is None or literal(value) is not True:
         return
     names = [a.keyword.value for a in site.call.args if a.keyword is not None and a.keyword.value not in N.CHECKPOINT_OWN_KWARGS]
     if names:
