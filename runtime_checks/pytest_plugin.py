@@ -348,8 +348,8 @@ def pytest_configure(config: pytest.Config) -> None:
     # when hypothesis is already imported (the hypothesis entry point usually did it already).
     wants_profile = _getoption(config, "hypothesis_profile") == CKPT_PROFILE
     if wants_profile or "hypothesis" in sys.modules:
-        examples = _getoption(config, "ckpt_examples")
-        register_ckpt_profile(config.stash[_options_key].examples if examples is not None else None)
+        examples_set = _getoption(config, "ckpt_examples") is not None or config.getini("ckpt_examples") != ""
+        register_ckpt_profile(config.stash[_options_key].examples if examples_set else None)
 
 
 def _getoption(config: pytest.Config, name: str) -> Any:

@@ -304,6 +304,8 @@ def test_hypothesis_profile_option_loads_ckpt(pytester: pytest.Pytester) -> None
     )
     result = pytester.runpytest_subprocess("--hypothesis-profile=ckpt", "--ckpt-examples=6")
     result.assert_outcomes(passed=1)
+    pytester.makeini("[pytest]\nckpt_examples = 6\n")  # the ini key sets it too
+    pytester.runpytest_subprocess("--hypothesis-profile=ckpt").assert_outcomes(passed=1)
 
 
 def _hypothesis_entry_point_installed() -> bool:
