@@ -308,13 +308,15 @@ def test_hypothesis_profile_option_loads_ckpt(pytester: pytest.Pytester) -> None
     pytester.runpytest_subprocess("--hypothesis-profile=ckpt").assert_outcomes(passed=1)
 
 
-def _hypothesis_entry_point_installed() -> bool:
-    return any(point.value.startswith("runtime_checks.") for point in importlib.metadata.entry_points(group="hypothesis"))
-
-
-@pytest.mark.skipif(not _hypothesis_entry_point_installed(),
-                    reason="pyproject.toml lacks [project.entry-points.hypothesis] (requested from the lead)")
 def test_profile_loadable_from_conftest_at_import(pytester: pytest.Pytester) -> None:
+    """The ``hypothesis`` entry point registers the profile when hypothesis is imported."""
+    probe = pytester.run(
+        sys.executable, "-c",
+        "import importlib.metadata as m; print(sorted(e.value for e in m.entry_points(group='hypothesis')))",
+    )
+    assert "runtime_checks.pytest_plugin:register_ckpt_profile" in probe.stdout.str(), (
+        "the installed ckptlint metadata lacks the hypothesis entry point: pip install -e . --no-deps"
+    )
     pytester.makeconftest("from hypothesis import settings\nsettings.load_profile('ckpt')\n")
     pytester.makepyfile(
         """
