@@ -36,6 +36,7 @@ __all__ = [
     "SelectionLayer",
     "DEFAULT_MAX_HELPER_DEPTH",
     "find_config_file",
+    "find_project_root",
     "load_config",
     "known_codes",
     "validate_selectors",
@@ -89,8 +90,11 @@ class Config:
     """The effective configuration of one run."""
 
     # Directory patterns are resolved against this (the config file's folder,
-    # else the current directory); the cache lives under it too.
+    # else the current directory).
     root: str = "."
+    # Where .ckptlint_cache/ goes: the config file's folder, else the nearest
+    # folder above the first path holding pyproject.toml or .git, else cwd.
+    project_root: str = "."
     source: str | None = None  # the file it came from, for messages
     layers: tuple[SelectionLayer, ...] = ()
     per_file_ignores: tuple[tuple[str, tuple[str, ...]], ...] = ()
@@ -468,6 +472,17 @@ def read_config_file(path: Path) -> Config:
     return parse_table(table, source, str(path.resolve().parent))
 
 
+def find_project_root(start: str) -> str:
+    """The nearest folder at or above ``start`` with a pyproject.toml or .git, else cwd."""
+    here = Path(start).resolve()
+    if not here.is_dir():
+        here = here.parent
+    for folder in (here, *here.parents):
+        if (folder / "pyproject.toml").is_file() or (folder / ".git").exists():
+            return str(folder)
+    return os.getcwd()
+
+
 def load_config(
     paths: Sequence[str],
     *,
@@ -475,12 +490,14 @@ def load_config(
     isolated: bool = False,
 ) -> Config:
     """Find and read the configuration for a run over ``paths``."""
-    if isolated:
-        return Config(root=os.getcwd())
-    if config_file is not None:
-        return read_config_file(Path(config_file))
     start = paths[0] if paths else "."
+    if isolated:
+        return Config(root=os.getcwd(), project_root=find_project_root(start))
+    if config_file is not None:
+        config = read_config_file(Path(config_file))
+        return replace(config, project_root=config.root)
     found = find_config_file(start)
     if found is None:
-        return Config(root=os.getcwd())
-    return read_config_file(found)
+        return Config(root=os.getcwd(), project_root=find_project_root(start))
+    config = read_config_file(found)
+    return replace(config, project_root=config.root)

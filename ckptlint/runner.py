@@ -222,7 +222,7 @@ def _lint_pass(
 ) -> _Pass:
     config = settings.config
     cache = ResultCache(
-        config.root,
+        config.project_root,
         {"checkpoint_functions": list(config.checkpoint_functions), "max_helper_depth": config.max_helper_depth},
         # In-memory fixed sources (--diff) are not what is on disk.
         enabled=settings.use_cache and not overlay,
