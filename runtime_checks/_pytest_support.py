@@ -364,7 +364,7 @@ class CkptVerify:
 
 
 def _is_strategy(value: Any) -> bool:
-    if "hypothesis" not in sys.modules:  # a strategy object implies hypothesis was imported
+    if sys.modules.get("hypothesis") is None:  # a strategy object implies hypothesis was imported
         return False
     from hypothesis.strategies import SearchStrategy
 
@@ -373,7 +373,7 @@ def _is_strategy(value: Any) -> bool:
 
 def _given_seed_hint(item: pytest.Item | None) -> str | None:
     """How to reproduce a failure inside a user's ``@given`` test, from hypothesis' own seed."""
-    if item is None or "hypothesis" not in sys.modules:
+    if item is None or sys.modules.get("hypothesis") is None:
         return None
     from hypothesis import core, is_hypothesis_test
 

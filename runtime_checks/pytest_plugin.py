@@ -347,7 +347,7 @@ def pytest_configure(config: pytest.Config) -> None:
     # after this one (tryfirst): register the profile first when it is the one asked for, or
     # when hypothesis is already imported (the hypothesis entry point usually did it already).
     wants_profile = _getoption(config, "hypothesis_profile") == CKPT_PROFILE
-    if wants_profile or "hypothesis" in sys.modules:
+    if wants_profile or sys.modules.get("hypothesis") is not None:
         examples_set = _getoption(config, "ckpt_examples") is not None or config.getini("ckpt_examples") != ""
         register_ckpt_profile(config.stash[_options_key].examples if examples_set else None)
 

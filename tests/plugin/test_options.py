@@ -351,9 +351,22 @@ def test_suite_without_plugin_use_imports_no_torch(pytester: pytest.Pytester) ->
 
 _BLOCK_TORCH = textwrap.dedent(
     """
+    import importlib.abc
     import sys
 
-    sys.modules["torch"] = None  # `import torch` now raises ImportError, as in an env without torch
+    ABSENT = {"torch", "hypothesis", "numpy"}
+
+
+    class Absent(importlib.abc.MetaPathFinder):
+        \"\"\"`import torch` (hypothesis, numpy) fails as in an environment without them.\"\"\"
+
+        def find_spec(self, name, path=None, target=None):
+            if name.partition(".")[0] in ABSENT:
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+            return None
+
+
+    sys.meta_path.insert(0, Absent())
     import pytest
 
     sys.exit(pytest.main(sys.argv[1:]))
@@ -362,7 +375,8 @@ _BLOCK_TORCH = textwrap.dedent(
 
 
 def test_suite_runs_normally_without_torch(pytester: pytest.Pytester) -> None:
-    """Without torch the plugin still loads; only a test that asks for it fails, with the extra to install."""
+    """Without torch (nor hypothesis, numpy) the plugin still loads; only a test that asks for it
+    fails, naming the extra to install."""
     pytester.makepyfile(
         test_plain=_ASSERT_NOT_IMPORTED,
         test_uses_fixture="""
@@ -371,7 +385,8 @@ def test_suite_runs_normally_without_torch(pytester: pytest.Pytester) -> None:
         """,
     )
     launcher = pytester.makepyfile(launch_without_torch=_BLOCK_TORCH)
-    result = pytester.run(sys.executable, str(launcher), "-p", "no:cacheprovider", "-q",
+    # hypothesis' own pytest plugin would be absent too (it imports hypothesis at the summary)
+    result = pytester.run(sys.executable, str(launcher), "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-q",
                           str(pytester.path / "test_plain.py"), str(pytester.path / "test_uses_fixture.py"))
     result.assert_outcomes(passed=2, errors=1)
     result.stdout.fnmatch_lines(["*pip install 'ckptlint[[]runtime[]]'*"])
