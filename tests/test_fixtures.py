@@ -73,6 +73,20 @@ DISCOVERY_SHAPES: dict[str, str] = {
     "cross-file class: from pkg.blocks import Block": "crossfile_absolute_import",
     "helper chain: self._helper(x) and a function in another file": "helper_chain",
     "team wrapper def my_ckpt(fn, *a): return checkpoint(fn, *a, ...)": "shape_team_wrapper.py",
+    # Beyond the list: shapes mined from the zoo and torch 2.14.
+    "wrapper checkpointing module.__call__; closure with captured extra args": "shape_closure_factory_extra_args.py",
+    "torch 2.14 @checkpoint(use_reentrant=False) decorator and curried form": "shape_decorator_torch214.py",
+    "diffusers zip(self.attentions, self.resnets[1:]), self.resnets[0], list + append": (
+        "shape_diffusers_zip_index.py"
+    ),
+    "factory function returning one of several block classes (get_up_block)": "factory_built_blocks.py",
+    "inherited forward, super().forward(), conditional construction": "inheritance_forward.py",
+    "two classes with one name in two files": "crossfile_same_class_name",
+    "options bound in partial(checkpoint, use_reentrant=..., preserve_rng_state=...)": (
+        "checkpoint_options_via_partial.py"
+    ),
+    "torch modules inside a checkpointed nn.Sequential literal": "sequential_of_torch_modules.py",
+    "timm block_fn=Block default, nn.Sequential(*[block_fn(...) for ...])": "shape_timm_block_fn_default.py",
 }
 
 
