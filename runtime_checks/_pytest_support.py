@@ -12,6 +12,7 @@ import math
 import random
 import sys
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from runtime_checks.pytest_plugin import (
     CkptOptions,
     current_item,
     item_options,
+    marker_kwargs,
     options_from_config,
     record,
 )
@@ -239,6 +241,8 @@ def failure_message(report: Any, model: Any, inputs: Any, reproduce: str | None 
 # ---------------------------------------------------------------------------------------------
 
 _UNSET: Any = object()
+#: Marker keywords passed to verify() unchanged (the rest are options, resolved in CkptOptions).
+_VERIFY_KEYWORDS = ("checkpoint", "checkpoint_kwargs", "loss_fn", "dtype", "seed")
 
 
 def _verify_kwargs(options: CkptOptions, overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -252,6 +256,8 @@ def _verify_kwargs(options: CkptOptions, overrides: Mapping[str, Any]) -> dict[s
     for key, value in overrides.items():
         if value is not _UNSET:
             kwargs[key] = value
+    if kwargs["device"] is None or str(kwargs["device"]) == "auto":
+        kwargs["device"] = resolve_device(replace(options, device="auto"))
     return kwargs
 
 
@@ -265,7 +271,7 @@ def _verify_and_record(
 ) -> Any:
     __tracebackhide__ = True
     kwargs = _verify_kwargs(options, overrides)
-    require_device(options, kwargs.get("device") or options.device)
+    require_device(options, str(kwargs["device"]))
     if callable(inputs) and not _is_data(inputs):
         inputs = inputs()  # an inputs factory, e.g. lambda: torch.randn(4, 16)
     report, usage_error = None, None
@@ -294,11 +300,13 @@ class CkptVerify:
         _torch()  # fail the requesting test now, naming the extra to install, if torch is missing
         self._config = config
 
-    def _context(self) -> tuple[pytest.Item | None, CkptOptions]:
+    def _context(self) -> tuple[pytest.Item | None, CkptOptions, dict[str, Any]]:
+        """The running test, its options and the verify() keywords its marker gives."""
         item = current_item(self._config)
         if item is None:  # called outside a test's call phase, e.g. from another fixture
-            return None, options_from_config(self._config)
-        return item, item_options(item)
+            return None, options_from_config(self._config), {}
+        marker = marker_kwargs(item) or {}
+        return item, item_options(item), {key: marker[key] for key in _VERIFY_KEYWORDS if key in marker}
 
     def __call__(
         self,
@@ -313,6 +321,7 @@ class CkptVerify:
         atol: Any = _UNSET,
         seed: Any = _UNSET,
         localize: Any = _UNSET,
+        checkpoint_kwargs: Any = _UNSET,
     ) -> Any:
         """Verify ``model`` on ``inputs``; return the report, or raise ``AssertionError`` with it.
 
@@ -320,8 +329,8 @@ class CkptVerify:
         test's ``ckpt_equivalence`` marker, then ``--ckpt-*`` options, then ini keys.
         """
         __tracebackhide__ = True
-        item, options = self._context()
-        overrides = {
+        item, options, marker = self._context()
+        explicit = {
             "loss_fn": loss_fn,
             "checkpoint": checkpoint,
             "device": device,
@@ -330,7 +339,9 @@ class CkptVerify:
             "atol": atol,
             "seed": seed,
             "localize": localize,
+            "checkpoint_kwargs": checkpoint_kwargs,
         }
+        overrides = {**marker, **{key: value for key, value in explicit.items() if value is not _UNSET}}
         return _verify_and_record(item, options, model, inputs, overrides, lambda: _given_seed_hint(item))
 
     def check(self, model: Any, strategy: Any, *, examples: int | None = None, **verify_kwargs: Any) -> None:
@@ -340,10 +351,11 @@ class CkptVerify:
         dtypes and the seed that reproduces it.
         """
         __tracebackhide__ = True
-        item, options = self._context()
+        item, options, marker = self._context()
         message = None
         try:
-            run_examples(self._config, item, options, model, strategy, verify_kwargs, examples or options.examples)
+            run_examples(self._config, item, options, model, strategy, {**marker, **verify_kwargs},
+                         examples or options.examples)
         except AssertionError as error:
             message = _with_notes(error)
         if message is not None:  # raised afresh from this hidden frame: no hypothesis/plugin frames shown
@@ -454,7 +466,6 @@ def run_examples(
 # marked tests
 # ---------------------------------------------------------------------------------------------
 
-_VERIFY_KEYWORDS = ("checkpoint", "loss_fn", "dtype", "seed")
 
 
 def _targets(result: Any, marker: Mapping[str, Any]) -> Iterable[tuple[Any, Any]]:

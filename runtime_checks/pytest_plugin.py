@@ -55,6 +55,7 @@ MARKER_KEYWORDS: tuple[str, ...] = (
     "model",
     "inputs",
     "checkpoint",
+    "checkpoint_kwargs",
     "examples",
     "device",
     "rtol",

@@ -229,6 +229,28 @@ def test_marker_body_failures_are_ordinary_failures(models: pytest.Pytester) -> 
     result.stdout.fnmatch_lines(["*AssertionError: the body's own check*"])
 
 
+def test_marker_verify_keywords_configure_the_fixture(models: pytest.Pytester) -> None:
+    models.makepyfile(
+        """
+        import pytest
+        import torch
+        from models import Plain
+
+        @pytest.mark.ckpt_equivalence(checkpoint=["blocks.0", "blocks.1"],
+                                      checkpoint_kwargs={"use_reentrant": False})
+        def test_marker_names_blocks(ckpt_verify):
+            report = ckpt_verify(Plain(), torch.randn(4, 8), device="auto")
+            assert sorted(report.regions) == ["blocks.0", "blocks.1"], report.regions
+
+        @pytest.mark.ckpt_equivalence(checkpoint=["blocks.0", "blocks.1"])
+        def test_call_keyword_wins(ckpt_verify):
+            report = ckpt_verify(Plain(), torch.randn(4, 8), checkpoint=["blocks.1"])
+            assert report.regions == ("blocks.1",), report.regions
+        """
+    )
+    _run(models).assert_outcomes(passed=2)
+
+
 def test_verifier_usage_error_is_one_line(models: pytest.Pytester) -> None:
     models.makepyfile(
         """
