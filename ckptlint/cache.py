@@ -175,6 +175,8 @@ class ResultCache:
             fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.directory)
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(payload)
+            # mkstemp makes it owner-only; a cache is as readable as the tree.
+            os.chmod(tmp, 0o644)
             os.replace(tmp, self.file)
         except OSError:
             # A read-only checkout must still lint; it just stays cold.

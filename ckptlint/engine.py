@@ -18,7 +18,7 @@ from typing import Iterable, Sequence
 import libcst as cst
 
 from ckptlint.analysis import names as N
-from ckptlint.analysis.flow import CallEvent, Event, FlowAnalyzer, GlobalWriteEvent, Visit, WriteEvent
+from ckptlint.analysis.flow import CallEvent, Event, FlowAnalyzer, GlobalWriteEvent, Root, Visit, WriteEvent
 from ckptlint.discovery.sites import CheckedCallable, Discovery, SiteCall, _calls_in
 from ckptlint.files import iter_python_files
 from ckptlint.project import ModuleInfo, Project
@@ -32,6 +32,7 @@ __all__ = [
     "LintResult",
     "Project",
     "analyze_file",
+    "dedupe_findings",
     "find_wrappers",
     "lint",
     "may_reach_checkpoint",
@@ -84,7 +85,10 @@ def _prefilter(options: EngineOptions) -> re.Pattern[str]:
     extra = sorted({q.rsplit(".", 1)[-1] for q in options.checkpoint_functions if q})
     if not extra:
         return _BASE_PREFILTER
-    return re.compile("|".join([*_TRIGGERS, *(r"\b" + re.escape(e) + r"\b" for e in extra)]))
+    # A configured name counts where it is called or imported, not where a
+    # docstring mentions it (timm's wrapper is simply called ``checkpoint``).
+    names = "|".join(re.escape(e) for e in extra)
+    return re.compile("|".join([*_TRIGGERS, rf"\b(?:{names})\s*\(", rf"import[^\n]*\b(?:{names})\b"]))
 
 
 def may_reach_checkpoint(source: str, options: EngineOptions = EngineOptions()) -> bool:
@@ -110,36 +114,56 @@ def find_wrappers(project: Project, paths: Iterable[str], options: EngineOptions
     """
     out: set[str] = set()
     call_re = re.compile(r"checkpoint\w*\s*\(")
+    cache = project.cache.setdefault("find_wrappers", {})
     for path in paths:
-        try:
-            source = project.read(path)
-        except OSError:
+        if path in cache:
+            out.update(cache[path])
             continue
-        if not call_re.search(source):
-            continue
-        try:
-            tree = ast.parse(source)
-        except (SyntaxError, ValueError, RecursionError, MemoryError):
-            continue
-        modname = project.module_name(path)
-        for node in tree.body:
-            funcs: list[tuple[str, ast.FunctionDef | ast.AsyncFunctionDef]] = []
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                funcs.append((node.name, node))
-            elif isinstance(node, ast.ClassDef):
-                funcs.extend((f"{node.name}.{f.name}", f) for f in node.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)))
-            for name, fn in funcs:
-                params = {a.arg for a in (*fn.args.posonlyargs, *fn.args.args)}
-                for sub in ast.walk(fn):
-                    if (
-                        isinstance(sub, ast.Call)
-                        and sub.args
-                        and isinstance(sub.args[0], ast.Name)
-                        and sub.args[0].id in params
-                        and "checkpoint" in ast.unparse(sub.func)
-                    ):
-                        out.add(f"{modname}.{name}")
-                        break
+        found = _wrappers_in(project, path, call_re)
+        cache[path] = found
+        out.update(found)
+    return tuple(sorted(out))
+
+
+# Callee names whose first argument is the checkpointed callable.
+_WRAPPED_NAMES = frozenset({"checkpoint", "checkpoint_sequential", "_gradient_checkpointing_func"})
+
+
+def _wrappers_in(project: Project, path: str, call_re: re.Pattern[str]) -> tuple[str, ...]:
+    try:
+        source = project.read(path)
+    except OSError:
+        return ()
+    if not call_re.search(source):
+        return ()
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return ()
+    modname = project.module_name(path)
+    out: set[str] = set()
+    for node in tree.body:
+        funcs: list[tuple[str, ast.FunctionDef | ast.AsyncFunctionDef]] = []
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            funcs.append((node.name, node))
+        elif isinstance(node, ast.ClassDef):
+            funcs.extend(
+                (f"{node.name}.{f.name}", f) for f in node.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+            )
+        for name, fn in funcs:
+            params = {a.arg for a in (*fn.args.posonlyargs, *fn.args.args)}
+            for sub in ast.walk(fn):
+                if not isinstance(sub, ast.Call) or not sub.args:
+                    continue
+                callee = sub.func.attr if isinstance(sub.func, ast.Attribute) else sub.func.id if isinstance(sub.func, ast.Name) else ""
+                if callee not in _WRAPPED_NAMES:
+                    continue
+                first = sub.args[0]
+                if isinstance(first, ast.Attribute) and first.attr in ("__call__", "forward"):
+                    first = first.value
+                if isinstance(first, ast.Name) and first.id in params:
+                    out.add(f"{modname}.{name}")
+                    break
     return tuple(sorted(out))
 
 
@@ -246,9 +270,24 @@ class _FileAnalysis:
         )
         for item in checked:
             self.current = item
+            if item.ref is None:
+                self._member(item)
+                continue
             analyzer.nulled = N.GC_NULLED_PARAMS if item.via == "GradientCheckpointingLayer" else frozenset()
             analyzer.run(item.ref, item.inputs, memo_extra=(item.preserve_rng_state, analyzer.nulled))
         self.current = None
+
+    def _member(self, item: CheckedCallable) -> None:
+        """A library module directly inside a checkpointed container: check the call it gets."""
+        inst = item.member
+        if inst is None or inst.call is None:
+            return
+        arg_root = Root("input", "input", "input") if item.inputs else Root("local", "")
+        event = CallEvent(
+            inst.call, inst.call, (), None, None, ((None, cst.Name("input"), arg_root, ""),), (inst,),
+            is_statement=False, in_with=False,
+        )
+        self._on_event(event, Visit(None, inst.module, (), {}))  # type: ignore[arg-type]
 
     def _on_event(self, event: Event, visit: Visit) -> None:
         if isinstance(event, CallEvent):
@@ -295,8 +334,16 @@ def _find_line(module: ModuleInfo, node: cst.CSTNode, scope: str) -> int:
     return source.count("\n", 0, idx) + 1
 
 
+def dedupe_findings(findings: Iterable[Finding]) -> list[Finding]:
+    """One finding per (path, line, column, code), sorted; the shortest chain wins.
+
+    The same hazard is often reached from several checkpoint sites (a helper
+    module used by many blocks); users need it once.
+    """
+    return _dedupe(findings)
+
+
 def _dedupe(findings: Iterable[Finding]) -> list[Finding]:
-    """One finding per (path, line, column, code): the shortest chain wins."""
     best: dict[tuple[str, int, int, str], Finding] = {}
     for f in findings:
         key = (f.path, f.line, f.column, f.code)

@@ -234,6 +234,8 @@ class Project:
         self._classes: dict[str, ClassInfo | None] = {}
         self._functions: dict[str, FunctionInfo | None] = {}
         self._tracking: set[str] | None = None
+        # Per-run memo for derived facts (keyed by path inside each table).
+        self.cache: dict[str, dict[str, object]] = {}
 
     # -- dependency tracking (what one file's analysis read) ---------------------
 

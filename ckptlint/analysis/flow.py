@@ -19,7 +19,7 @@ import libcst as cst
 
 from ckptlint.analysis import names as N
 from ckptlint.analysis.values import Env, Instance
-from ckptlint.analysis.walk import iter_children
+from ckptlint.analysis.walk import iter_children, walk
 from ckptlint.discovery.callables import CallableRef, Ctx, Resolver, first_param
 from ckptlint.project import ModuleInfo, dotted_name
 
@@ -55,6 +55,7 @@ class CallEvent:
     instances: tuple[Instance, ...]
     is_statement: bool
     in_with: bool
+    receiver_instances: tuple[Instance, ...] = ()  # objects a method is called on (``self.rng``)
 
 
 @dataclass
@@ -65,6 +66,9 @@ class WriteEvent:
     root: Root
     aug: cst.AugAssign | None = None
     target_qualnames: tuple[str, ...] = ()
+    # Inside ``if self.x is None: self.x = ...``-style fill-once blocks: the
+    # recompute finds the state already filled and writes nothing new.
+    memoized: bool = False
 
 
 @dataclass
@@ -102,6 +106,7 @@ class _FunctionState:
             if isinstance(star, cst.Param):
                 self.params.add(star.name.value)
         self.star_params = {x.name.value for x in (p.star_arg, p.star_kwarg) if isinstance(x, cst.Param)}
+        self.self_alias: set[str] = set()
         self.locals = set(self.params)
         env = ctx.env
         if env is not None:
@@ -200,6 +205,7 @@ class _Walker:
         self.in_with = False
         self.statement_expr: cst.BaseExpression | None = None
         self.returns = _Returns()
+        self.memo_blocks = 0
         self.call_returns: dict[int, _Returns] = {}  # id(call) -> what the followed callee returned
 
     def record_return(self, value: cst.BaseExpression) -> None:
@@ -222,6 +228,8 @@ class _Walker:
             return Root("input", name, s.taint[name], fresh_container=fresh)
         if s.ctx.self_name is not None and name == s.ctx.self_name:
             return Root("self", name)
+        if name in s.self_alias:
+            return Root("self", name, through_attribute=True)
         if name in s.globals:
             return Root("global", name)
         if name in s.nonlocals:
@@ -263,6 +271,7 @@ class _Walker:
                 func = node.func
                 if isinstance(func, cst.Attribute) and (
                     func.attr.value in N.VIEW_METHODS
+                    or func.attr.value in N.OWNED_ITER_METHODS
                     or (func.attr.value.endswith("_") and not func.attr.value.startswith("_"))
                 ):
                     node = func.value
@@ -321,6 +330,12 @@ class _Walker:
                 s.taint[name] = origin
             else:
                 s.taint.pop(name, None)
+            # ``w = self.weight`` / ``for p in self.parameters()``: the name now
+            # refers to state owned by the module.
+            if origin is None and value is not None and self._owned_by_self(value):
+                s.self_alias.add(name)
+            else:
+                s.self_alias.discard(name)
         elif isinstance(target, (cst.Tuple, cst.List)):
             elements = target.elements
             values: list[cst.BaseExpression] | None = None
@@ -348,7 +363,7 @@ class _Walker:
         quals: tuple[str, ...] = ()
         if isinstance(target, (cst.Attribute, cst.Name)):
             quals = tuple(self.a.resolver.qualnames(target, self.s.ctx)) if r.kind == "module" else ()
-        self.a.emit(WriteEvent(target, self.stmt, kind, r, aug, quals), self.visit)
+        self.a.emit(WriteEvent(target, self.stmt, kind, r, aug, quals, self.memo_blocks > 0), self.visit)
 
     def expr_children_of_target(self, target: cst.BaseExpression) -> None:
         # Index expressions in a target run too: ``x[f(y)] = v``.
@@ -377,7 +392,12 @@ class _Walker:
         if isinstance(stmt, cst.If):
             self.stmt = stmt.test
             self.expr(stmt.test, stmt.test)
-            self.block(stmt.body.body)
+            memo = self._is_memo_block(stmt)
+            self.memo_blocks += memo
+            try:
+                self.block(stmt.body.body)
+            finally:
+                self.memo_blocks -= memo
             orelse = stmt.orelse
             if isinstance(orelse, cst.If):
                 self.statement(orelse)
@@ -388,7 +408,12 @@ class _Walker:
             self.stmt = stmt.iter
             self.expr(stmt.iter, stmt.iter)
             origin = self.alias_origin(stmt.iter) or self._iter_origin(stmt.iter)
+            owned = origin is None and self._owned_by_self(stmt.iter)
             self.bind(stmt.target, origin, None)
+            if owned:
+                for t in _del_targets(stmt.target):
+                    if isinstance(t, cst.Name):
+                        self.s.self_alias.add(t.value)
             # Twice: an alias created late in the body reaches the next iteration.
             self.block(stmt.body.body)
             if stmt.orelse is not None:
@@ -429,6 +454,37 @@ class _Walker:
                 self.block(case.body.body)
             return
         # FunctionDef/ClassDef: defining is not running; calls to them are followed.
+
+    def _owned_by_self(self, value: cst.BaseExpression) -> bool:
+        if isinstance(value, cst.Call) and dotted_name(value.func) in ("zip", "enumerate", "reversed", "list", "tuple", "iter"):
+            return any(self._owned_by_self(a.value) for a in value.args)
+        if not isinstance(value, (cst.Name, cst.Attribute, cst.Subscript, cst.Call)):
+            return False
+        if isinstance(value, cst.Call) and not (
+            isinstance(value.func, cst.Attribute) and value.func.attr.value in N.OWNED_ITER_METHODS
+        ):
+            return False
+        r = self.root(value)
+        return r.kind == "self" and (r.through_attribute or isinstance(value, cst.Call))
+
+    def _is_memo_block(self, stmt: cst.If) -> bool:
+        """``if self.pad is None: self.pad = ...`` / ``if k not in self.cache: self.cache[k] = ...``."""
+        self_name = self.s.ctx.self_name
+        if self_name is None:
+            return False
+        tested = _self_attrs(stmt.test, self_name)
+        if not tested:
+            return False
+        for node in walk(stmt.body):
+            targets: list[cst.BaseExpression] = []
+            if isinstance(node, cst.Assign):
+                targets = [t.target for t in node.targets]
+            elif isinstance(node, (cst.AnnAssign, cst.AugAssign)):
+                targets = [node.target]
+            for t in targets:
+                if _self_attrs(t, self_name) & tested:
+                    return True
+        return False
 
     def _iter_origin(self, it: cst.BaseExpression) -> str | None:
         if isinstance(it, cst.Call) and dotted_name(it.func) in ("enumerate", "zip", "reversed", "list", "tuple"):
@@ -572,9 +628,15 @@ class _Walker:
                 instances = tuple(resolver.instances(func, ctx))
             except RecursionError:
                 instances = ()
+        receiver_instances: tuple[Instance, ...] = ()
+        if isinstance(func, cst.Attribute) and receiver is not None and receiver.kind in ("self", "outer", "global", "closure", "input"):
+            try:
+                receiver_instances = tuple(resolver.instances(func.value, ctx))
+            except RecursionError:
+                receiver_instances = ()
         event = CallEvent(
             call, self.stmt, quals, method, receiver, args, instances,
-            is_statement=self.statement_expr is call, in_with=self.in_with,
+            is_statement=self.statement_expr is call, in_with=self.in_with, receiver_instances=receiver_instances,
         )
         self.a.emit(event, self.visit)
         if self.depth < self.a.max_helper_depth and not self.a.is_checkpoint_call(call, ctx):
@@ -647,6 +709,14 @@ class _Walker:
         for name in nulled:
             taint.pop(name, None)
         return taint
+
+
+def _self_attrs(node: cst.CSTNode, self_name: str) -> set[str]:
+    out: set[str] = set()
+    for n in walk(node):
+        if isinstance(n, cst.Attribute) and isinstance(n.value, cst.Name) and n.value.value == self_name:
+            out.add(n.attr.value)
+    return out
 
 
 def _del_targets(node: cst.BaseExpression) -> Iterator[cst.BaseExpression]:

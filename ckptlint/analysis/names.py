@@ -24,6 +24,7 @@ __all__ = [
     "VIEW_ATTRS",
     "VIEW_FUNCTIONS",
     "NON_TENSOR_ATTRS",
+    "OWNED_ITER_METHODS",
     "CONTAINER_MUTATORS",
     "INPLACE_EXCLUDED",
     "INPLACE_NO_TWIN",
@@ -210,6 +211,11 @@ VIEW_FUNCTIONS = frozenset(
         "detach",
         "t",
     )
+)
+# Methods returning objects owned by their receiver (a module's parameters).
+OWNED_ITER_METHODS = frozenset(
+    {"parameters", "buffers", "modules", "children", "named_parameters", "named_buffers", "named_modules",
+     "named_children", "items", "keys", "values"}
 )
 # Attributes of a tensor that are plain metadata (never mutated in place).
 NON_TENSOR_ATTRS = frozenset(

@@ -71,6 +71,10 @@ class Resolver:
     def __init__(self, project: Project, evaluator: Evaluator) -> None:
         self.project = project
         self.evaluator = evaluator
+        # While discovery resolves a site: library modules (nn.BatchNorm2d...)
+        # met as direct members of a checkpointed container, with whether
+        # they receive the checkpoint's input.
+        self.externals: list[tuple[Instance, bool]] | None = None
 
     # -- helpers -------------------------------------------------------------------
 
@@ -155,6 +159,8 @@ class Resolver:
                 out.extend(self.forward_refs(el, receives_input and (i == 0 or not inst.ordered)))
             return out
         if inst.cls is None:
+            if self.externals is not None and inst.call is not None:
+                self.externals.append((inst, receives_input))
             return []
         method = self.project.find_method(inst.cls, "forward") or self.project.find_method(inst.cls, "__call__")
         if method is None:

@@ -50,9 +50,14 @@ class SiteCall:
 
 @dataclass(eq=False)
 class CheckedCallable:
-    """A function body that runs under checkpoint, with its input parameters."""
+    """A function body that runs under checkpoint, with its input parameters.
 
-    ref: CallableRef
+    ``member`` instead names a library module (``nn.BatchNorm2d(8)``) placed
+    directly in a checkpointed container: there is no body to walk, only the
+    module call itself.
+    """
+
+    ref: CallableRef | None
     inputs: frozenset[str]
     site_module: ModuleInfo
     site_node: cst.CSTNode
@@ -60,9 +65,13 @@ class CheckedCallable:
     via: str = "checkpoint"
     site_scope: str = ""  # short name of the function holding the site ("Model.forward")
 
+    member: Instance | None = None
+
     @property
     def name(self) -> str:
-        return self.ref.name
+        if self.ref is not None:
+            return self.ref.name
+        return self.member.short_name if self.member is not None else "?"
 
 
 @dataclass
@@ -154,6 +163,8 @@ class Discovery:
         if cached is None:
             from ckptlint.engine import find_wrappers
 
+            # Recorded as read so a cache keyed on dependencies stays correct.
+            self.project.module(mod.path)
             cached = frozenset(find_wrappers(self.project, [mod.path], None))
             self._wrapper_names[mod.path] = cached
         return cached
@@ -273,7 +284,22 @@ class Discovery:
                         checked.append(CheckedCallable(ref, input_params(ref), mod, call, preserve, spec.name, ctx.qualname))
                     continue
                 sites.append(site)
-                checked.extend(self._callables(site, spec))
+                self.resolver.externals = []
+                try:
+                    checked.extend(self._callables(site, spec))
+                    found = self.resolver.externals
+                finally:
+                    self.resolver.externals = None
+                preserve = literal_truth(site.option("preserve_rng_state")) is not False
+                seen: set[int] = set()
+                for inst, receives in found:
+                    if id(inst.call) in seen:
+                        continue
+                    seen.add(id(inst.call))
+                    checked.append(
+                        CheckedCallable(None, frozenset({"input"} if receives else ()), mod, call, preserve,
+                                        spec.name, ctx.qualname, member=inst)
+                    )
         return sites, checked
 
     def _gc_layers(self, mod: ModuleInfo) -> Iterator[CheckedCallable]:

@@ -53,6 +53,8 @@ def _is_state(root: Root, target: cst.BaseExpression | None) -> bool:
 
 def check(event: CallEvent | WriteEvent, ctx: RuleContext) -> Iterator[Hit]:
     if isinstance(event, WriteEvent):
+        if event.memoized:
+            return
         target = event.target
         root = event.root
         if root.kind == "self" and isinstance(target, (cst.Attribute, cst.Subscript)):
@@ -75,6 +77,33 @@ def check(event: CallEvent | WriteEvent, ctx: RuleContext) -> Iterator[Hit]:
 
 
 VALID = [
+    """
+import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
+
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.pad = None
+        self.bias_cache = {}
+
+    def forward(self, x):
+        if self.pad is None:
+            self.pad = x.shape[-1] % 2
+            self.pad_size = x.shape
+        key = str(x.device)
+        if key not in self.bias_cache:
+            self.bias_cache[key] = x.new_zeros(1)
+        return x + self.bias_cache[key]
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.block = Block()
+
+    def forward(self, x):
+        return checkpoint(self.block, x, use_reentrant=False)
+""",
     """
 import torch.nn as nn
 from torch.utils.checkpoint import checkpoint

@@ -37,6 +37,12 @@ _NOT_DRAWS = frozenset({"seed", "Random", "SystemRandom", "getstate", "setstate"
 
 
 def check(event: CallEvent, ctx: RuleContext) -> Iterator[Hit]:
+    if event.method is not None and event.method not in _NOT_DRAWS:
+        for inst in event.receiver_instances:
+            if "random.Random" in inst.qualnames:
+                # A generator kept on self/global outlives the call: it advances again in the recompute.
+                yield Hit(event.call, MESSAGE.format(func=f"random.Random.{event.method}", where=ctx.inside))
+                return
     for q in event.qualnames:
         head, _, rest = q.partition(".")
         if head == "random" and rest and "." not in rest and rest not in _NOT_DRAWS:

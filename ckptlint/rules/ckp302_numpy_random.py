@@ -33,7 +33,16 @@ EVENT = "call"
 _NOT_DRAWS = frozenset({"seed", "RandomState", "Generator", "SeedSequence", "PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64", "BitGenerator", "get_state", "set_state"})
 
 
+_GENERATORS = frozenset({"numpy.random.default_rng", "numpy.random.RandomState", "numpy.random.Generator"})
+
+
 def check(event: CallEvent, ctx: RuleContext) -> Iterator[Hit]:
+    if event.method is not None and event.method not in _NOT_DRAWS:
+        for inst in event.receiver_instances:
+            if _GENERATORS & set(inst.qualnames):
+                # A generator kept on self/global outlives the call: it advances again in the recompute.
+                yield Hit(event.call, MESSAGE.format(func=f"{inst.qualnames[0]}().{event.method}", where=ctx.inside))
+                return
     for q in event.qualnames:
         if not q.startswith("numpy.random."):
             continue
