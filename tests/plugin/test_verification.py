@@ -503,3 +503,19 @@ def test_results_reach_junit_xml(models: pytest.Pytester) -> None:
     result.assert_outcomes(passed=1)
     xml = (models.path / "out.xml").read_text()
     assert '<property name="ckptlint" value="{' in xml and "&quot;model&quot;: &quot;Plain&quot;" in xml
+
+
+def test_summary_collects_results_from_xdist_workers(models: pytest.Pytester) -> None:
+    pytest.importorskip("xdist")
+    models.makepyfile(
+        """
+        import torch
+        from models import Net
+
+        def test_clean(ckpt_verify):
+            ckpt_verify(Net(), torch.randn(2, 8))
+        """
+    )
+    result = models.runpytest_subprocess("-p", "no:cacheprovider", "-n", "1")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*ckptlint: gradient-checkpoint equivalence*", "PASS *::test_clean [[]Net[]] on cpu"])
