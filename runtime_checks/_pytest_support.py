@@ -21,6 +21,7 @@ from runtime_checks.pytest_plugin import (
     MARKER,
     CkptOptions,
     current_item,
+    in_ci,
     item_options,
     marker_kwargs,
     options_from_config,
@@ -406,22 +407,26 @@ def _given_seed_hint(item: pytest.Item | None) -> str | None:
     return None
 
 
-def _choose_seed(config: pytest.Config) -> tuple[int, str]:
-    """The seed for a plugin-driven hypothesis run, and where it came from."""
+def _choose_seed(config: pytest.Config) -> tuple[int | str, str]:
+    """The seed for a plugin-driven hypothesis run, and where it came from.
+
+    ``--hypothesis-seed`` wins (hypothesis accepts any string there, as here); a derandomized
+    profile or a CI run (the ``CI`` environment variable, as for the ``ckpt`` profile) uses a
+    fixed seed; otherwise a fresh random seed, printed with any failure.
+    """
     from hypothesis import settings
 
-    option = None
     try:
         option = config.getoption("hypothesis_seed")
     except ValueError:  # hypothesis' pytest plugin disabled (-p no:hypothesispytest)
         option = None
     if option is not None:
-        try:
-            return int(option), "--hypothesis-seed"
-        except ValueError:
-            return int.from_bytes(str(option).encode()[:16], "big"), "--hypothesis-seed"
+        text = str(option)
+        return (int(text) if text.lstrip("-").isdigit() else text), "--hypothesis-seed"
     if settings.default.derandomize:
         return 0, "derandomized profile"
+    if in_ci():
+        return 0, "derandomized because CI is set"
     return random.SystemRandom().getrandbits(64), "random"
 
 

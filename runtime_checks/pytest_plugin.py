@@ -297,7 +297,7 @@ def register_ckpt_profile(max_examples: int | None = None) -> None:
     kwargs: dict[str, Any] = {
         "deadline": None,
         "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large],
-        "derandomize": _in_ci(),
+        "derandomize": in_ci(),
         "print_blob": True,
     }
     if max_examples is not None:
@@ -305,7 +305,8 @@ def register_ckpt_profile(max_examples: int | None = None) -> None:
     settings.register_profile(CKPT_PROFILE, **kwargs)
 
 
-def _in_ci() -> bool:
+def in_ci() -> bool:
+    """Whether the ``CI`` environment variable is set (as GitHub Actions, GitLab CI and others do)."""
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 

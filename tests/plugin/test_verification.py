@@ -414,6 +414,28 @@ def test_marker_with_strategy_runs_examples_and_shrinks(models: pytest.Pytester)
     result.stdout.fnmatch_lines(["PASS *::test_clean [[]Net, 3 runs[]] on cpu"])
 
 
+def test_marker_strategy_runs_are_derandomized_in_ci(models: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    models.makepyfile(
+        """
+        import pytest
+        from hypothesis import strategies as st
+        from runtime_checks.strategies import tensors
+        from models import hazardous
+
+        @pytest.mark.ckpt_equivalence(inputs=tensors(shape=("B", 8), elements=st.just(0.5)), examples=2)
+        def test_hazard():
+            return hazardous()
+        """
+    )
+    monkeypatch.setenv("CI", "true")
+    result = _run(models)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["hypothesis seed: 0 (derandomized because CI is set); reproduce with: *"])
+    result = _run(models, "--hypothesis-seed=nightly")  # hypothesis accepts any string as a seed
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["hypothesis seed: nightly (--hypothesis-seed); reproduce with: *--hypothesis-seed=nightly"])
+
+
 # ------------------------------------------------------------------------------------- summary
 
 
