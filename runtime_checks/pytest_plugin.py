@@ -49,18 +49,18 @@ CKPT_PROFILE = "ckpt"
 #: the test report (also across pytest-xdist workers) and lands in junit XML as a property.
 USER_PROPERTY = "ckptlint"
 
-#: Keywords ``@pytest.mark.ckpt_equivalence`` accepts. The first group configures the
-#: verification; the rest are passed to ``verify`` unchanged.
+#: Keywords ``@pytest.mark.ckpt_equivalence`` accepts: what to verify, then the settings that
+#: override the ``--ckpt-*`` options, then keywords passed to ``verify`` unchanged.
 MARKER_KEYWORDS: tuple[str, ...] = (
     "model",
     "inputs",
-    "checkpoint",
-    "checkpoint_kwargs",
     "examples",
     "device",
     "rtol",
     "atol",
     "localize",
+    "checkpoint",
+    "checkpoint_kwargs",
     "loss_fn",
     "dtype",
     "seed",

@@ -391,3 +391,11 @@ def test_suite_runs_normally_without_torch(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=2, errors=1)
     result.stdout.fnmatch_lines(["*pip install 'ckptlint[[]runtime[]]'*"])
     assert "Traceback" not in result.stdout.str()
+
+
+def test_public_names_exist() -> None:
+    from runtime_checks import _pytest_support
+
+    for module in (pytest_plugin, _pytest_support):
+        missing = [name for name in module.__all__ if not hasattr(module, name)]
+        assert missing == [], (module.__name__, missing)
