@@ -89,6 +89,27 @@ DISCOVERY_SHAPES: dict[str, str] = {
     "timm block_fn=Block default, nn.Sequential(*[block_fn(...) for ...])": "shape_timm_block_fn_default.py",
 }
 
+# Every benign lookalike of issue 2 (items 3 and 5) -> the fixture asserting it is NOT flagged. Checked by
+# ``test_every_benign_lookalike_has_a_fixture``: each must be a benign_* fixture (no expectations at all).
+BENIGN_LOOKALIKES: dict[str, str] = {
+    "rebinding then in-place (x = x + 1; x.add_(1))": "benign_rebinding.py",
+    "clones (y = x.clone(); y.add_(1))": "benign_clone.py",
+    "fresh intermediates (h = self.fc(x); h.relu_())": "benign_fresh_intermediate.py",
+    "hidden_states += residual after hidden_states = self.mlp(hidden_states)": "benign_residual_after_rebinding.py",
+    "cache.update() / past_key_values.update() under GradientCheckpointingLayer": "benign_gcl_cache_update.py",
+    "act(inplace=i > 0), first activation not in-place": "benign_act_inplace_index.py",
+    "parameters plainly not tensors (n: int) mutated": "benign_non_tensor_params.py",
+    "in-place in code never checkpointed": "benign_never_checkpointed.py",
+    "torch.no_grad() buffer-free code": "benign_no_grad_buffer_free.py",
+    "local containers (outs = []; outs.append(h))": "benign_local_containers.py",
+    "random used outside any checkpointed callable": "benign_random_outside_checkpoint.py",
+    "GroupNorm / LayerNorm / BatchNorm(track_running_stats=False)": "benign_norms.py",
+    "dropout under the default preserve_rng_state=True": "benign_dropout_default_rng_state.py",
+    "checkpoint_sequential(seq, 1, x)": "benign_checkpoint_sequential_one_segment.py",
+    "**kwargs is a fresh dict per call": "benign_kwargs_dict_is_fresh.py",
+    "RNG objects created and seeded inside the call": "benign_local_rng_objects.py",
+}
+
 
 @dataclass(frozen=True, order=True)
 class Expectation:
@@ -293,6 +314,18 @@ def test_every_discovery_shape_has_a_fixture() -> None:
             problems.append(f"{shape!r}: fixture {name!r} does not exist")
         elif not name.startswith("benign_") and not expectations[name]:
             problems.append(f"{shape!r}: fixture {name!r} expects no finding")
+    assert not problems, "\n".join(problems)
+
+
+def test_every_benign_lookalike_has_a_fixture() -> None:
+    """Each benign lookalike of issue 2 has a benign_* fixture (which expects no finding at all)."""
+    expectations = _all_expectations()
+    problems = []
+    for lookalike, name in BENIGN_LOOKALIKES.items():
+        if name not in expectations:
+            problems.append(f"{lookalike!r}: fixture {name!r} does not exist")
+        elif not name.startswith("benign_") or expectations[name]:
+            problems.append(f"{lookalike!r}: fixture {name!r} is not a benign_* fixture without expectations")
     assert not problems, "\n".join(problems)
 
 
