@@ -22,7 +22,14 @@ CUDA = torch.cuda.is_available()
 
 
 def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    return pytester.runpytest_inprocess("-p", "no:cacheprovider", *args)
+    """An in-process run that leaves hypothesis' global profile as it found it."""
+    from hypothesis import settings
+
+    profile = settings.get_current_profile_name()
+    try:
+        return pytester.runpytest_inprocess("-p", "no:cacheprovider", *args)
+    finally:
+        settings.load_profile(profile)
 
 
 # ------------------------------------------------------------------------------------- fixture
