@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 __all__ = [
     "MemoryStats",
     "Mismatch",
+    "ParameterWriteError",
     "Report",
     "TimingStats",
     "VerifyError",
@@ -35,6 +36,7 @@ _WHERE = {
     "Report": "runtime_checks.report",
     "TimingStats": "runtime_checks.report",
     "VerifyError": "runtime_checks.verify",
+    "ParameterWriteError": "runtime_checks.snapshot",
     "verify": "runtime_checks.verify",
     "assert_checkpoint_equivalent": "runtime_checks.assertions",
     "check_checkpoint_equivalence": "runtime_checks.assertions",
@@ -47,6 +49,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from runtime_checks.assertions import assert_checkpoint_equivalent, check_checkpoint_equivalence
     from runtime_checks.bypass import bypass_checkpointing
     from runtime_checks.report import MemoryStats, Mismatch, Report, TimingStats
+    from runtime_checks.snapshot import ParameterWriteError
     from runtime_checks.strategies import inputs, tensors
     from runtime_checks.verify import VerifyError, verify
 

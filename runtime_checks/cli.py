@@ -161,7 +161,8 @@ def _run(args: argparse.Namespace) -> int:
     from runtime_checks.assertions import CheckpointMismatchError, check_checkpoint_equivalence
     from runtime_checks.strategies import inputs as inputs_strategy
     from runtime_checks.strategies import parse_input_spec
-    from runtime_checks.verify import VerifyError, verify
+    from runtime_checks.snapshot import ParameterWriteError
+    from runtime_checks.verify import VerifyError
 
     if not args.inputs:
         raise UsageError("give at least one --input, e.g. --input 'float32[B,16]'")
@@ -236,7 +237,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"reproduce: ckptlint verify {args.target} ... --hypothesis-seed {exc.hypothesis_seed}")
         print(str(exc.report))
         return EXIT_MISMATCH
-    except VerifyError as exc:
+    except (VerifyError, ParameterWriteError) as exc:
         progress.close()
         raise UsageError(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - the model fails without checkpointing too

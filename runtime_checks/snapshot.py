@@ -29,7 +29,20 @@ try:  # NumPy is a dependency of the runtime extra, but never required to verify
 except ImportError:  # pragma: no cover
     _np = None  # type: ignore[assignment]
 
-__all__ = ["RngState", "ModelState", "PyState"]
+__all__ = ["RngState", "ModelState", "PyState", "ParameterWriteError"]
+
+
+class ParameterWriteError(RuntimeError):
+    """The model wrote to a parameter during a step and no copy was taken to undo it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(
+            f"the model writes to parameter {name!r} during forward/backward (in place), so it was changed "
+            "by this verify call and cannot be restored; a parameter written during the step also breaks "
+            "checkpointing (the recompute sees the new value). Rerun with verify(..., snapshot_params=True) "
+            "to have verify copy the parameters first and undo the writes"
+        )
 
 _MAX_CONTAINER = 10_000
 _MAX_DEPTH = 4
@@ -235,6 +248,7 @@ class ModelState:
     params: list[tuple[str, torch.nn.Parameter]] = field(default_factory=list)
     param_data: list[torch.Tensor] = field(default_factory=list)  # original tensor objects
     param_clone: list[torch.Tensor] = field(default_factory=list)
+    param_marks: list[tuple[int, float]] = field(default_factory=list)
     grads: list[torch.Tensor | None] = field(default_factory=list)
     requires_grad: list[bool] = field(default_factory=list)
     buffers: list[tuple[torch.nn.Module, str, str]] = field(default_factory=list)
@@ -275,25 +289,44 @@ class ModelState:
                         device=device, dtype=dtype if (dtype is not None and buf.is_floating_point()) else None
                     )
 
-    def clone_values(self) -> None:
-        """Clone parameter and buffer values as they are now (after any move)."""
+    def clone_values(self, params: bool) -> None:
+        """Clone buffer values (and parameter values when ``params``) as they are now (after any move).
+
+        Without a parameter copy, writes to parameters are detected instead
+        (version counter and a float64 sum, which also sees ``.data`` writes)
+        and ``ParameterWriteError`` is raised.
+        """
         with torch.no_grad():
-            self.param_clone = [p.detach().clone() for _, p in self.params]
+            self.param_clone = [p.detach().clone() for _, p in self.params] if params else []
+            self.param_marks = [self._mark(p) for _, p in self.params]
             self.buffer_clone = [
                 (mod._buffers[b].detach().clone() if mod._buffers[b] is not None else None) for mod, b, _ in self.buffers
             ]
 
+    @staticmethod
+    def _mark(p: torch.Tensor) -> tuple[int, float]:
+        if p.numel() == 0 or not (p.is_floating_point() or p.is_complex()):
+            return (p._version, 0.0)
+        total = torch.sum(p.detach(), dtype=torch.complex128 if p.is_complex() else torch.float64)
+        return (p._version, complex(total).real if p.is_complex() else float(total))
+
     def reset_for_run(self) -> None:
         """Put values, flags and modes back to the starting point; grads to None."""
         with torch.no_grad():
-            for (_, p), saved, rg in zip(self.params, self.param_clone, self.requires_grad):
+            for i, ((name, p), rg) in enumerate(zip(self.params, self.requires_grad)):
                 if p.requires_grad != rg:
                     p.requires_grad_(rg)
-                # Copy only when changed: copy_ bumps the version counter.
-                if p.shape != saved.shape or p.dtype != saved.dtype:
-                    p.data = saved.clone()
-                elif not torch.equal(p, saved):
-                    p.data.copy_(saved)
+                if self.param_clone:
+                    saved = self.param_clone[i]
+                    # Copy only when changed: copy_ bumps the version counter.
+                    if p.shape != saved.shape or p.dtype != saved.dtype:
+                        p.data = saved.clone()
+                    elif not torch.equal(p, saved):
+                        p.data.copy_(saved)
+                else:
+                    mark = self._mark(p)
+                    if mark != self.param_marks[i] and not (mark[1] != mark[1] and self.param_marks[i][1] != self.param_marks[i][1]):
+                        raise ParameterWriteError(name)
                 p.grad = None
             for (mod, bname, _), saved in zip(self.buffers, self.buffer_clone):
                 cur = mod._buffers.get(bname)
