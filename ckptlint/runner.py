@@ -319,6 +319,9 @@ def _lint_pass(
             results.append(("syntax", path, facts[path].syntax, (), None))
         else:
             tasks.append(("syntax", path))
+    # The texts served the prefilter; workers read what they analyse. Dropping
+    # them before the pool forks keeps every process small on big trees.
+    texts.clear()
     jobs = settings.jobs if settings.jobs is not None else default_jobs()
     need_options = any(kind == "analyse" for kind, _ in tasks)
     fresh = _execute(files, tasks, overlay, options() if need_options else None, jobs, settings.progress)

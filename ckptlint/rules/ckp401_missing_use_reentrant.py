@@ -46,19 +46,17 @@ def check(site: SiteCall, ctx: RuleContext) -> Iterator[Hit]:
     if any(a.star == "**" for a in call.args):
         return
     args = list(call.args)
+    new_comma: cst.Comma | cst.MaybeSentinel = cst.MaybeSentinel.DEFAULT
     if args:
         last = args[-1]
-        if last.comma is cst.MaybeSentinel.DEFAULT:
-            args[-1] = last.with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
-            new_comma: cst.Comma | cst.MaybeSentinel = cst.MaybeSentinel.DEFAULT
-        else:
-            # Keep a trailing comma where the call had one.
-            new_comma = last.comma
-            ws = last.comma.whitespace_after if isinstance(last.comma, cst.Comma) else cst.SimpleWhitespace(" ")
-            args[-1] = last.with_changes(comma=cst.Comma(whitespace_after=ws))
-            new_comma = cst.Comma()
-    else:
-        new_comma = cst.MaybeSentinel.DEFAULT
+        # Separate the new keyword the way the previous arguments are
+        # separated (one line each in a multi-line call).
+        sep: cst.BaseParenthesizableWhitespace = cst.SimpleWhitespace(" ")
+        if len(args) >= 2 and isinstance(args[-2].comma, cst.Comma):
+            sep = args[-2].comma.whitespace_after
+        if isinstance(last.comma, cst.Comma):
+            new_comma = last.comma  # keep the trailing comma and what follows it
+        args[-1] = last.with_changes(comma=cst.Comma(whitespace_after=sep))
     args.append(
         cst.Arg(
             keyword=cst.Name("use_reentrant"),
