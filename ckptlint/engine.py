@@ -375,6 +375,7 @@ def analyze_file(project: Project, path: str, options: EngineOptions = EngineOpt
     except Exception:
         error = traceback.format_exc()
     accessed = project.stop_tracking()
+    project.trim()
     norm = project.normalize(path)
     deps = tuple(sorted(p for p in accessed if p != norm))
     return FileResult(path, tuple(_dedupe(analysis.findings)), deps, error)

@@ -224,7 +224,7 @@ class Project:
     def __init__(self, files: Iterable[str], sources: dict[str, str] | None = None) -> None:
         self.files: list[str] = sorted(os.path.normpath(f) for f in files)
         self._sources = dict(sources or {})
-        self._modules: dict[str, ModuleInfo] = {}
+        self._modules: dict[str, ModuleInfo] = {}  # insertion order = recency of use
         self._by_name: dict[str, list[tuple[str, str]]] = {}  # module name -> [(path, root)]
         self._names: dict[str, tuple[str, str, bool]] = {}
         for f in self.files:
@@ -272,7 +272,9 @@ class Project:
         path = os.path.normpath(path)
         if self._tracking is not None:
             self._tracking.add(path)
-        info = self._modules.get(path)
+        info = self._modules.pop(path, None)
+        if info is not None:
+            self._modules[path] = info  # most recently used last
         if info is None:
             if path not in self._names:
                 self._names[path] = _module_name_for(path)
@@ -280,6 +282,21 @@ class Project:
             info = ModuleInfo(path, self.read(path), name, root, is_pkg)
             self._modules[path] = info
         return info
+
+    def trim(self, max_modules: int = 48) -> None:
+        """Forget the least recently used parsed modules (call between files only).
+
+        Parsed libcst trees are large; a run over a big tree would otherwise
+        keep every file it ever parsed. Sources stay cached only for kept modules.
+        """
+        excess = len(self._modules) - max_modules
+        if excess <= 0:
+            return
+        for path in list(self._modules)[:excess]:
+            info = self._modules.pop(path)
+            self._sources.pop(path, None)
+            for q in [q for q, c in self._classes.items() if c is not None and c.module is info]:
+                del self._classes[q]
 
     def loaded_modules(self) -> list[ModuleInfo]:
         return list(self._modules.values())

@@ -40,11 +40,16 @@ class Instance:
     wrapped_by: cst.Call | None = None  # checkpoint_wrapper(...) around it
     wrapped_module: ModuleInfo | None = None
     prefix: int = 0  # leading elements whose positions are exact (``[First(...)]`` then appends)
+    keys: tuple[str | None, ...] = ()  # ModuleDict literal keys, parallel to ``elements``
 
     def select(self, index: cst.BaseSlice) -> list["Instance"]:
         """Elements ``container[index]`` may be."""
         els = list(self.elements)
         exact = len(els) if self.ordered else self.prefix
+        if isinstance(index, cst.Index) and isinstance(index.value, cst.SimpleString) and self.keys:
+            key = index.value.evaluated_value
+            picked = [el for el, k in zip(els, self.keys) if k == key]
+            return picked or [el for el, k in zip(els, self.keys) if k is None]
         if isinstance(index, cst.Index) and isinstance(index.value, cst.Integer):
             k = int(index.value.value, 0)
             if k < exact:
@@ -373,6 +378,14 @@ class Evaluator:
             elif isinstance(value, (cst.ListComp, cst.GeneratorExp)):
                 out.extend(self.instances(value.elt, mod, env, owner, depth + 1))
                 ordered = False
+            elif isinstance(value, cst.Dict):
+                for el in value.elements:
+                    if isinstance(el, cst.DictElement):
+                        out.extend(self.instances(el.value, mod, env, owner, depth + 1))
+                ordered = False
+            elif isinstance(value, cst.DictComp):
+                out.extend(self.instances(value.value, mod, env, owner, depth + 1))
+                ordered = False
             elif isinstance(value, cst.Name) and env is not None and value.value in env.appended:
                 items, _ = self._list_items(value, mod, env, owner, depth + 1)
                 out.extend(items)
@@ -384,6 +397,20 @@ class Evaluator:
                 out.extend(found)
                 ordered = ordered and len(found) == 1
         return out, ordered
+
+    def _dict_keys(
+        self, args: Sequence[cst.Arg], mod: ModuleInfo, env: Env | None, owner: ClassInfo | None, depth: int
+    ) -> tuple[str | None, ...]:
+        """Keys of ``nn.ModuleDict({"a": A(), ...})``, one per element found."""
+        out: list[str | None] = []
+        for arg in args:
+            if arg.keyword is None and isinstance(arg.value, cst.Dict):
+                for el in arg.value.elements:
+                    if isinstance(el, cst.DictElement):
+                        key = el.key.evaluated_value if isinstance(el.key, cst.SimpleString) else None
+                        n = len(self.instances(el.value, mod, env, owner, depth + 1))
+                        out.extend([key if isinstance(key, str) else None] * n)
+        return tuple(out)
 
     def _prefix(self, args: Sequence[cst.Arg], env: Env | None) -> int:
         """Exact leading elements of ``nn.ModuleList(name)`` where ``name = [A(), B()]`` then appends."""
@@ -452,9 +479,10 @@ class Evaluator:
         for ref in refs:
             if N.matches(ref.qualnames, N.CONTAINER_CLASSES):
                 elements, ordered = self._elements(call.args, mod, env, owner, depth)
+                keys = self._dict_keys(call.args, mod, env, owner, depth)
                 out.append(
                     Instance(ref.qualnames, None, mod, call, elements=tuple(elements), ordered=ordered, is_container=True,
-                             prefix=self._prefix(call.args, env))
+                             prefix=self._prefix(call.args, env), keys=keys if len(keys) == len(elements) else ())
                 )
             elif N.matches(ref.qualnames, N.CHECKPOINT_WRAPPER) and call.args:
                 for inner in self.instances(call.args[0].value, mod, env, owner, depth + 1):

@@ -142,7 +142,7 @@ class Resolver:
             return self.instances(it, ctx)
         for inst in self.instances(it, ctx):
             out.extend(inst.elements if inst.is_container else (inst,))
-        if isinstance(it, cst.Call) and isinstance(it.func, cst.Attribute) and it.func.attr.value in ("children", "modules", "values"):
+        if isinstance(it, cst.Call) and isinstance(it.func, cst.Attribute) and it.func.attr.value in ("children", "modules", "values", "items"):
             for inst in self.instances(it.func.value, ctx):
                 out.extend(inst.elements)
         return out

@@ -70,7 +70,7 @@ def check(event: CallEvent | WriteEvent, ctx: RuleContext) -> Iterator[Hit]:
     func = event.call.func
     assert isinstance(func, cst.Attribute)
     base = func.value
-    if isinstance(base, cst.Name):
+    if isinstance(base, cst.Name) and not event.receiver.through_attribute:
         return  # ``self.method()``: a call, not a write
     if inplace_method(method) or method in N.CONTAINER_MUTATORS:
         yield Hit(event.call, MESSAGE.format(what=f"{method}() mutates {written(base)}", where=ctx.inside))
