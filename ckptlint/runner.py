@@ -343,8 +343,14 @@ def _lint_pass(
         findings.update(found)
         if error:
             errors.append((path, error))
+    merged = sorted(findings, key=Finding.sort_key)
+    if len({(f.path, f.line, f.column, f.code) for f in merged}) != len(merged):
+        # One hazard reached from several checkpoint sites: the engine's rule
+        # (shortest chain wins) picks the one to show. Only then is the engine
+        # imported, so a cached run without duplicates never loads libcst.
+        merged = list(_engine().dedupe_findings(merged))
     return _Pass(
-        findings=sorted(findings, key=Finding.sort_key),
+        findings=merged,
         errors=sorted(errors),
         files=files,
         analysed=sum(1 for kind, _ in tasks if kind == "analyse"),
