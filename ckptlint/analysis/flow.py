@@ -93,7 +93,7 @@ class Visit:
 
 
 class _FunctionState:
-    def __init__(self, ref: CallableRef, ctx: Ctx, taint: dict[str, str]) -> None:
+    def __init__(self, ref: CallableRef, ctx: Ctx, taint: dict[str, str], fresh: frozenset[str] = frozenset()) -> None:
         self.ref = ref
         self.ctx = ctx
         self.taint = dict(taint)
@@ -106,6 +106,9 @@ class _FunctionState:
             if isinstance(star, cst.Param):
                 self.params.add(star.name.value)
         self.star_params = {x.name.value for x in (p.star_arg, p.star_kwarg) if isinstance(x, cst.Param)}
+        # Containers built fresh for this call: its own ``*args``/``**kwargs``
+        # and parameters that received a caller's fresh ``**kwargs`` dict.
+        self.fresh: set[str] = (self.star_params & set(taint)) | set(fresh)
         self.self_alias: set[str] = set()
         self.locals = set(self.params)
         env = ctx.env
@@ -143,9 +146,10 @@ class FlowAnalyzer:
         self._run(ref, taint, (*chain, ref.name), depth, memo_extra)
 
     def _run(
-        self, ref: CallableRef, taint: dict[str, str], chain: tuple[str, ...], depth: int, memo_extra: object
+        self, ref: CallableRef, taint: dict[str, str], chain: tuple[str, ...], depth: int, memo_extra: object,
+        fresh: frozenset[str] = frozenset(),
     ) -> "_Returns | None":
-        key = (ref.key, frozenset(taint.items()), memo_extra, id(ref.outer) if ref.outer else None)
+        key = (ref.key, frozenset(taint.items()), memo_extra, id(ref.outer) if ref.outer else None, fresh)
         if key in self._done:
             return self._returns.get(key)
         if ref.key in self._stack:
@@ -161,7 +165,7 @@ class FlowAnalyzer:
                 ref.module, ref.cls, ref.node, env, self_name, ref.name,
                 closure=ref.closure, closure_refs=ref.closure_refs, outer=ref.outer,
             )
-            state = _FunctionState(ref, ctx, taint)
+            state = _FunctionState(ref, ctx, taint, fresh)
             visit = Visit(ref, ref.module, chain, dict(taint))
             walker = _Walker(self, state, visit, depth, memo_extra)
             node = ref.node
@@ -224,7 +228,7 @@ class _Walker:
                 origin = s.taint.get(name)
                 return Root("input", name, origin) if origin else Root("local", name)
         if name in s.taint:
-            fresh = name in s.star_params and s.taint[name] == name
+            fresh = name in s.fresh
             return Root("input", name, s.taint[name], fresh_container=fresh)
         if s.ctx.self_name is not None and name == s.ctx.self_name:
             return Root("self", name)
@@ -326,6 +330,7 @@ class _Walker:
             name = target.value
             if name in s.globals or name in s.nonlocals:
                 self.a.emit(GlobalWriteEvent(name, target, self.stmt, "global" if name in s.globals else "nonlocal"), self.visit)
+            s.fresh.discard(name)
             if origin is not None:
                 s.taint[name] = origin
             else:
@@ -650,8 +655,11 @@ class _Walker:
             return
         merged: _Returns | None = None
         for ref in refs:
-            taint = self._map_args(ref, args) if ref.receives_input else {}
-            returned = self.a._run(ref, taint, (*self.visit.chain, ref.name), self.depth + 1, self.memo_extra)
+            fresh: set[str] = set()
+            taint = self._map_args(ref, args, fresh) if ref.receives_input else {}
+            returned = self.a._run(
+                ref, taint, (*self.visit.chain, ref.name), self.depth + 1, self.memo_extra, frozenset(fresh)
+            )
             if returned is not None:
                 if merged is None:
                     merged = _Returns()
@@ -659,7 +667,9 @@ class _Walker:
         if merged is not None and (merged.whole or (merged.elements and any(merged.elements))):
             self.call_returns[id(call)] = merged
 
-    def _map_args(self, ref: CallableRef, args: tuple[tuple[str | None, cst.BaseExpression, Root, str], ...]) -> dict[str, str]:
+    def _map_args(
+        self, ref: CallableRef, args: tuple[tuple[str | None, cst.BaseExpression, Root, str], ...], fresh: set[str]
+    ) -> dict[str, str]:
         node = ref.node
         p = node.params
         positional = [x.name.value for x in (*p.posonly_params, *p.params)]
@@ -670,6 +680,17 @@ class _Walker:
         star = p.star_arg.name.value if isinstance(p.star_arg, cst.Param) else None
         star_kw = p.star_kwarg.name.value if isinstance(p.star_kwarg, cst.Param) else None
         taint: dict[str, str] = {}
+        # Parameters bound explicitly by this call: ``**kwargs`` cannot reach them.
+        bound: set[str] = set()
+        npos = 0
+        for keyword, _, _, star_mark in args:
+            if star_mark == "*":
+                npos = len(positional)
+            elif not star_mark and keyword is None:
+                npos += 1
+            elif keyword is not None:
+                bound.add(keyword)
+        bound.update(positional[:npos])
         i = 0
         nulled = self.a.nulled
         for keyword, value, root, star_mark in args:
@@ -688,7 +709,7 @@ class _Walker:
                 continue
             if star_mark == "**":
                 if origin:
-                    for name in by_name:
+                    for name in by_name - bound:
                         taint.setdefault(name, origin)
                     if star_kw:
                         taint[star_kw] = origin
@@ -697,6 +718,8 @@ class _Walker:
                 if i < len(positional):
                     if origin:
                         taint[positional[i]] = origin
+                        if root.fresh_container:
+                            fresh.add(positional[i])
                 elif star and origin:
                     taint[star] = origin
                 i += 1
@@ -704,6 +727,8 @@ class _Walker:
                 if keyword in by_name:
                     if origin:
                         taint[keyword] = origin
+                        if root.fresh_container:
+                            fresh.add(keyword)
                 elif star_kw and origin:
                     taint[star_kw] = origin
         for name in nulled:

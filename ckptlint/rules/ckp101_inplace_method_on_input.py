@@ -86,6 +86,21 @@ VALID = [
 import torch
 from torch.utils.checkpoint import checkpoint
 
+def update(state, h, **kwargs):
+    state.copy_(h)
+    return state
+
+def block(x, **kwargs):
+    state = torch.zeros_like(x)
+    return update(state, x, **kwargs)
+
+def run(x, m):
+    return checkpoint(block, x, mask=m, use_reentrant=False)
+""",
+    """
+import torch
+from torch.utils.checkpoint import checkpoint
+
 def block(x):
     x = x + 1
     x.add_(1)

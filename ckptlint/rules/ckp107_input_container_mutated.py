@@ -55,6 +55,20 @@ VALID = [
     """
 from torch.utils.checkpoint import checkpoint
 
+def get_max_seqlen(kwargs, name):
+    return kwargs.pop(name, None)
+
+def block(x, **kwargs):
+    kwargs.setdefault("scale", 1)
+    get_max_seqlen(kwargs, "max_seqlen")
+    return x
+
+def run(x, m):
+    return checkpoint(block, x, max_seqlen=m, use_reentrant=False)
+""",
+    """
+from torch.utils.checkpoint import checkpoint
+
 def block(x):
     outs = []
     outs.append(x)
