@@ -81,7 +81,11 @@ def require_device(options: CkptOptions, device: str | None = None) -> None:
         return
     if options.require_device:
         pytest.fail(f"{problem} and --ckpt-require-device is set", pytrace=False)
-    pytest.skip(problem)
+    try:  # report the skip at the test's location (as skip markers do), not at this line
+        skip = pytest.skip.Exception(problem, _use_item_location=True)
+    except TypeError:  # pragma: no cover - a pytest without the private keyword
+        pytest.skip(problem)
+    raise skip
 
 
 def resolve_device(options: CkptOptions) -> str:

@@ -329,7 +329,8 @@ def test_cuda_without_cuda_skips_or_fails_with_require_device(models: pytest.Pyt
     )
     result = _run(models, "--ckpt-device=cuda", "-rs")
     result.assert_outcomes(passed=1, skipped=3)
-    result.stdout.fnmatch_lines(["SKIPPED *device 'cuda' requested but CUDA is not available*"])
+    skipped = "SKIPPED [[]1[]] test_*.py:*: checkpoint-equivalence device 'cuda' requested but CUDA is not available*"
+    result.stdout.fnmatch_lines([skipped])
 
     result = _run(models, "-rs")  # auto -> cpu, but the marker insists on cuda
     result.assert_outcomes(passed=3, skipped=1)
