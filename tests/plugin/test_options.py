@@ -139,6 +139,23 @@ def test_marker_overrides_cli_and_ini(pytester: pytest.Pytester) -> None:
     assert _options_line(result) == f"OPTIONS {CkptOptions('cpu', 9, 0.75, 0.125, True, False)}"
 
 
+def test_class_and_function_markers_merge_closest_first(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+        from runtime_checks.pytest_plugin import item_options
+
+        @pytest.mark.ckpt_equivalence(examples=4, device="cpu", rtol=0.5)
+        class TestGroup:
+            @pytest.mark.ckpt_equivalence(examples=7)
+            def test_method(self, request):
+                print("\\nOPTIONS", item_options(request.node))
+        """
+    )
+    result = pytester.runpytest_inprocess("-s")
+    assert _options_line(result) == f"OPTIONS {CkptOptions('cpu', 7, 0.5, None, True, False)}"
+
+
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
