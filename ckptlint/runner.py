@@ -388,9 +388,19 @@ def _filter(
     enabled = config.enabled()
     selected: list[Finding] = []
     ignore_cache: dict[str, tuple[str, ...]] = {}
+    excluded: dict[str, bool] = {}
+    matcher = config.exclude_matcher()
     for finding in raw:
         if finding.code not in enabled:
             continue
+        if matcher:
+            # A hazard located in an excluded file (reached from a checked
+            # one) is not reported either: excluded means "not my code".
+            hidden_path = excluded.get(finding.path)
+            if hidden_path is None:
+                hidden_path = excluded[finding.path] = matcher.matches(finding.path)
+            if hidden_path:
+                continue
         ignored = ignore_cache.get(finding.path)
         if ignored is None:
             ignored = ignore_cache[finding.path] = config.ignored_for(finding.path)
@@ -455,6 +465,7 @@ def run(paths: Sequence[str], settings: RunSettings) -> RunResult:
     report = FixReport() if fixing else None
     originals: dict[str, SourceFile] = {}
     broken: set[str] = set()
+    checked = {display_path(f) for f in files}
     analysed = 0
     for _ in range(MAX_FIX_PASSES if fixing else 1):
         lint = _lint_pass(files, settings, overlay, timings)
@@ -462,10 +473,12 @@ def run(paths: Sequence[str], settings: RunSettings) -> RunResult:
         findings, hidden = _filter(lint.findings, files, settings, lint.texts, overlay)
         if report is None:
             break
+        # Only the files being checked are rewritten: a hazard found in a file
+        # imported from elsewhere is reported, never silently edited.
         todo = [
             f
             for f in findings
-            if applicable(f, unsafe=settings.unsafe_fixes) and f.path not in broken
+            if applicable(f, unsafe=settings.unsafe_fixes) and f.path not in broken and f.path in checked
         ]
         if not todo:
             break

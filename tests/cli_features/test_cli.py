@@ -209,3 +209,71 @@ def test_bad_jobs_and_path(capsys: pytest.CaptureFixture[str]) -> None:
     assert info.value.code == 2
     code, _, err = _run(capsys, "does/not/exist.py")
     assert code == 2 and "does not exist" in err
+
+
+BLOCKS = '''\
+from torch import nn
+
+
+class Block(nn.Module):
+    def forward(self, x):
+        x.mul_(2)
+        return x
+'''
+
+DRIVER = '''\
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .blocks import Block
+
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.block = Block()
+
+    def forward(self, x):
+        return checkpoint(self.block, x, use_reentrant=False)
+'''
+
+
+@pytest.fixture
+def cross(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "blocks.py").write_text(BLOCKS)
+    (pkg / "model.py").write_text(DRIVER)
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "p"\n')
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_cache_invalidates_when_a_dependency_changes(cross: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+
+    for p in (cross / "pkg").iterdir():  # old enough for the stat index
+        st = p.stat()
+        os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns - 60 * 10**9))
+    assert _json(capsys, ".") == [("pkg/blocks.py", 6, "CKP101")]
+    assert _json(capsys, ".") == [("pkg/blocks.py", 6, "CKP101")]  # warm
+    assert any((cross / ".ckptlint_cache").iterdir())
+    # blocks.py is not a driver (no checkpoint in it); model.py's cached
+    # result depends on it and must be recomputed.
+    (cross / "pkg" / "blocks.py").write_text(BLOCKS.replace("x.mul_(2)", "x = x * 2"))
+    assert _json(capsys, ".") == []
+    (cross / "pkg" / "blocks.py").write_text(BLOCKS)
+    assert _json(capsys, ".") == [("pkg/blocks.py", 6, "CKP101")]
+
+
+def test_fix_touches_only_checked_files_and_exclude_hides(cross: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Only model.py is checked (as pre-commit would pass it): the hazard in
+    # blocks.py is reported but not rewritten.
+    code, out, _ = _run(capsys, "pkg/model.py", "--unsafe-fixes")
+    assert code == 1 and "pkg/blocks.py:6:9: CKP101" in out
+    assert (cross / "pkg" / "blocks.py").read_text() == BLOCKS
+    code, out, _ = _run(capsys, ".", "--unsafe-fixes")
+    assert code == 0 and "x = x.mul(2)" in (cross / "pkg" / "blocks.py").read_text()
+    (cross / "pkg" / "blocks.py").write_text(BLOCKS)
+    assert _json(capsys, ".", "--extend-exclude", "blocks.py") == []
