@@ -334,16 +334,29 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _missing_runtime(exc: ImportError) -> bool:
+    missing = (getattr(exc, "name", None) or "").split(".")[0]
+    return missing in ("torch", "hypothesis", "numpy") or missing == ""
+
+
 def _cmd_verify(argv: Sequence[str]) -> int:
+    # runtime_checks imports torch lazily, so a missing runtime extra can
+    # surface at import time or only once the command runs.
+    message = "ckptlint verify needs the runtime extra: pip install 'ckptlint[runtime]'"
     try:
         import runtime_checks.cli as runtime_cli
     except ImportError as exc:
-        missing = (getattr(exc, "name", None) or "").split(".")[0]
-        if missing in ("torch", "hypothesis", "numpy") or missing == "":
-            print("ckptlint verify needs the runtime extra: pip install 'ckptlint[runtime]'", file=sys.stderr)
+        if _missing_runtime(exc):
+            print(message, file=sys.stderr)
             return EXIT_ERROR
         raise
-    return int(runtime_cli.main(list(argv)))
+    try:
+        return int(runtime_cli.main(list(argv)))
+    except ImportError as exc:
+        if _missing_runtime(exc):
+            print(message, file=sys.stderr)
+            return EXIT_ERROR
+        raise
 
 
 def main(argv: Sequence[str] | None = None) -> int:
