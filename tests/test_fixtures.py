@@ -222,6 +222,40 @@ def compare(expected: list[Expectation], findings: Iterable[Any], root: Path) ->
     return problems
 
 
+def check_finding_shape(findings: Iterable[Any], root: Path) -> list[str]:
+    """Structural promises of every finding: a hazard names its callable and a real checkpoint site.
+
+    Issue 2: "Every finding names the checkpointed callable and the call site that checkpoints it
+    (path:line)". Positions must be ordered; the statement span must hold the finding's line.
+    """
+    problems = []
+    for f in findings:
+        where = f"{_relative_finding_path(f.path, root)}:{f.line}: {f.code}"
+        if not (f.line >= 1 and f.column >= 0 and (f.end_line, f.end_column) >= (f.line, f.column)):
+            problems.append(f"BAD SPAN   {where}: ({f.line},{f.column})-({f.end_line},{f.end_column})")
+        lines = getattr(f, "statement_lines", None)
+        if lines is not None and not lines[0] <= f.line <= lines[1]:
+            problems.append(f"BAD SPAN   {where}: statement_lines {lines} do not hold the finding line")
+        if f.code == "CKP001":
+            continue
+        site = f.checkpoint_site
+        if site is None:
+            problems.append(f"NO SITE    {where}")
+        else:
+            site_rel = _relative_finding_path(site.path, root)
+            site_file = root / site_rel
+            if site_rel.startswith("..") or not site_file.is_file():
+                problems.append(f"BAD SITE   {where}: checkpoint_site {site} is not a file of the fixture")
+            elif not 1 <= site.line <= len(site_file.read_bytes().splitlines()):
+                problems.append(f"BAD SITE   {where}: checkpoint_site line {site.line} is outside {site_rel}")
+        if f.code[3] in "123":  # hazard families name the checkpointed callable
+            if not f.callable:
+                problems.append(f"NO CALLABLE {where}")
+            elif f.callable not in f.message:
+                problems.append(f"UNNAMED    {where}: message does not name {f.callable!r}: {f.message}")
+    return problems
+
+
 def _lint(paths: list[str]) -> Any:
     try:
         from ckptlint.engine import lint
@@ -260,7 +294,7 @@ def test_fixture(fixture: Path) -> None:
     result = _lint([str(fixture)])
     root = fixture_root(fixture)
     errors = [f"INTERNAL ERROR in {path}:\n{text}" for path, text in result.errors]
-    problems = compare(expected, result.findings, root)
+    problems = compare(expected, result.findings, root) + check_finding_shape(result.findings, root)
     if errors or problems:
         header = f"fixture {fixture.name}: {len(expected)} expected, {len(result.findings)} found"
         pytest.fail("\n".join([header, *errors, *problems]), pytrace=False)
@@ -359,6 +393,24 @@ def test_harness_reports_missing_and_unexpected(tmp_path: Path) -> None:
     assert "UNEXPECTED m.py:2: CKP201" in text
     assert len(problems) == 4
     assert compare(expected[:1], found[:1], tmp_path) == []
+
+
+def test_finding_shape_checks(tmp_path: Path) -> None:
+    """The structural checks catch a missing site, a site outside the fixture, an unnamed callable."""
+    from ckptlint.types import Finding, Site
+
+    (tmp_path / "m.py").write_text("a\nb\n", encoding="utf-8")
+    path = str(tmp_path / "m.py")
+    good = Finding("CKP101", "in-place add_() on 'x' of checkpointed 'f'", path, 1, 0, 1, 3, "f", Site(path, 2))
+    assert check_finding_shape([good], tmp_path) == []
+    bad = [
+        Finding("CKP101", "msg", path, 1, 0, 1, 3, "f", None),
+        Finding("CKP201", "no name here", path, 1, 0, 1, 3, "g", Site(path, 9)),
+        Finding("CKP301", "m", path, 2, 4, 1, 0, None, Site("/elsewhere/x.py", 1)),
+    ]
+    text = "\n".join(check_finding_shape(bad, tmp_path))
+    for needle in ("NO SITE", "UNNAMED", "line 9 is outside", "BAD SPAN", "is not a file of the fixture", "NO CALLABLE"):
+        assert needle in text, needle
 
 
 def test_expectation_parser(tmp_path: Path) -> None:
