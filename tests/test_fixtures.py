@@ -17,8 +17,11 @@ named ``benign_*`` carry no expectations and must produce no findings at all. Fi
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -361,6 +364,32 @@ def test_every_benign_lookalike_has_a_fixture() -> None:
         elif not name.startswith("benign_") or expectations[name]:
             problems.append(f"{lookalike!r}: fixture {name!r} is not a benign_* fixture without expectations")
     assert not problems, "\n".join(problems)
+
+
+_DUMP_SCRIPT = """
+import json, sys
+from ckptlint.engine import lint
+out = []
+for path in sys.argv[1:]:
+    result = lint([path])
+    out.append([path, [f.to_dict() for f in result.findings], [list(e) for e in result.errors]])
+print(json.dumps(out, sort_keys=True, default=str))
+"""
+
+
+def test_findings_do_not_depend_on_hash_seed() -> None:
+    """Same corpus, two PYTHONHASHSEED values, byte-identical findings (no set-order leaks)."""
+    paths = [str(f) for f in FIXTURES]
+    dumps = []
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        proc = subprocess.run(
+            [sys.executable, "-c", _DUMP_SCRIPT, *paths], capture_output=True, text=True, env=env, timeout=300
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        dumps.append(json.loads(proc.stdout))
+    differing = [a[0] for a, b in zip(dumps[0], dumps[1]) if a != b]
+    assert not differing, f"findings differ between PYTHONHASHSEED=1 and =2 for: {differing}"
 
 
 def test_harness_reports_missing_and_unexpected(tmp_path: Path) -> None:
