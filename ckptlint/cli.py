@@ -107,18 +107,23 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _register_tool_rules() -> None:
-    """CKP002 lives with the suppressions; make ``ckptlint rule`` know it."""
-    from ckptlint import suppressions
-    from ckptlint.rules import register
+def _documented_rules() -> tuple[list, dict]:
+    """The engine's rules plus CKP002, which lives with the suppressions.
 
-    register(suppressions)
+    CKP002 is merged here rather than registered into the engine's registry:
+    the engine never emits it, and its rule-case machinery should not see it.
+    """
+    from ckptlint import suppressions
+    from ckptlint.rules import ALL_RULES, RULES_BY_CODE
+
+    rules = sorted({*ALL_RULES, suppressions}, key=lambda m: m.CODE)
+    return rules, {**RULES_BY_CODE, suppressions.CODE: suppressions}
 
 
 def _cmd_rule(args: argparse.Namespace) -> int:
-    _register_tool_rules()
-    from ckptlint.rules import ALL_RULES, RULES_BY_CODE, rule_doc
+    from ckptlint.rules import rule_doc
 
+    ALL_RULES, RULES_BY_CODE = _documented_rules()
     if args.all or not args.code:
         width = max(len(m.NAME) for m in ALL_RULES)
         for m in ALL_RULES:
@@ -153,7 +158,6 @@ def _line_reader() -> Callable[[str, int], str | None]:
 
 def _statistics(result: "object", fmt: str, unsafe: bool) -> str:
     from ckptlint.fixes import applicable
-    from ckptlint.rules import RULES_BY_CODE
 
     findings = result.findings  # type: ignore[attr-defined]
     counts: dict[str, list[int]] = {}
@@ -165,8 +169,8 @@ def _statistics(result: "object", fmt: str, unsafe: bool) -> str:
             entry[1] += 1
         elif applicable(f, unsafe=True):
             unsafe_only += 1
-    _register_tool_rules()
-    names = {code: getattr(RULES_BY_CODE.get(code), "NAME", "") for code in counts}
+    by_code = _documented_rules()[1]
+    names = {code: getattr(by_code.get(code), "NAME", "") for code in counts}
     rows = sorted(counts.items(), key=lambda kv: (-kv[1][0], kv[0]))
     if fmt == "json":
         return json.dumps(
@@ -207,7 +211,6 @@ def _render(args: argparse.Namespace, result: "object", color: bool) -> str:
     if args.format == "sarif":
         from ckptlint.report import sarif
 
-        _register_tool_rules()
         return sarif.render(findings, suppressed=suppressed, errors=result.errors)  # type: ignore[attr-defined]
     if args.format == "github":
         from ckptlint.report import github
