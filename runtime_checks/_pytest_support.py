@@ -479,7 +479,12 @@ def run_examples(
 
 def _targets(result: Any, marker: Mapping[str, Any]) -> Iterable[tuple[Any, Any]]:
     """(model, inputs) pairs to verify from a marked test's return value and its marker."""
-    values = list(result) if inspect.isgenerator(result) else [result]
+    if inspect.isgenerator(result):
+        values = list(result)
+        if not values:
+            raise _MarkerUsage("the test yielded nothing: yield the model or (model, inputs)")
+    else:
+        values = [result]
     for value in values:
         model, inputs = marker.get("model"), marker.get("inputs")
         if value is None:

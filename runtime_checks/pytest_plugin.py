@@ -13,7 +13,7 @@ What it provides:
 * the ``ckpt_verify`` fixture: ``verify``'s signature, preconfigured from the
   options, raising ``AssertionError`` with the report table on a mismatch;
 * the ``@pytest.mark.ckpt_equivalence(...)`` marker, whose test may also
-  *return* the model (or ``(model, inputs)``) to verify;
+  *return* (or *yield*) the model or ``(model, inputs)`` to verify;
 * ``--ckpt-*`` options with ini equivalents (precedence marker > CLI > ini);
 * the ``ckpt`` hypothesis settings profile (:func:`register_ckpt_profile`);
 * a terminal summary of every verified model.
@@ -21,6 +21,7 @@ What it provides:
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -390,6 +391,25 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
         item.config.stash[_current_item_key] = None
         for entry in _aggregate(item.nodeid, item.stash[_item_entries_key]):
             item.user_properties.append((USER_PROPERTY, json.dumps(entry, sort_keys=True)))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makeitem(collector: pytest.Module | pytest.Class, name: str, obj: object) -> list[pytest.Item] | None:
+    """Collect ``ckpt_equivalence``-marked generator functions, which yield what to verify.
+
+    pytest refuses generator test functions; for a marked one, each yielded model or
+    ``(model, inputs)`` is verified in turn. Built with the collector's own function
+    generation so that parametrize and fixtures work as for any test.
+    """
+    if not inspect.isgeneratorfunction(obj) or not collector.istestfunction(obj, name):
+        return None
+    marked = any(mark.name == MARKER for mark in getattr(obj, "pytestmark", ()))
+    if not marked and collector.get_closest_marker(MARKER) is None:
+        return None
+    genfunctions = getattr(collector, "_genfunctions", None)
+    if genfunctions is None:  # pragma: no cover - a pytest without it; pytest's own error follows
+        return None
+    return list(genfunctions(name, obj))
 
 
 @pytest.hookimpl(tryfirst=True)

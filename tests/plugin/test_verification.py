@@ -189,6 +189,49 @@ def test_marker_forms(models: pytest.Pytester) -> None:
     assert "_pytest_support.py" not in result.stdout.str()
 
 
+def test_marker_on_generator_verifies_each_yield(models: pytest.Pytester) -> None:
+    models.makepyfile(
+        """
+        import pytest
+        import torch
+        from models import Net, hazardous
+
+        @pytest.mark.ckpt_equivalence(inputs=torch.randn(2, 8))
+        def test_widths():
+            for width in (8, 8):
+                yield Net(width=width)
+
+        @pytest.mark.parametrize("batch", [1, 3])
+        @pytest.mark.ckpt_equivalence()
+        def test_batches(batch):
+            yield Net(), torch.randn(batch, 8)
+
+        @pytest.mark.ckpt_equivalence(inputs=torch.randn(2, 8))
+        def test_second_is_hazardous():
+            yield Net()
+            yield hazardous()
+
+        @pytest.mark.ckpt_equivalence(inputs=torch.randn(2, 8))
+        def test_yields_nothing():
+            return
+            yield
+        """
+    )
+    result = _run(models)
+    result.assert_outcomes(passed=3, failed=2)
+    out = result.stdout.str()
+    result.stdout.fnmatch_lines(["PASS *::test_widths [[]Net, 2 runs[]] on cpu"])
+    assert "::test_batches[1] [Net] on cpu" in out and "::test_batches[3] [Net] on cpu" in out
+    assert "::test_second_is_hazardous [Net, 2 runs, 1 failing] on cpu" in out
+    assert "test_yields_nothing: the test yielded nothing" in out
+
+
+def test_unmarked_generator_is_left_to_pytest(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_unmarked_generator():\n    yield 1\n")
+    result = _run(pytester)
+    result.stdout.fnmatch_lines(["*'yield' keyword is allowed in fixtures, but not in tests (test_unmarked_generator)*"])
+
+
 def test_marker_usage_errors(models: pytest.Pytester) -> None:
     models.makepyfile(
         """
