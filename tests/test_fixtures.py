@@ -392,6 +392,72 @@ def test_findings_do_not_depend_on_hash_seed() -> None:
     assert not differing, f"findings differ between PYTHONHASHSEED=1 and =2 for: {differing}"
 
 
+_CKPT_IMPORT_RE = re.compile(
+    r"^from torch\.utils\.checkpoint import (checkpoint|checkpoint_sequential|checkpoint, checkpoint_sequential)$",
+    re.MULTILINE,
+)
+# Two other spellings of the same import: the findings must not change (issue 2 item 2).
+IMPORT_VARIANTS = {
+    "module-alias": ("import torch.utils.checkpoint as tuc_mod", "tuc_mod"),
+    "from-utils": ("from torch.utils import checkpoint as tuc_mod", "tuc_mod"),
+}
+
+
+class _QualifyCheckpointNames(libcst.CSTTransformer):
+    """Rewrite uses of the names ``checkpoint``/``checkpoint_sequential`` as ``<prefix>.<name>``.
+
+    Only call targets, decorators and call arguments: the places the fixtures use them. The rewrite
+    stays on the same line, so every expectation keeps its line number.
+    """
+
+    NAMES = frozenset({"checkpoint", "checkpoint_sequential"})
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def _qualify(self, node: libcst.BaseExpression) -> libcst.BaseExpression:
+        if isinstance(node, libcst.Name) and node.value in self.NAMES:
+            return libcst.Attribute(value=libcst.Name(self.prefix), attr=libcst.Name(node.value))
+        return node
+
+    def leave_Call(self, original_node: libcst.Call, updated_node: libcst.Call) -> libcst.Call:
+        return updated_node.with_changes(func=self._qualify(updated_node.func))
+
+    def leave_Arg(self, original_node: libcst.Arg, updated_node: libcst.Arg) -> libcst.Arg:
+        return updated_node.with_changes(value=self._qualify(updated_node.value))
+
+
+IMPORT_FORM_FIXTURES = [
+    f
+    for f in FIXTURES
+    if f.is_file()
+    and not f.name.startswith(("syntax_error_", "encoding_"))  # unparsable, or not UTF-8
+    and _CKPT_IMPORT_RE.search(f.read_text(encoding="utf-8", errors="replace"))
+]
+
+
+@pytest.mark.parametrize("variant", sorted(IMPORT_VARIANTS))
+@pytest.mark.parametrize("fixture", IMPORT_FORM_FIXTURES, ids=[f.name for f in IMPORT_FORM_FIXTURES])
+def test_fixture_under_other_import_forms(fixture: Path, variant: str, tmp_path: Path) -> None:
+    """Metamorphic: respelling ``from torch.utils.checkpoint import checkpoint`` keeps every finding."""
+    import_line, prefix = IMPORT_VARIANTS[variant]
+    source = fixture.read_text(encoding="utf-8")
+    source = _CKPT_IMPORT_RE.sub(import_line, source, count=1)
+    rewritten = libcst.parse_module(source).visit(_QualifyCheckpointNames(prefix)).code
+    assert rewritten.count("\n") == source.count("\n"), "the rewrite must keep line numbers"
+    assert "tuc_mod." in rewritten, "nothing was rewritten"
+    copy = tmp_path / fixture.name
+    copy.write_text(rewritten, encoding="utf-8")
+    expected = parse_expectations(copy)
+    result = _lint([str(copy)])
+    errors = [f"INTERNAL ERROR in {path}:\n{text}" for path, text in result.errors]
+    problems = compare(expected, result.findings, tmp_path)
+    if errors or problems:
+        header = f"fixture {fixture.name} with `{import_line}`: {len(expected)} expected, {len(result.findings)} found"
+        pytest.fail("\n".join([header, *errors, *problems]), pytrace=False)
+
+
 def test_harness_reports_missing_and_unexpected(tmp_path: Path) -> None:
     """The comparison itself: a missing, an extra and a wrongly pinned finding are all reported."""
 
