@@ -95,8 +95,13 @@ class CachedResult:
 class ResultCache:
     """Content-addressed analysis results for one configuration."""
 
-    def __init__(self, root: str, options: Mapping[str, Any], *, enabled: bool = True) -> None:
+    def __init__(
+        self, root: str, options: Mapping[str, Any], *, enabled: bool = True, read_only: bool = False
+    ) -> None:
         self.enabled = enabled
+        # Read-only: serve hits but record nothing (a --diff pass analyses
+        # in-memory fixed sources, which must never be stored as disk truth).
+        self.read_only = read_only
         self.directory = Path(root) / CACHE_DIR_NAME
         key_material = json.dumps(
             {"tool": tool_fingerprint(), "options": options, "cwd": os.getcwd(), "format": FORMAT_VERSION},
@@ -144,7 +149,7 @@ class ResultCache:
 
     def save(self) -> None:
         """Write the store atomically if anything changed."""
-        if not self.enabled or not self._dirty:
+        if not self.enabled or self.read_only or not self._dirty:
             return
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -187,6 +192,10 @@ class ResultCache:
 
     def _stat_key(self, path: str) -> str:
         return os.path.abspath(path)
+
+    def override(self, path: str, digest: str) -> None:
+        """Treat ``path`` as having content ``digest`` (an in-memory version)."""
+        self._hash_memo[self._stat_key(path)] = digest
 
     def known_hash(self, path: str) -> str | None:
         """The content hash of ``path`` if its stat is unchanged since it was recorded."""

@@ -111,6 +111,10 @@ class ModuleInfo:
         self.defs: dict[str, cst.FunctionDef | cst.ClassDef] = {}
         self.assigns: dict[str, list[cst.BaseExpression]] = {}
         self._positions: dict[cst.CSTNode, CodeRange] | None = None
+        self._full_positions = False
+        self._starts: list[int] | None = None
+        self._stmt_index: dict[int, int] | None = None
+        self._indexed: set[int] = set()
         self._wrapper: MetadataWrapper | None = None
         self._lines: list[str] | None = None
         try:
@@ -205,13 +209,89 @@ class ModuleInfo:
     # -- positions ---------------------------------------------------------------
 
     def position(self, node: cst.CSTNode) -> CodeRange | None:
-        """Source range of ``node`` (computed for the whole file on first use)."""
+        """Source range of ``node``.
+
+        Computed for the one top-level statement holding the node (libcst's
+        position pass over a whole file costs more than parsing it), with the
+        statement's first line taken from ``ast``; the whole file is the
+        fallback when that mapping is not available.
+        """
         if self.module is None:
             return None
+        if self._positions is not None and node in self._positions:
+            return self._positions[node]
         if self._positions is None:
-            self._wrapper = MetadataWrapper(self.module, unsafe_skip_copy=True)
-            self._positions = dict(self._wrapper.resolve(PositionProvider))
+            self._positions = {}
+        if not self._full_positions:
+            index = self._statement_index(node)
+            starts = self._statement_starts()
+            if index is not None and starts is not None:
+                stmt = self.module.body[index]
+                mini = cst.Module(
+                    body=[stmt], header=[], footer=[], encoding=self.module.encoding,
+                    default_indent=self.module.default_indent, default_newline=self.module.default_newline,
+                    has_trailing_newline=True,
+                )
+                positions = MetadataWrapper(mini, unsafe_skip_copy=True).resolve(PositionProvider)
+                first: cst.CSTNode = stmt
+                decorators = getattr(stmt, "decorators", ())
+                if decorators:
+                    first = decorators[0]
+                offset = starts[index] - positions[first].start.line
+                for n, r in positions.items():
+                    if offset:
+                        r = CodeRange((r.start.line + offset, r.start.column), (r.end.line + offset, r.end.column))
+                    self._positions[n] = r
+                if node in self._positions:
+                    return self._positions[node]
+        self._full_positions = True
+        wrapper = MetadataWrapper(self.module, unsafe_skip_copy=True)
+        self._positions.update(wrapper.resolve(PositionProvider))
         return self._positions.get(node)
+
+    def _statement_starts(self) -> list[int] | None:
+        """First line of each top-level statement (``ast``), None when it does not line up."""
+        if self._starts is None:
+            import ast
+
+            starts: list[int] = []
+            try:
+                tree = ast.parse(self.source)
+            except (SyntaxError, ValueError, RecursionError, MemoryError):
+                self._starts = []
+                return None
+            for st in tree.body:
+                line = min([st.lineno, *(d.lineno for d in getattr(st, "decorator_list", ()))])
+                if starts and starts[-1] == line:
+                    continue  # ``a; b`` is one libcst statement line
+                starts.append(line)
+            self._starts = starts
+        assert self.module is not None
+        if len(self._starts) != len(self.module.body):
+            return None
+        return self._starts
+
+    def _statement_index(self, node: cst.CSTNode) -> int | None:
+        from ckptlint.analysis.walk import walk
+
+        assert self.module is not None
+        for i, stmt in enumerate(self.module.body):
+            if stmt is node:
+                return i
+        if self._stmt_index is None:
+            self._stmt_index = {}
+        cached = self._stmt_index.get(id(node))
+        if cached is not None:
+            return cached
+        for i, stmt in enumerate(self.module.body):
+            if i in self._indexed:
+                continue
+            self._indexed.add(i)
+            for n in walk(stmt):
+                self._stmt_index[id(n)] = i
+            if id(node) in self._stmt_index:
+                return i
+        return self._stmt_index.get(id(node))
 
     def code_for(self, node: cst.CSTNode) -> str:
         assert self.module is not None
@@ -234,6 +314,7 @@ class Project:
         self._classes: dict[str, ClassInfo | None] = {}
         self._functions: dict[str, FunctionInfo | None] = {}
         self._tracking: set[str] | None = None
+        self._found: dict[tuple[str, str], str | None] = {}  # (module name, root) -> path
         # Per-run memo for derived facts (keyed by path inside each table).
         self.cache: dict[str, dict[str, object]] = {}
 
@@ -303,6 +384,15 @@ class Project:
 
     def find_module(self, name: str, near: ModuleInfo | None = None) -> ModuleInfo | None:
         """The module called ``name``: from the checked files, else on disk next to ``near``."""
+        root = near.root if near is not None else ""
+        key = (name, root)
+        path = self._found.get(key, "")
+        if path == "":
+            path = self._find_module_path(name, near)
+            self._found[key] = path
+        return self.module(path) if path is not None else None
+
+    def _find_module_path(self, name: str, near: ModuleInfo | None) -> str | None:
         candidates = self._by_name.get(name)
         if candidates:
             if near is not None and len(candidates) > 1:
@@ -314,7 +404,7 @@ class Project:
                         candidates,
                         key=lambda c: -len(os.path.commonpath([os.path.abspath(c[0]), os.path.abspath(near.path)])),
                     )
-            return self.module(candidates[0][0])
+            return candidates[0][0]
         if near is None or not name:
             return None
         # A file next to the checked one that was not listed (checking one file
@@ -326,7 +416,7 @@ class Project:
                 if not os.path.isabs(near.path):
                     path = os.path.normpath(os.path.relpath(path))
                 self._by_name.setdefault(name, []).append((path, near.root))
-                return self.module(path)
+                return path
         return None
 
     # -- name resolution ---------------------------------------------------------

@@ -19,7 +19,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
-from ckptlint.cache import Facts, ResultCache
+from ckptlint.cache import Facts, ResultCache, content_hash
 from ckptlint.config import Config, code_matches
 from ckptlint.files import display_path, iter_python_files
 from ckptlint.fixes import SourceFile, applicable, apply_fixes, read_source, reparses, unified_diff, write_source
@@ -224,9 +224,13 @@ def _lint_pass(
     cache = ResultCache(
         config.project_root,
         {"checkpoint_functions": list(config.checkpoint_functions), "max_helper_depth": config.max_helper_depth},
-        # In-memory fixed sources (--diff) are not what is on disk.
-        enabled=settings.use_cache and not overlay,
+        enabled=settings.use_cache,
+        # In-memory fixed sources (--diff) are not what is on disk: use the
+        # cache, but store nothing learnt from them.
+        read_only=bool(overlay),
     )
+    for key, text in overlay.items():
+        cache.override(key, content_hash(text.encode("utf-8", "surrogatepass")))
     # The engine (and libcst behind it) is imported only when some file needs
     # real work: a fully cached run never pays for it.
     t0 = time.perf_counter()
@@ -254,7 +258,7 @@ def _lint_pass(
     for path in files:
         if path in overlay:
             texts[path] = overlay[path]
-            digests[path] = ""
+            digests[path] = cache.current_hash(path)
         else:
             digest = cache.known_hash(path)
             if digest is None and text_of(path) is None:

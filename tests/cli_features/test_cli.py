@@ -277,3 +277,19 @@ def test_fix_touches_only_checked_files_and_exclude_hides(cross: Path, capsys: p
     assert code == 0 and "x = x.mul(2)" in (cross / "pkg" / "blocks.py").read_text()
     (cross / "pkg" / "blocks.py").write_text(BLOCKS)
     assert _json(capsys, ".", "--extend-exclude", "blocks.py") == []
+
+
+def test_diff_with_warm_cache_sees_in_memory_fixes(cross: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+
+    for p in (cross / "pkg").iterdir():
+        st = p.stat()
+        os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns - 60 * 10**9))
+    _run(capsys, ".")  # fills the cache with model.py's result (depends on blocks.py)
+    code, out, err = _run(capsys, ".", "--diff", "--unsafe-fixes")
+    assert "+        x = x.mul(2)\n" in out
+    # the re-lint after the in-memory fix must not serve model.py's cached
+    # result (its dependency changed in memory)
+    assert "(0 would remain)" in err, err
+    assert (cross / "pkg" / "blocks.py").read_text() == BLOCKS
+    assert _json(capsys, ".") == [("pkg/blocks.py", 6, "CKP101")]  # the cache still holds disk truth
