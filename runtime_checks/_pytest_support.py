@@ -65,8 +65,9 @@ def _device_problem(device: str) -> str | None:
     if not torch_module.cuda.is_available():
         build = "a CPU-only build" if torch_module.version.cuda is None else "no CUDA device visible"
         return f"checkpoint-equivalence device {device!r} requested but CUDA is not available (torch {torch_module.__version__}, {build})"
-    if ":" in device:
-        index = int(device.split(":", 1)[1])
+    index_text = device.partition(":")[2]
+    if index_text.isdigit():  # anything malformed is left to verify(), which names it
+        index = int(index_text)
         count = torch_module.cuda.device_count()
         if index >= count:
             return f"checkpoint-equivalence device {device!r} requested but only {count} CUDA device(s) are visible"
