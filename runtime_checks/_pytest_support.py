@@ -477,16 +477,17 @@ def run_examples(
 # ---------------------------------------------------------------------------------------------
 
 
-
 def _targets(result: Any, marker: Mapping[str, Any]) -> Iterable[tuple[Any, Any]]:
-    """(model, inputs) pairs to verify from a marked test's return value and its marker."""
-    if inspect.isgenerator(result):
-        values = list(result)
-        if not values:
-            raise _MarkerUsage("the test yielded nothing: yield the model or (model, inputs)")
-    else:
-        values = [result]
+    """(model, inputs) pairs to verify from a marked test's return value and its marker.
+
+    A generator is consumed lazily, so each yielded model is verified (and can be freed)
+    before the next is built.
+    """
+    is_generator = inspect.isgenerator(result)
+    values = result if is_generator else iter([result])
+    count = 0
     for value in values:
+        count += 1
         model, inputs = marker.get("model"), marker.get("inputs")
         if value is None:
             pass
@@ -509,6 +510,8 @@ def _targets(result: Any, marker: Mapping[str, Any]) -> Iterable[tuple[Any, Any]
                 "or return (model, inputs) from the test"
             )
         yield model, inputs
+    if is_generator and count == 0:
+        raise _MarkerUsage("the test yielded nothing: yield the model or (model, inputs)")
 
 
 def _with_notes(error: BaseException) -> str:
