@@ -303,6 +303,23 @@ def test_fixture(fixture: Path) -> None:
         pytest.fail("\n".join([header, *errors, *problems]), pytrace=False)
 
 
+def test_whole_corpus_in_one_run() -> None:
+    """Linting all fixtures as one tree (``ckptlint check tests/fixtures``) gives exactly the union of the
+    per-fixture results: same-named classes in different fixtures must not leak into each other."""
+    expected = []
+    for fixture in FIXTURES:
+        prefix = f"{fixture.name}/" if fixture.is_dir() else ""
+        expected += [
+            Expectation(prefix + e.path, e.line, e.code, e.callable) for e in parse_expectations(fixture)
+        ]
+    result = _lint([str(FIXTURES_DIR)])
+    errors = [f"INTERNAL ERROR in {path}:\n{text}" for path, text in result.errors]
+    problems = compare(expected, result.findings, FIXTURES_DIR)
+    if errors or problems:
+        header = f"whole corpus: {len(expected)} expected, {len(result.findings)} found"
+        pytest.fail("\n".join([header, *errors, *problems]), pytrace=False)
+
+
 def _all_expectations() -> dict[str, list[Expectation]]:
     return {f.name: parse_expectations(f) for f in FIXTURES}
 
