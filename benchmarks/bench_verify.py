@@ -117,6 +117,7 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--repeat", type=int, default=3, help="repeat each phase, keep the fastest (default 3)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -136,14 +137,25 @@ def main() -> int:
     for p in model.parameters():
         p.grad = None
 
-    plain_s, plain_peak, _ = _timed(device, lambda: _step(model, ids, proj))
-    for p in model.parameters():
-        p.grad = None
-    model.checkpointing = True
-    ckpt_s, ckpt_peak, _ = _timed(device, lambda: _step(model, ids, proj))
-    for p in model.parameters():
-        p.grad = None
-    verify_s, verify_peak, report = _timed(device, lambda: verify(model, ids, localize=False))
+    # Shared machines are noisy: repeat the three phases, keep each one's fastest
+    # time and its highest peak.
+    plain_s = ckpt_s = verify_s = math.inf
+    plain_peak = ckpt_peak = verify_peak = 0
+    report = None
+    for _ in range(args.repeat):
+        model.checkpointing = False
+        s, peak, _ = _timed(device, lambda: _step(model, ids, proj))
+        plain_s, plain_peak = min(plain_s, s), max(plain_peak, peak)
+        for p in model.parameters():
+            p.grad = None
+        model.checkpointing = True
+        s, peak, _ = _timed(device, lambda: _step(model, ids, proj))
+        ckpt_s, ckpt_peak = min(ckpt_s, s), max(ckpt_peak, peak)
+        for p in model.parameters():
+            p.grad = None
+        s, peak, report = _timed(device, lambda: verify(model, ids, localize=False))
+        verify_s, verify_peak = min(verify_s, s), max(verify_peak, peak)
+    assert report is not None
 
     budget_s = 1.3 * (plain_s + ckpt_s + plain_s)
     extra = verify_peak - plain_peak
@@ -156,7 +168,7 @@ def main() -> int:
     ]
     print(f"model: {n_params / 1e6:.1f}M parameters, {args.layers} layers, d={args.d_model}, "
           f"batch {args.batch}x{args.seq}, device {device}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, equivalent={report.equivalent}")
+          f"{torch.get_num_threads()} threads, best of {args.repeat}, equivalent={report.equivalent}")
     print("| phase | wall s | peak MiB |")
     print("|---|---:|---:|")
     for r in rows:
