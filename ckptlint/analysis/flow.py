@@ -18,7 +18,7 @@ from typing import Callable, Iterator, Sequence
 import libcst as cst
 
 from ckptlint.analysis import names as N
-from ckptlint.analysis.values import Env, Instance
+from ckptlint.analysis.values import Env, Instance, literal_truth
 from ckptlint.analysis.walk import iter_children, walk
 from ckptlint.discovery.callables import CallableRef, Ctx, Resolver, first_param
 from ckptlint.project import ModuleInfo, dotted_name
@@ -110,6 +110,9 @@ class _FunctionState:
         # and parameters that received a caller's fresh ``**kwargs`` dict.
         self.fresh: set[str] = (self.star_params & set(taint)) | set(fresh)
         self.self_alias: set[str] = set()
+        # Parameters whose truth value is known from the call (``inplace=False``
+        # by default): branches on them that cannot run are skipped.
+        self.consts: dict[str, bool] = {}
         self.locals = set(self.params)
         env = ctx.env
         if env is not None:
@@ -147,9 +150,9 @@ class FlowAnalyzer:
 
     def _run(
         self, ref: CallableRef, taint: dict[str, str], chain: tuple[str, ...], depth: int, memo_extra: object,
-        fresh: frozenset[str] = frozenset(),
+        fresh: frozenset[str] = frozenset(), consts: frozenset[tuple[str, bool]] = frozenset(),
     ) -> "_Returns | None":
-        key = (ref.key, frozenset(taint.items()), memo_extra, id(ref.outer) if ref.outer else None, fresh)
+        key = (ref.key, frozenset(taint.items()), memo_extra, id(ref.outer) if ref.outer else None, fresh, consts)
         if key in self._done:
             return self._returns.get(key)
         if ref.key in self._stack:
@@ -166,6 +169,7 @@ class FlowAnalyzer:
                 closure=ref.closure, closure_refs=ref.closure_refs, outer=ref.outer,
             )
             state = _FunctionState(ref, ctx, taint, fresh)
+            state.consts = dict(consts)
             visit = Visit(ref, ref.module, chain, dict(taint))
             walker = _Walker(self, state, visit, depth, memo_extra)
             node = ref.node
@@ -331,6 +335,7 @@ class _Walker:
             if name in s.globals or name in s.nonlocals:
                 self.a.emit(GlobalWriteEvent(name, target, self.stmt, "global" if name in s.globals else "nonlocal"), self.visit)
             s.fresh.discard(name)
+            s.consts.pop(name, None)
             if origin is not None:
                 s.taint[name] = origin
             else:
@@ -397,12 +402,16 @@ class _Walker:
         if isinstance(stmt, cst.If):
             self.stmt = stmt.test
             self.expr(stmt.test, stmt.test)
+            known = self.truth(stmt.test)
             memo = self._is_memo_block(stmt)
             self.memo_blocks += memo
             try:
-                self.block(stmt.body.body)
+                if known is not False:
+                    self.block(stmt.body.body)
             finally:
                 self.memo_blocks -= memo
+            if known is True:
+                return
             orelse = stmt.orelse
             if isinstance(orelse, cst.If):
                 self.statement(orelse)
@@ -459,6 +468,96 @@ class _Walker:
                 self.block(case.body.body)
             return
         # FunctionDef/ClassDef: defining is not running; calls to them are followed.
+
+    def truth(self, test: cst.BaseExpression) -> bool | None:
+        """Truth value of a branch condition when the call fixes it, else None."""
+        if isinstance(test, cst.Name):
+            if test.value in self.s.consts:
+                return self.s.consts[test.value]
+            return literal_truth(test)
+        if isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not):
+            inner = self.truth(test.expression)
+            return None if inner is None else not inner
+        if isinstance(test, cst.BooleanOperation):
+            left, right = self.truth(test.left), self.truth(test.right)
+            if isinstance(test.operator, cst.And):
+                if left is False or right is False:
+                    return False
+                return True if left and right else None
+            if left is True or right is True:
+                return True
+            return False if left is False and right is False else None
+        if (
+            isinstance(test, cst.Attribute)
+            and isinstance(test.value, cst.Name)
+            and test.value.value == self.s.ctx.self_name
+        ):
+            return self._self_const(test.attr.value)
+        return None
+
+    def _self_const(self, attr: str) -> bool | None:
+        """``self.inplace`` when ``__init__`` stored a parameter the construction fixed."""
+        ref = self.s.ref
+        inst, cls = ref.instance, ref.cls
+        if inst is None or cls is None:
+            return None
+        init = cls.methods.get("__init__")
+        if init is None:
+            return None
+        env = self.a.resolver.evaluator.env_of(init, first_param(init))
+        values = env.self_attrs.get(attr, [])
+        if len(values) != 1:
+            return None
+        value = values[0]
+        if not isinstance(value, cst.Name) or value.value in ("True", "False", "None"):
+            return literal_truth(value)
+        params = [p for p in (*init.params.posonly_params, *init.params.params)][1:]
+        names = [p.name.value for p in params]
+        if value.value not in names and value.value not in {p.name.value for p in init.params.kwonly_params}:
+            return None
+        if inst.call is None or any(a.star for a in inst.call.args):
+            return None
+        position = names.index(value.value) if value.value in names else None
+        given = inst.kwarg(value.value, position)
+        if given is not None:
+            return literal_truth(given)
+        for p in (*params, *init.params.kwonly_params):
+            if p.name.value == value.value and p.default is not None:
+                return literal_truth(p.default)
+        return None
+
+    def _const_args(
+        self, ref: CallableRef, args: tuple[tuple[str | None, cst.BaseExpression, Root, str], ...]
+    ) -> dict[str, bool]:
+        """Callee parameters with a truth value fixed by this call (literals, defaults)."""
+        p = ref.node.params
+        positional = [x for x in (*p.posonly_params, *p.params)]
+        if ref.bound and positional:
+            positional = positional[1:]
+        positional = positional[ref.partial_positional :]
+        out: dict[str, bool] = {}
+        if any(star for _, _, _, star in args):
+            return out
+        given: dict[str, cst.BaseExpression] = {}
+        i = 0
+        for keyword, value, _, _ in args:
+            if keyword is None:
+                if i < len(positional):
+                    given[positional[i].name.value] = value
+                i += 1
+            else:
+                given[keyword] = value
+        for param in (*positional, *p.kwonly_params):
+            name = param.name.value
+            value = given.get(name, param.default)
+            if value is None:
+                continue
+            known = literal_truth(value)
+            if known is None and name in given:
+                known = self.truth(value)
+            if known is not None:
+                out[name] = known
+        return out
 
     def _owned_by_self(self, value: cst.BaseExpression) -> bool:
         if isinstance(value, cst.Call) and dotted_name(value.func) in ("zip", "enumerate", "reversed", "list", "tuple", "iter"):
@@ -563,6 +662,14 @@ class _Walker:
             self.expr(node.value, top)
             self.bind(node.target, self.alias_origin(node.value), node.value)
             return
+        if isinstance(node, cst.IfExp):
+            self.expr(node.test, top)
+            known = self.truth(node.test)
+            if known is not False:
+                self.expr(node.body, top)
+            if known is not True:
+                self.expr(node.orelse, top)
+            return
         if isinstance(node, cst.Call):
             # Arguments run before the call.
             self.expr(node.func, top)
@@ -658,7 +765,8 @@ class _Walker:
             fresh: set[str] = set()
             taint = self._map_args(ref, args, fresh) if ref.receives_input else {}
             returned = self.a._run(
-                ref, taint, (*self.visit.chain, ref.name), self.depth + 1, self.memo_extra, frozenset(fresh)
+                ref, taint, (*self.visit.chain, ref.name), self.depth + 1, self.memo_extra, frozenset(fresh),
+                frozenset(self._const_args(ref, args).items()),
             )
             if returned is not None:
                 if merged is None:

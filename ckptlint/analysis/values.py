@@ -184,7 +184,6 @@ def scope_env(fn: cst.FunctionDef | cst.Lambda, self_name: str | None = None) ->
         elif (
             isinstance(func, cst.Attribute)
             and func.attr.value in ("add_module", "register_module")
-            and _self_attr(func, self_name) is None
             and isinstance(func.value, cst.Name)
             and func.value.value == self_name
             and len(call.args) >= 2
