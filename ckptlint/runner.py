@@ -176,10 +176,10 @@ def _execute(
         return out
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     ctx = multiprocessing.get_context(method)
-    # Small chunks of neighbouring files: a model's files import each other,
-    # so one worker's parse cache serves the whole chunk, and small chunks
-    # keep every worker busy to the end.
-    chunk = max(1, min(8, len(tasks) // (jobs * 16) or 1))
+    # One task at a time: an analysis takes from milliseconds to seconds, so
+    # bigger chunks would leave one worker finishing a batch while the others
+    # idle; the scheduling order already keeps a folder's files together.
+    chunk = 1
     with ctx.Pool(jobs, initializer=_init_worker, initargs=(files, sources, options)) as pool:
         for i, item in enumerate(pool.imap_unordered(_run_task, tasks, chunksize=chunk), 1):
             out.append(item)
@@ -204,6 +204,26 @@ class _Pass:
     analysed: int
     hits: int
     texts: dict[str, str]
+
+
+def _schedule(tasks: list[_Task]) -> list[_Task]:
+    """Order analyses for a pool: folders with the most source first.
+
+    Files of one folder (a model's modeling/modular/config files) share their
+    imports, so they stay together for the workers' parse caches; the biggest
+    folders go first so that no long analysis is left for the end while the
+    other workers idle.
+    """
+    weight: dict[str, int] = {}
+    size: dict[str, int] = {}
+    for _kind, path in tasks:
+        try:
+            size[path] = os.path.getsize(path)
+        except OSError:
+            size[path] = 0
+        folder = os.path.dirname(path)
+        weight[folder] = weight.get(folder, 0) + size[path]
+    return sorted(tasks, key=lambda t: (-weight[os.path.dirname(t[1])], os.path.dirname(t[1]), -size[t[1]], t[1]))
 
 
 def _options_key(functions: Sequence[str], depth: int) -> str:
@@ -318,6 +338,7 @@ def _lint_pass(
         else:
             tasks.append(("analyse", path))
     hits = len(drivers) - len(tasks)
+    tasks = _schedule(tasks)
     for path in others:
         if facts[path].syntax is not None:
             results.append(("syntax", path, facts[path].syntax, (), None))
