@@ -113,7 +113,7 @@ def find_wrappers(project: Project, paths: Iterable[str], options: EngineOptions
     that call checkpoint directly.
     """
     out: set[str] = set()
-    call_re = re.compile(r"checkpoint\w*\s*\(")
+    call_re = re.compile(r"\b(?:checkpoint|checkpoint_sequential|_gradient_checkpointing_func)\s*\(")
     cache = project.cache.setdefault("find_wrappers", {})
     for path in paths:
         if path in cache:

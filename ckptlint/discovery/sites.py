@@ -257,7 +257,7 @@ class Discovery:
             return sites, checked
         checked.extend(self._gc_layers(mod))
         if _SITE_TRIGGER.search(mod.source) or self.extra:
-            for call, ctx, decorated in _calls_with_ctx(mod, self.evaluator):
+            for call, ctx, decorated in _calls_with_ctx(mod, self.evaluator, self._candidate_statements(mod)):
                 spec = self.spec(call, ctx)
                 if spec is None:
                     if isinstance(call.func, cst.Call) and _fn_arg(call.func, 0) is None:
@@ -301,6 +301,38 @@ class Discovery:
                                         spec.name, ctx.qualname, member=inst)
                     )
         return sites, checked
+
+    def _candidate_statements(self, mod: ModuleInfo) -> list[cst.BaseStatement] | None:
+        """Top-level statements whose text can hold a site (None: all of them).
+
+        Walking every node of a large file costs about as much as parsing it;
+        a site's first line always names checkpoint, an alias imported for it
+        or a configured/derived wrapper, so only statements holding such a
+        line are walked.
+        """
+        assert mod.module is not None
+        names = {"checkpoint", N.GC_FUNC_ATTR, "apply_activation_checkpointing"}
+        names.update(q.rsplit(".", 1)[-1] for q in self.extra)
+        for local, quals in mod.imports.items():
+            if any("checkpoint" in q for q in quals):
+                names.add(local)
+        for local, values in mod.assigns.items():
+            for value in values:
+                if isinstance(value, cst.Call) and any(
+                    isinstance(a.value, (cst.Name, cst.Attribute)) and "checkpoint" in (dotted_name(a.value) or "") for a in value.args
+                ):
+                    names.add(local)
+        pattern = re.compile("|".join(re.escape(n) for n in sorted(names)))
+        starts = mod._statement_starts()
+        if starts is None:
+            return None
+        import bisect
+
+        wanted: set[int] = set()
+        for lineno, line in enumerate(mod.lines, 1):
+            if pattern.search(line):
+                wanted.add(max(bisect.bisect_right(starts, lineno) - 1, 0))
+        return [mod.module.body[i] for i in sorted(wanted)]
 
     def _gc_layers(self, mod: ModuleInfo) -> Iterator[CheckedCallable]:
         if "GradientCheckpointingLayer" not in mod.source and not self._has_in_tree_bases(mod):
@@ -562,7 +594,9 @@ def _calls_in(node: cst.CSTNode) -> Iterator[cst.Call]:
             yield n
 
 
-def _calls_with_ctx(mod: ModuleInfo, evaluator: Evaluator) -> Iterator[tuple[cst.Call, Ctx, cst.FunctionDef | None]]:
+def _calls_with_ctx(
+    mod: ModuleInfo, evaluator: Evaluator, statements: list[cst.BaseStatement] | None = None
+) -> Iterator[tuple[cst.Call, Ctx, cst.FunctionDef | None]]:
     """Every call in ``mod`` with the function/class context it sits in."""
     assert mod.module is not None
 
@@ -595,7 +629,8 @@ def _calls_with_ctx(mod: ModuleInfo, evaluator: Evaluator) -> Iterator[tuple[cst
                 yield child, ctx, None
             yield from visit(child, ctx, cls if not isinstance(child, (cst.FunctionDef,)) else None, prefix)
 
-    yield from visit(mod.module, Ctx(mod), None, "")
+    root: cst.CSTNode = mod.module if statements is None else mod.module.with_changes(body=statements)
+    yield from visit(root, Ctx(mod), None, "")
 
 
 def _local_imports(fn: cst.FunctionDef) -> Iterator[cst.Import | cst.ImportFrom]:
