@@ -20,9 +20,28 @@ from __future__ import annotations
 
 import ast
 import os
+from functools import lru_cache
 from typing import Any, Iterator, Sequence
 
 __all__ = ["Plugin"]
+
+
+@lru_cache(maxsize=64)
+def _options_for(folder: str) -> Any:
+    """Engine options from the ``[tool.ckptlint]`` governing ``folder`` (read once per folder)."""
+    from ckptlint import engine
+    from ckptlint.config import Config, ConfigError, load_config
+
+    try:
+        config = load_config([folder])
+    except ConfigError:
+        # flake8 has no channel for a ckptlint config problem; run with
+        # defaults rather than hide every finding.
+        config = Config()
+    return engine.EngineOptions(
+        checkpoint_functions=tuple(config.checkpoint_functions),
+        max_helper_depth=config.max_helper_depth,
+    )
 
 
 class Plugin:
@@ -38,23 +57,11 @@ class Plugin:
 
     def run(self) -> Iterator[tuple[int, int, str, type[Any]]]:
         from ckptlint import engine
-        from ckptlint.config import ConfigError, load_config
         from ckptlint.files import display_path
 
         source = "".join(self.lines)
         path = os.path.normpath(self.filename)
-        try:
-            config = load_config([path])
-        except ConfigError:
-            # flake8 has no channel for a ckptlint config problem; run with
-            # defaults rather than hide every finding.
-            from ckptlint.config import Config
-
-            config = Config()
-        options = engine.EngineOptions(
-            checkpoint_functions=tuple(config.checkpoint_functions),
-            max_helper_depth=config.max_helper_depth,
-        )
+        options = _options_for(os.path.dirname(os.path.abspath(path)))
         if not engine.may_reach_checkpoint(source, options):
             return
         project = engine.Project([path], sources={path: source})
