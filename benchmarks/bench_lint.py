@@ -178,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=900.0, help="per-command limit in seconds (TorchFix!)")
     parser.add_argument("--jobs", type=int, default=None, help="ckptlint --jobs (default: its own default)")
     parser.add_argument("--ruff-format", default="full", choices=("full", "concise"))
+    parser.add_argument("--output", type=Path, default=None, help="also write the table here")
     args = parser.parse_args(argv)
 
     bindir = Path(sys.executable).parent
@@ -223,7 +224,36 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"| {package} | {files:,} | {lines:,} | {tool} | - | not installed | - | - | - | |", flush=True)
     print(f"\nmachine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}; psutil tree sampling: "
           f"{'on' if psutil else 'off (pip install psutil)'}")
+    summary = targets(rows)
+    if summary:
+        print("\n" + summary)
+    if args.output:
+        args.output.write_text(
+            HEADER + "\n" + "\n".join(m.row() for m in rows) + "\n" + ("\n" + summary + "\n" if summary else "")
+        )
     return 0
+
+
+def targets(rows: list[Measurement]) -> str:
+    """Issue 3's targets per package: cold <= 5x ruff ALL, warm < 0.5x ruff, RSS < 500 MB."""
+    lines: list[str] = []
+    for package in dict.fromkeys(m.package for m in rows):
+        by = {(m.tool, m.mode.split()[0]): m for m in rows if m.package == package}
+        ruff = next((m for m in rows if m.package == package and m.tool == "ruff ALL" and m.wall), None)
+        cold = by.get(("ckptlint", "cold"))
+        warm = by.get(("ckptlint", "warm"))
+        if not (ruff and cold and warm and cold.wall and warm.wall):
+            continue
+        rss = max(m.max_rss_mb or 0 for m in (cold, warm))
+        tree = max(m.tree_rss_mb or 0 for m in (cold, warm))
+        lines.append(
+            f"- {package}: cold {cold.wall / ruff.wall:.1f}x ruff ALL (target <= 5x: "
+            f"{'met' if cold.wall <= 5 * ruff.wall else 'NOT met'}), warm {warm.wall / ruff.wall:.2f}x "
+            f"(target < 0.5x: {'met' if warm.wall < 0.5 * ruff.wall else 'NOT met'}), peak RSS {rss:.0f} MB per "
+            f"process / {tree:.0f} MB all processes (target < 500 MB: "
+            f"{'met' if rss < 500 else 'NOT met'} per process, {'met' if tree < 500 else 'NOT met'} in sum)"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
