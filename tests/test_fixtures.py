@@ -481,6 +481,68 @@ def test_fixture_under_other_import_forms(fixture: Path, variant: str, tmp_path:
         pytest.fail("\n".join([header, *errors, *problems]), pytrace=False)
 
 
+# Ground truth for the corpus: torch-only fixtures run through the runtime verifier (checkpointed model vs
+# the same model with checkpointing bypassed). A fixture whose hazard changes numbers, raises, or leaves
+# Python state different must not be equivalent; a benign fixture must be. (fixture, model class in the
+# fixture, its constructor arguments, input shapes, claim)
+RUNTIME_CASES: list[tuple[str, str, tuple[int, ...], tuple[tuple[int, ...], ...], str]] = [
+    ("shape_sequential.py", "Net", (), ((2, 3, 8, 8),), "hazard"),
+    ("shape_checkpoint_sequential.py", "Net", (4,), ((2, 4, 8, 8),), "hazard"),
+    ("shape_bound_method.py", "GatedBlock", (8,), ((4, 8), (4, 8)), "hazard"),
+    ("shape_init_module_instance.py", "Layer", (8, 2), ((2, 3, 8), (2, 3, 3)), "hazard"),
+    ("shape_dunder_call.py", "Decoder", (8,), ((2, 3, 8), (2, 5, 8)), "hazard"),
+    ("shape_lambda.py", "Mixer", (8,), ((4, 8),), "hazard"),
+    ("shape_team_wrapper.py", "Block", (8,), ((4, 8),), "hazard"),
+    ("shape_modulelist_loop.py", "Stack", (8, 2), ((4, 8),), "hazard"),
+    ("inheritance_forward.py", "Model", (8,), ((2, 3, 8),), "hazard"),
+    ("rule_ckp105_inplace_functional.py", "Net", (4,), ((2, 4, 8, 8), (2, 4, 8, 8)), "hazard"),
+    ("rule_ckp106_inplace_module.py", "Net", (4,), ((2, 4, 8, 8), (2, 4, 8, 8)), "hazard"),
+    ("rule_ckp305_rng_not_preserved.py", "Model", (8,), ((4, 8),), "hazard"),
+    ("drop_path_rng_not_preserved.py", "Net", (8, 2), ((4, 8),), "hazard"),
+    ("rng_objects_on_self.py", "Model", (8,), ((4, 8),), "hazard"),
+    ("spectral_norm_power_iteration.py", "Discriminator", (8,), ((4, 8),), "hazard"),
+    ("benign_checkpoint_sequential_one_segment.py", "Net", (4,), ((2, 4, 8, 8),), "benign"),
+    ("benign_fresh_intermediate.py", "Block", (8,), ((4, 8),), "benign"),
+    ("benign_residual_after_rebinding.py", "Encoder", (8, 2), ((4, 8),), "benign"),
+    ("benign_dropout_default_rng_state.py", "Model", (8,), ((4, 8),), "benign"),
+    ("benign_act_inplace_index.py", "Net", (4,), ((2, 4, 8, 8),), "benign"),
+    ("benign_no_grad_buffer_free.py", "Model", (8,), ((4, 8),), "benign"),
+    ("benign_local_containers.py", "Model", (8,), ((4, 8),), "benign"),
+    ("benign_norms.py", "Net", (4,), ((2, 4, 8, 8),), "benign"),
+    ("benign_local_rng_objects.py", "Model", (8,), ((4, 8),), "benign"),
+    ("benign_timm_drop_path.py", "Net", (8, 2), ((4, 8),), "benign"),
+    ("benign_frozen_batchnorm.py", "Backbone", (4,), ((2, 4, 8, 8),), "benign"),
+    ("benign_conditional_inplace_helpers.py", "Net", (8,), ((4, 8),), "benign"),
+]
+
+
+@pytest.mark.parametrize(("name", "cls", "args", "shapes", "claim"), RUNTIME_CASES, ids=[c[0] for c in RUNTIME_CASES])
+def test_runtime_verifier_agrees_with_fixture(
+    name: str, cls: str, args: tuple[int, ...], shapes: tuple[tuple[int, ...], ...], claim: str
+) -> None:
+    """What the corpus claims statically, torch confirms at run time (needs the runtime extra)."""
+    torch = pytest.importorskip("torch", reason="the runtime cross-check needs torch (pip install 'ckptlint[runtime]')")
+    import importlib.util
+
+    from runtime_checks import verify
+
+    fixture = FIXTURES_DIR / name
+    has_expectations = bool(parse_expectations(fixture))
+    assert has_expectations == (claim == "hazard"), f"{name}: claim {claim!r} disagrees with its expectations"
+    spec = importlib.util.spec_from_file_location(f"ckptlint_fixture_{fixture.stem}", fixture)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    torch.manual_seed(0)
+    inputs = tuple(torch.randn(*shape) for shape in shapes)
+    model_cls = getattr(module, cls)
+    report = verify(lambda: model_cls(*args), inputs[0] if len(inputs) == 1 else inputs, localize=False)
+    if claim == "hazard":
+        assert not report.equivalent or report.notes, f"{name}: the verifier saw no difference\n{report}"
+    else:
+        assert report.equivalent and not report.notes, f"{name}: the verifier saw a difference\n{report}"
+
+
 def test_harness_reports_missing_and_unexpected(tmp_path: Path) -> None:
     """The comparison itself: a missing, an extra and a wrongly pinned finding are all reported."""
 
