@@ -128,3 +128,47 @@ def test_report_table_largest_first() -> None:
     errs = [m.max_abs_err for m in report.mismatches if m.kind == "grad"]
     assert errs == sorted(errs, reverse=True)
     assert report.worst() is report.mismatches[0]
+
+
+class _RReLUBlock(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(16, 16)
+        self.act = torch.nn.RReLU()  # random slopes in train mode, drawn as the last op
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.lin(x))
+
+
+class _Wrapper(torch.nn.Module):
+    def __init__(self, block: torch.nn.Module, use_reentrant: bool) -> None:
+        super().__init__()
+        self.inp = torch.nn.Linear(16, 16)
+        self.block = block
+        self.use_reentrant = use_reentrant
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.utils.checkpoint.checkpoint(self.block, self.inp(x), use_reentrant=self.use_reentrant)
+
+
+def test_rrelu_last_op_breaks_only_non_reentrant() -> None:
+    # CHECKPOINT_SEMANTICS: non-reentrant early stop skips the RNG draw -> garbage grads; reentrant equal.
+    assert verify(_Wrapper(_RReLUBlock(), use_reentrant=True), make_input()).equivalent
+    report = verify(_Wrapper(_RReLUBlock(), use_reentrant=False), make_input())
+    assert not report.equivalent and {m.region for m in report.mismatches} == {"block"}
+
+
+@pytest.mark.parametrize("use_reentrant", [False, True], ids=["nonreentrant", "reentrant"])
+def test_forward_hook_keeping_a_call_count(use_reentrant: bool) -> None:
+    model = _Wrapper(Block(), use_reentrant)
+    calls = [0]
+
+    def hook(module: torch.nn.Module, args: object, out: torch.Tensor) -> torch.Tensor:
+        calls[0] += 1  # the recompute runs the hook again
+        return out * 2 if calls[0] % 2 == 0 else out
+
+    model.block.l1.register_forward_hook(hook)
+    report = verify(model, make_input())
+    assert not report.equivalent
+    assert any(m.kind == "grad" and m.name.startswith("block.") for m in report.mismatches)
+    assert calls == [0]  # the hook's counter is rewound too
