@@ -172,3 +172,34 @@ def test_forward_hook_keeping_a_call_count(use_reentrant: bool) -> None:
     assert not report.equivalent
     assert any(m.kind == "grad" and m.name.startswith("block.") for m in report.mismatches)
     assert calls == [0]  # the hook's counter is rewound too
+
+
+class _CacheAttn(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.k = torch.nn.Linear(16, 16)
+        self.q = torch.nn.Linear(16, 16)
+
+    def forward(self, x: torch.Tensor, cache: list[torch.Tensor]) -> torch.Tensor:
+        cache.append(self.k(x))  # the recompute appends again: the keys grow
+        keys = torch.cat(cache, dim=0)
+        return self.q(x) @ keys.T @ keys
+
+
+class _CacheNet(torch.nn.Module):
+    def __init__(self, use_reentrant: bool) -> None:
+        super().__init__()
+        self.inp = torch.nn.Linear(16, 16)
+        self.attn = _CacheAttn()
+        self.use_reentrant = use_reentrant
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.utils.checkpoint.checkpoint(self.attn, self.inp(x), [], use_reentrant=self.use_reentrant)
+
+
+def test_kv_cache_in_passed_list() -> None:
+    # CHECKPOINT_SEMANTICS: reentrant -> wrong grads; non-reentrant -> torch's CheckpointError (shape).
+    reentrant = verify(_CacheNet(True), make_input())
+    assert {m.kind for m in reentrant.mismatches} == {"grad"} and {m.region for m in reentrant.mismatches} == {"attn"}
+    nonreentrant = verify(_CacheNet(False), make_input())
+    assert [(m.kind, m.name, m.region) for m in nonreentrant.mismatches] == [("error", "CheckpointError", "attn")]
