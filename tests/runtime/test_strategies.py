@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch")
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from runtime_checks import assert_checkpoint_equivalent, check_checkpoint_equivalence, inputs, tensors  # noqa: E402
+from runtime_checks import assert_checkpoint_equivalent, check_checkpoint_equivalence, inputs, tensors, verify  # noqa: E402
 from runtime_checks.assertions import CheckpointMismatchError  # noqa: E402
 from runtime_checks.strategies import parse_input_spec  # noqa: E402
 from tests.runtime.models import WIDTH, Net, make_input  # noqa: E402
@@ -111,3 +111,10 @@ def test_parse_input_spec(spec: str, name: str | None, shape_names: object) -> N
 def test_parse_input_spec_rejects(spec: str) -> None:
     with pytest.raises(ValueError, match="bad --input"):
         parse_input_spec(spec)
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), reentrant=st.booleans())
+def test_verdict_does_not_depend_on_the_seed(seed: int, reentrant: bool) -> None:
+    assert verify(Net(use_reentrant=reentrant), make_input(), seed=seed).equivalent
+    assert not verify(Net("generator", use_reentrant=reentrant), make_input(), seed=seed, localize=False).equivalent
