@@ -38,12 +38,15 @@ def _ids() -> torch.Tensor:
     return torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(0))
 
 
-@pytest.mark.parametrize("use_reentrant", [False, True], ids=["nonreentrant", "reentrant"])
+@pytest.mark.parametrize("use_reentrant", [None, False, True], ids=["default", "nonreentrant", "reentrant"])
 @pytest.mark.parametrize("build,layers", [(_gpt2, "transformer.h"), (_llama, "model.layers")], ids=["gpt2", "llama"])
-def test_zoo_model_equivalent(build, layers: str, use_reentrant: bool) -> None:  # type: ignore[no-untyped-def]
+def test_zoo_model_equivalent(build, layers: str, use_reentrant: bool | None) -> None:  # type: ignore[no-untyped-def]
     torch.manual_seed(0)
     model = build()
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": use_reentrant})
+    if use_reentrant is None:
+        model.gradient_checkpointing_enable()
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": use_reentrant})
     model.train()  # GPT-2 has dropout 0.1: equal only because checkpoint restores the RNG
     report = verify(model, {"input_ids": _ids()})
     assert report.equivalent, str(report)
