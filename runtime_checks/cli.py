@@ -141,8 +141,23 @@ class _Progress:
             self.stream.flush()
 
 
+def _installed(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def main(argv: Sequence[str]) -> int:
     """Run ``ckptlint verify`` with ``argv`` (the arguments after ``verify``); return the exit code."""
+    missing = [m for m in ("torch", "hypothesis", "numpy") if not _installed(m)]
+    if missing:
+        print(
+            f"ckptlint verify: error: {', '.join(missing)} not installed; ckptlint verify needs the runtime extra: "
+            "pip install torch (first, the build you want) then pip install 'ckptlint[runtime]'",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
     parser = _parser()
     try:
         args = parser.parse_args(list(argv))

@@ -86,3 +86,34 @@ def test_console_script_end_to_end() -> None:
     )
     assert proc.returncode == 1, proc.stderr
     assert "NOT EQUIVALENT" in proc.stdout
+
+
+def test_without_torch_names_the_extra(tmp_path: Path) -> None:
+    # A sitecustomize that hides torch, as in an environment without the runtime extra.
+    (tmp_path / "sitecustomize.py").write_text(
+        "import importlib.abc, sys\n"
+        "class Hide(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'torch' or name.startswith('torch.'):\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, Hide())\n"
+    )
+    import os
+
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    proc = subprocess.run(
+        [sys.executable, "-m", "ckptlint", "verify", "x:y", "--input", "float32[2]"],
+        capture_output=True, text=True, timeout=60, env=env,
+    )
+    assert proc.returncode == 2
+    assert "ckptlint[runtime]" in proc.stderr and "Traceback" not in proc.stderr
+    # and the runtime CLI says so itself, naming what is missing
+    from runtime_checks import cli
+
+    real = cli._installed
+    try:
+        cli._installed = lambda name: name != "torch"  # type: ignore[assignment]
+        assert cli.main(["x:y", "--input", "float32[2]"]) == 2
+    finally:
+        cli._installed = real  # type: ignore[assignment]
