@@ -184,6 +184,16 @@ def scope_env(fn: cst.FunctionDef | cst.Lambda, self_name: str | None = None) ->
         elif (
             isinstance(func, cst.Attribute)
             and func.attr.value in ("add_module", "register_module")
+            and _self_attr(func.value, self_name) is not None
+            and len(call.args) >= 2
+        ):
+            # ``self.downs.add_module("down0", Down(c))``: one more element.
+            container = _self_attr(func.value, self_name)
+            assert container is not None
+            env.self_appended.setdefault(container, []).append(call.args[1].value)
+        elif (
+            isinstance(func, cst.Attribute)
+            and func.attr.value in ("add_module", "register_module")
             and isinstance(func.value, cst.Name)
             and func.value.value == self_name
             and len(call.args) >= 2
@@ -207,6 +217,11 @@ def scope_env(fn: cst.FunctionDef | cst.Lambda, self_name: str | None = None) ->
                             env.appended.setdefault(small.target.value, []).append((small.value, True))
                     elif isinstance(small, cst.Expr) and isinstance(small.value, cst.Call):
                         visit_call(small.value)
+                    elif isinstance(small, cst.Expr) and isinstance(small.value, cst.Tuple):
+                        # ``self.add_module('norm1', norm_layer(c)),`` (a stray trailing comma)
+                        for el in small.value.elements:
+                            if isinstance(el.value, cst.Call):
+                                visit_call(el.value)
                     elif isinstance(small, cst.Return) and small.value is not None:
                         env.returns.append(small.value)
             elif isinstance(stmt, cst.FunctionDef):
