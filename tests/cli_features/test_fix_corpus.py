@@ -35,6 +35,18 @@ def _snapshot(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.py"))}
 
 
+def _assert_formatting_kept(before: bytes, after: bytes) -> None:
+    """Fixes rewrite expressions in place: no line is added or removed and
+    every line keeps its indentation (formatting outside the edit survives)."""
+    old, new = before.splitlines(), after.splitlines()
+    assert len(old) == len(new), "a fix added or removed lines"
+    for a, b in zip(old, new):
+        if a != b:
+            indent_a = a[: len(a) - len(a.lstrip())]
+            indent_b = b[: len(b) - len(b.lstrip())]
+            assert indent_a == indent_b, f"indentation changed: {a!r} -> {b!r}"
+
+
 def _key(findings: list) -> Counter:
     return Counter((f.path, f.code, f.callable) for f in findings)
 
@@ -61,6 +73,7 @@ def test_fix_properties(entry: Path, tmp_path: Path, monkeypatch: pytest.MonkeyP
         assert changed, "findings carried fixes but no file changed"
     for rel in changed:
         libcst.parse_module(after[rel])  # 1. every fixed file re-parses (bytes: honours the coding cookie)
+        _assert_formatting_kept(original[rel], after[rel])
 
     again = run([entry.name], RunSettings(fix=True, unsafe_fixes=True, **settings))
     assert again.fixes is not None and again.fixes.applied == []  # 2. idempotent

@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from ckptlint.config import Config
 from ckptlint.runner import RunSettings, run
 
+from .test_fix_corpus import _assert_formatting_kept
+
 STATEMENTS = [
     "x.add_(1)",
     "x.mul_(scale)",
@@ -73,6 +75,7 @@ def test_unsafe_fixes_reparse_and_settle(tmp_path_factory, body: list[str], call
         first = run(["m.py"], RunSettings(fix=True, unsafe_fixes=True, **opts))
         fixed = path.read_text()
         libcst.parse_module(fixed)
+        _assert_formatting_kept(_program(body, call).encode(), fixed.encode())
         assert first.fixes is not None and not first.fixes.failures, first.fixes.failures
         second = run(["m.py"], RunSettings(fix=True, unsafe_fixes=True, **opts))
         assert second.fixes is not None and second.fixes.applied == []
