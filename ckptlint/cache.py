@@ -52,6 +52,7 @@ __all__ = ["CACHE_DIR_NAME", "CachedResult", "Facts", "ResultCache", "tool_finge
 CACHE_DIR_NAME = ".ckptlint_cache"
 FORMAT_VERSION = 1
 RACY_SECONDS = 2.0
+KEEP_STORES = 4
 _MISSING = "<missing>"
 
 
@@ -159,13 +160,18 @@ class ResultCache:
             tag = self.directory / "CACHEDIR.TAG"
             if not tag.exists():
                 tag.write_text("Signature: 8a477f597d28d172789f06886806bc55\n# ckptlint cache\n")
-            # Drop entries of other configurations' files: they never hit again.
-            for old in self.directory.glob(f"v*-*.json"):
-                if old != self.file:
-                    try:
-                        old.unlink()
-                    except OSError:
-                        pass
+            # Keep the stores of a few recent configurations (say, the
+            # pre-commit hook's and a manual run's); older ones never hit again.
+            others = sorted(
+                (p for p in self.directory.glob("v*-*.json") if p != self.file),
+                key=lambda p: p.stat().st_mtime if p.exists() else 0.0,
+                reverse=True,
+            )
+            for old in others[KEEP_STORES - 1 :]:
+                try:
+                    old.unlink()
+                except OSError:
+                    pass
             payload = json.dumps(
                 {
                     "format": FORMAT_VERSION,
