@@ -143,7 +143,7 @@ def parse_suppressions(source: str, *, honor_bare_noqa: bool = False) -> FileSup
             if raw is None:
                 codes = None
             else:
-                codes = tuple(c for c in re.split(r"[,\s]+", raw.strip()) if c)
+                codes = tuple(c.upper() for c in re.split(r"[,\s]+", raw.strip()) if c)
                 if not codes:
                     codes = None
             result.by_line.setdefault(line, []).append(
@@ -156,7 +156,7 @@ def parse_suppressions(source: str, *, honor_bare_noqa: bool = False) -> FileSup
                     continue
                 codes = None
             else:
-                ours = tuple(c for c in re.split(r"[,\s]+", raw.strip()) if _OUR_CODE.match(c))
+                ours = tuple(c.upper() for c in re.split(r"[,\s]+", raw.strip()) if _OUR_CODE.match(c.upper()))
                 if not ours:
                     # "# noqa: E501" is another linter's business.
                     continue

@@ -25,6 +25,11 @@ def test_noqa_with_codes_and_prefixes() -> None:
     assert kept == ["CKP102@4"]
 
 
+def test_codes_are_case_insensitive() -> None:
+    src = "x.add_(1)  # NOQA: ckp101\ny.add_(1)  # ckptlint: ignore[ckp1]\n"
+    assert _split(src, [_f("CKP101", 1), _f("CKP101", 2)]) == ([], ["CKP101@1", "CKP101@2"])
+
+
 def test_noqa_for_other_code_does_not_suppress() -> None:
     kept, hidden = _split("x.add_(1)  # noqa: CKP102\n", [_f("CKP101", 1)])
     assert kept == ["CKP101@1"] and hidden == []
