@@ -12,14 +12,14 @@ from __future__ import annotations
 import ast
 import re
 import traceback
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Iterable, Sequence
 
 import libcst as cst
 
 from ckptlint.analysis import names as N
-from ckptlint.analysis.flow import CallEvent, Event, FlowAnalyzer, GlobalWriteEvent, Root, Visit, WriteEvent
-from ckptlint.discovery.sites import CheckedCallable, Discovery, SiteCall, _calls_in
+from ckptlint.analysis.flow import CallEvent, Event, FlowAnalyzer, Root, Visit, WriteEvent
+from ckptlint.discovery.sites import CheckedCallable, Discovery
 from ckptlint.files import iter_python_files
 from ckptlint.project import ModuleInfo, Project
 from ckptlint.rules import ALL_RULES
@@ -301,7 +301,7 @@ class _FileAnalysis:
             stmt = event.stmt
         item = self.current
         assert item is not None
-        ctx = RuleContext(item, visit, lambda: "%s:%d" % self.site_label(item.site_module, item.site_node, item.site_scope), None, self.project)
+        ctx = RuleContext(item, visit, lambda: "{}:{}".format(*self.site_label(item.site_module, item.site_node, item.site_scope)), None, self.project)
         for rule in rules:
             for hit in rule.check(event, ctx):
                 site = Site(*self.site_label(item.site_module, item.site_node, item.site_scope))
@@ -385,7 +385,7 @@ def _quick_syntax_error(project: Project, path: str) -> Finding | None:
     """CKP001 for a file the prefilter skipped: ``ast`` first, libcst to confirm."""
     try:
         source = project.read(path)
-    except OSError as exc:
+    except OSError:
         return None
     try:
         ast.parse(source)

@@ -125,7 +125,7 @@ class GitIgnore:
             self.patterns.append(_Pattern(regex, negated, dir_only))
 
     @classmethod
-    def load(cls, directory: Path) -> "GitIgnore | None":
+    def load(cls, directory: Path) -> GitIgnore | None:
         path = directory / ".gitignore"
         try:
             text = path.read_text(encoding="utf-8", errors="replace")

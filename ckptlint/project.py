@@ -77,9 +77,9 @@ class FunctionInfo:
 
     qualname: str  # "pkg.mod.Class.method"
     short: str  # "Class.method" (what messages show)
-    module: "ModuleInfo"
+    module: ModuleInfo
     node: cst.FunctionDef
-    cls: "ClassInfo | None" = None
+    cls: ClassInfo | None = None
 
 
 @dataclass
@@ -88,7 +88,7 @@ class ClassInfo:
 
     qualname: str
     short: str
-    module: "ModuleInfo"
+    module: ModuleInfo
     node: cst.ClassDef
     bases: tuple[tuple[str, ...], ...]  # each base: its candidate qualified names
     methods: dict[str, cst.FunctionDef] = field(default_factory=dict)

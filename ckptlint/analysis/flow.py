@@ -12,13 +12,13 @@ receive input aliases, up to ``max_helper_depth``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
 import libcst as cst
 
 from ckptlint.analysis import names as N
-from ckptlint.analysis.values import Env, Instance, literal_truth
+from ckptlint.analysis.values import Instance, literal_truth
 from ckptlint.analysis.walk import iter_children, walk
 from ckptlint.discovery.callables import CallableRef, Ctx, Resolver, first_param
 from ckptlint.project import ModuleInfo, dotted_name
@@ -151,7 +151,7 @@ class FlowAnalyzer:
     def _run(
         self, ref: CallableRef, taint: dict[str, str], chain: tuple[str, ...], depth: int, memo_extra: object,
         fresh: frozenset[str] = frozenset(), consts: frozenset[tuple[str, bool]] = frozenset(),
-    ) -> "_Returns | None":
+    ) -> _Returns | None:
         key = (ref.key, frozenset(taint.items()), memo_extra, id(ref.outer) if ref.outer else None, fresh, consts)
         if key in self._done:
             return self._returns.get(key)
@@ -193,7 +193,7 @@ class _Returns:
     whole: str | None = None
     elements: list[str | None] | None = None
 
-    def merge(self, other: "_Returns") -> None:
+    def merge(self, other: _Returns) -> None:
         self.whole = self.whole or other.whole
         if other.elements is not None:
             if self.elements is None:
@@ -393,7 +393,6 @@ class _Walker:
             self.statement(stmt)
 
     def statement(self, stmt: cst.CSTNode) -> None:
-        s = self.s
         if isinstance(stmt, cst.SimpleStatementLine):
             for small in stmt.body:
                 self.stmt = stmt

@@ -7,32 +7,32 @@ kept in one place so rules and discovery agree on it.
 from __future__ import annotations
 
 __all__ = [
+    "APPLY_ACTIVATION_CHECKPOINTING",
+    "BATCHNORM_CLASSES",
     "CHECKPOINT_FUNCTIONS",
     "CHECKPOINT_OWN_KWARGS",
-    "CHECKPOINT_SEQUENTIAL",
     "CHECKPOINT_SEQ",
+    "CHECKPOINT_SEQUENTIAL",
     "CHECKPOINT_WRAPPER",
-    "APPLY_ACTIVATION_CHECKPOINTING",
+    "CONTAINER_CLASSES",
+    "CONTAINER_MUTATORS",
+    "DROPOUT_CLASSES",
+    "GC_FUNC_ATTR",
     "GC_LAYER_BASES",
     "GC_NULLED_PARAMS",
-    "GC_FUNC_ATTR",
-    "BATCHNORM_CLASSES",
-    "INSTANCENORM_CLASSES",
-    "CONTAINER_CLASSES",
-    "SEQUENTIAL_CLASSES",
-    "VIEW_METHODS",
-    "VIEW_ATTRS",
-    "VIEW_FUNCTIONS",
-    "NON_TENSOR_ATTRS",
-    "OWNED_ITER_METHODS",
-    "CONTAINER_MUTATORS",
     "INPLACE_EXCLUDED",
     "INPLACE_NO_TWIN",
     "INPLACE_POSITION",
-    "DROPOUT_CLASSES",
+    "INSTANCENORM_CLASSES",
+    "NON_TENSOR_ATTRS",
+    "OWNED_ITER_METHODS",
+    "PARTIAL",
     "RANDOM_FUNCTIONS",
     "RANDOM_METHODS",
-    "PARTIAL",
+    "SEQUENTIAL_CLASSES",
+    "VIEW_ATTRS",
+    "VIEW_FUNCTIONS",
+    "VIEW_METHODS",
     "matches",
 ]
 
@@ -286,6 +286,6 @@ RANDOM_METHODS = frozenset(
 )
 
 
-def matches(qualnames: "list[str] | tuple[str, ...] | set[str]", names: "frozenset[str] | set[str]") -> bool:
+def matches(qualnames: list[str] | tuple[str, ...] | set[str], names: frozenset[str] | set[str]) -> bool:
     """True when any candidate qualified name is in ``names``."""
     return any(q in names for q in qualnames)

@@ -34,7 +34,7 @@ class Instance:
     call: cst.Call | None = None
     kwargs: tuple[tuple[str, cst.BaseExpression], ...] = ()
     args: tuple[cst.BaseExpression, ...] = ()
-    elements: tuple["Instance", ...] = ()
+    elements: tuple[Instance, ...] = ()
     ordered: bool = False  # ``elements`` is exactly the container's sequence
     is_container: bool = False
     wrapped_by: cst.Call | None = None  # checkpoint_wrapper(...) around it
@@ -42,7 +42,7 @@ class Instance:
     prefix: int = 0  # leading elements whose positions are exact (``[First(...)]`` then appends)
     keys: tuple[str | None, ...] = ()  # ModuleDict literal keys, parallel to ``elements``
 
-    def select(self, index: cst.BaseSlice) -> list["Instance"]:
+    def select(self, index: cst.BaseSlice) -> list[Instance]:
         """Elements ``container[index]`` may be."""
         els = list(self.elements)
         exact = len(els) if self.ordered else self.prefix

@@ -38,9 +38,9 @@ class Ctx:
     self_name: str | None = None
     qualname: str = "<module>"  # short name of the enclosing function ("Block.forward")
     closure: dict[str, list[Instance]] = field(default_factory=dict)
-    closure_refs: dict[str, list["CallableRef"]] = field(default_factory=dict)
+    closure_refs: dict[str, list[CallableRef]] = field(default_factory=dict)
     local_imports: dict[str, list[str]] = field(default_factory=dict)
-    outer: "Ctx | None" = None  # enclosing function scope for closures/lambdas
+    outer: Ctx | None = None  # enclosing function scope for closures/lambdas
 
 
 @dataclass
@@ -55,7 +55,7 @@ class CallableRef:
     partial_positional: int = 0  # leading parameters bound by functools.partial
     nulled: frozenset[str] = frozenset()  # parameters fixed to None/False by the caller
     closure: dict[str, list[Instance]] = field(default_factory=dict)
-    closure_refs: dict[str, list["CallableRef"]] = field(default_factory=dict)
+    closure_refs: dict[str, list[CallableRef]] = field(default_factory=dict)
     outer: Ctx | None = None
     instance: Instance | None = None  # the module object when this is a module's forward
     receives_input: bool = True  # False for Sequential members after the first
@@ -193,7 +193,8 @@ class Resolver:
                 if name in env.values:
                     out: list[CallableRef] = []
                     for value in env.values[name]:
-                        if value is not expr and not isinstance(value, cst.Name) or (isinstance(value, cst.Name) and value.value != name):
+                        # ``x = x`` style self-references resolve to nothing new.
+                        if not (isinstance(value, cst.Name) and value.value == name):
                             out.extend(self.resolve(value, ctx, depth + 1))
                     if out:
                         return out

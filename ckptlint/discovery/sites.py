@@ -24,7 +24,7 @@ from ckptlint.analysis.params import input_params
 from ckptlint.analysis.walk import iter_children, walk
 from ckptlint.analysis.values import Evaluator, Instance, literal_truth
 from ckptlint.discovery.callables import CallableRef, Ctx, Resolver, first_param
-from ckptlint.project import ClassInfo, FunctionInfo, ModuleInfo, Project, dotted_name
+from ckptlint.project import ClassInfo, ModuleInfo, Project, dotted_name
 
 __all__ = ["CheckedCallable", "Discovery", "SiteCall"]
 
@@ -105,7 +105,6 @@ class Discovery:
         """Non-None when ``call`` checkpoints something."""
         func = call.func
         written = dotted_name(func) or ""
-        short = written.rsplit(".", 1)[-1] if written else ""
         if isinstance(func, cst.Attribute) and func.attr.value == N.GC_FUNC_ATTR:
             return _Spec("gc_func", False, 0, written)
         if not isinstance(func, (cst.Name, cst.Attribute)):

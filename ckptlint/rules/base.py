@@ -19,7 +19,7 @@ from ckptlint.discovery.sites import CheckedCallable, SiteCall
 from ckptlint.project import ModuleInfo, Project
 from ckptlint.types import Edit, Fix
 
-__all__ = ["Hit", "RuleContext", "describe", "replace_node_fix", "kwarg", "literal"]
+__all__ = ["Hit", "RuleContext", "describe", "kwarg", "literal", "replace_node_fix"]
 
 FixBuilder = Callable[[ModuleInfo], "Fix | None"]
 
@@ -39,9 +39,9 @@ class RuleContext:
 
     checked: CheckedCallable | None
     visit: Visit | None
-    label: "str | Callable[[], str]"  # "path:line" of the site, computed on first use
+    label: str | Callable[[], str]  # "path:line" of the site, computed on first use
     site: SiteCall | None = None
-    project: "Project | None" = None
+    project: Project | None = None
 
     @property
     def site_label(self) -> str:

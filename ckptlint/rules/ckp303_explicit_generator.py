@@ -26,7 +26,7 @@ from typing import Iterator
 from ckptlint.analysis import names as N
 from ckptlint.analysis.flow import CallEvent
 from ckptlint.rules._common import written
-from ckptlint.rules.base import Hit, RuleContext, kwarg, literal
+from ckptlint.rules.base import Hit, RuleContext, kwarg
 
 CODE = "CKP303"
 NAME = "explicit-generator"

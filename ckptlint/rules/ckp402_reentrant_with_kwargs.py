@@ -22,7 +22,7 @@ from typing import Iterator
 
 from ckptlint.analysis import names as N
 from ckptlint.discovery.sites import SiteCall
-from ckptlint.rules.base import Hit, RuleContext, kwarg, literal
+from ckptlint.rules.base import Hit, RuleContext, literal
 
 CODE = "CKP402"
 NAME = "reentrant-with-kwargs"
