@@ -328,12 +328,13 @@ class _Engine:
             if key[0] == "state" and ckpt.error is None and not _same(value, base.other.get(key, _ABSENT))
         }
         noisy: tuple[str, ...] = ()
-        if mismatches or state_diffs:
+        explainable = [m for m in mismatches if m.kind != "error"]  # the baseline never raised
+        if explainable or state_diffs:
             # Only a difference needs explaining: run the baseline a second
             # time and never report what it shows against itself. (An
             # equivalent model skips this run, which keeps verify near the
             # cost of the two steps it replays.)
-            suspects = {("grad" if m.kind in ("missing_grad", "unexpected_grad") else m.kind, m.name) for m in mismatches}
+            suspects = {("grad" if m.kind in ("missing_grad", "unexpected_grad") else m.kind, m.name) for m in explainable}
             _keep_only(ckpt, suspects | state_diffs)
             base2 = self.one_run("bypass")
             if base2.error is not None:
@@ -343,7 +344,8 @@ class _Engine:
             del base2
             tol = _Tolerance(self.rtol, self.atol, noise)
             noisy = tuple(sorted(name for (kind, name), n in noise.items() if n.exceeds_default))
-            mismatches = _compare(ckpt, base, tol, suspects)
+            errors = [m for m in mismatches if m.kind == "error"]
+            mismatches = errors + [m for m in _compare(ckpt, base, tol, suspects) if m.kind != "error"]
         regions = list(ckpt.regions)
         if mismatches and regions:
             if len(regions) == 1:
