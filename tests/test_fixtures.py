@@ -193,6 +193,11 @@ def _source_line(root: Path, rel: str, line: int) -> str:
     return lines[line - 1].strip() if 0 < line <= len(lines) else "<no such line>"
 
 
+def _key(e: Expectation) -> tuple[str, int, str, str]:
+    # callable may be None next to a str at the same place: never compare the two directly.
+    return (e.path, e.line, e.code, e.callable or "")
+
+
 def compare(expected: list[Expectation], findings: Iterable[Any], root: Path) -> list[str]:
     """Match findings against expectations; return human-readable problems (empty when equal)."""
     actual = [
@@ -205,7 +210,7 @@ def compare(expected: list[Expectation], findings: Iterable[Any], root: Path) ->
     unmatched_actual = list(actual)
     missing: list[Expectation] = []
     # Pinned expectations first, so an unpinned one never steals the finding a pinned one needs.
-    for exp in sorted(expected, key=lambda e: (e.callable is None, e)):
+    for exp in sorted(expected, key=lambda e: (e.callable is None, _key(e))):
         for i, (act, _msg) in enumerate(unmatched_actual):
             same_place = (act.path, act.line, act.code) == (exp.path, exp.line, exp.code)
             if same_place and (exp.callable is None or exp.callable == act.callable):
@@ -214,11 +219,11 @@ def compare(expected: list[Expectation], findings: Iterable[Any], root: Path) ->
         else:
             missing.append(exp)
     problems: list[str] = []
-    for exp in sorted(missing):
+    for exp in sorted(missing, key=_key):
         near = [a for a, _ in actual if (a.path, a.line, a.code) == (exp.path, exp.line, exp.code)]
         hint = f" (found it naming callable {near[0].callable!r})" if near and exp.callable else ""
         problems.append(f"MISSING    {exp.describe()}{hint}\n           | {_source_line(root, exp.path, exp.line)}")
-    for act, msg in sorted(unmatched_actual):
+    for act, msg in sorted(unmatched_actual, key=lambda pair: (_key(pair[0]), pair[1])):
         problems.append(
             f"UNEXPECTED {act.path}:{act.line}: {act.code} [callable {act.callable!r}]\n"
             f"           | {_source_line(root, act.path, act.line)}\n"
@@ -577,6 +582,9 @@ def test_harness_reports_missing_and_unexpected(tmp_path: Path) -> None:
     assert "UNEXPECTED m.py:2: CKP201" in text
     assert len(problems) == 4
     assert compare(expected[:1], found[:1], tmp_path) == []
+    # A pinned and an unpinned expectation at one place, both missing: reported, not a TypeError.
+    both = [Expectation("m.py", 1, "CKP101", "A.f"), Expectation("m.py", 1, "CKP101")]
+    assert len(compare(both, [], tmp_path)) == 2
 
 
 def test_finding_shape_checks(tmp_path: Path) -> None:
