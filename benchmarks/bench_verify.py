@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import gc
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -157,7 +156,6 @@ def main() -> int:
         verify_s, verify_peak = min(verify_s, s), max(verify_peak, peak)
     assert report is not None
 
-    budget_s = 1.3 * (plain_s + ckpt_s + plain_s)
     extra = verify_peak - plain_peak
     mem_budget = 2 * grad_bytes + buffer_bytes
     mib = 1024 * 1024

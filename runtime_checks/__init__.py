@@ -46,7 +46,10 @@ _WHERE = {
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from runtime_checks.assertions import assert_checkpoint_equivalent, check_checkpoint_equivalence
+    from runtime_checks.assertions import (
+        assert_checkpoint_equivalent,
+        check_checkpoint_equivalence,
+    )
     from runtime_checks.bypass import bypass_checkpointing
     from runtime_checks.report import MemoryStats, Mismatch, Report, TimingStats
     from runtime_checks.snapshot import ParameterWriteError

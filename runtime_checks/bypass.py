@@ -37,7 +37,7 @@ import torch.utils.checkpoint
 
 from runtime_checks import _state
 
-__all__ = ["bypass_checkpointing", "intercept", "region_namer", "installed"]
+__all__ = ["bypass_checkpointing", "installed", "intercept", "region_namer"]
 
 _CHECKPOINT_WRAPPED_SUFFIX = "._checkpoint_wrapped_module"
 

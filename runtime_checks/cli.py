@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-__all__ = ["main", "load_factory"]
+__all__ = ["load_factory", "main"]
 
 EXIT_OK, EXIT_MISMATCH, EXIT_ERROR = 0, 1, 2
 
@@ -173,10 +173,13 @@ def main(argv: Sequence[str]) -> int:
 def _run(args: argparse.Namespace) -> int:
     import torch
 
-    from runtime_checks.assertions import CheckpointMismatchError, check_checkpoint_equivalence
+    from runtime_checks.assertions import (
+        CheckpointMismatchError,
+        check_checkpoint_equivalence,
+    )
+    from runtime_checks.snapshot import ParameterWriteError
     from runtime_checks.strategies import inputs as inputs_strategy
     from runtime_checks.strategies import parse_input_spec
-    from runtime_checks.snapshot import ParameterWriteError
     from runtime_checks.verify import VerifyError
 
     if not args.inputs:

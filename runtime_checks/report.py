@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-__all__ = ["Mismatch", "MemoryStats", "TimingStats", "Report", "KINDS"]
+__all__ = ["KINDS", "MemoryStats", "Mismatch", "Report", "TimingStats"]
 
 # error first (the run did not even finish), then the structural kinds, then values.
 KINDS = ("error", "missing_grad", "unexpected_grad", "output", "grad", "buffer", "rng")

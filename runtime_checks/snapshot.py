@@ -29,7 +29,7 @@ try:  # NumPy is a dependency of the runtime extra, but never required to verify
 except ImportError:  # pragma: no cover
     _np = None  # type: ignore[assignment]
 
-__all__ = ["RngState", "ModelState", "PyState", "ParameterWriteError"]
+__all__ = ["ModelState", "ParameterWriteError", "PyState", "RngState"]
 
 
 class ParameterWriteError(RuntimeError):

@@ -19,7 +19,7 @@ import torch
 from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
-__all__ = ["tensors", "inputs", "parse_input_spec", "DEFAULT_DIM_BOUNDS"]
+__all__ = ["DEFAULT_DIM_BOUNDS", "inputs", "parse_input_spec", "tensors"]
 
 DEFAULT_DIM_BOUNDS = (1, 8)
 

@@ -35,9 +35,15 @@ import torch.utils.checkpoint
 
 from runtime_checks import _state, bypass
 from runtime_checks.report import MemoryStats, Mismatch, Report, TimingStats
-from runtime_checks.snapshot import ModelState, ParameterWriteError, PyState, RngState, seed_everything
+from runtime_checks.snapshot import (
+    ModelState,
+    ParameterWriteError,
+    PyState,
+    RngState,
+    seed_everything,
+)
 
-__all__ = ["verify", "VerifyError", "ParameterWriteError"]
+__all__ = ["ParameterWriteError", "VerifyError", "verify"]
 
 _DEFAULT_TOLERANCES: dict[torch.dtype, tuple[float, float]] = {
     torch.float16: (1e-3, 1e-5),

@@ -35,7 +35,7 @@ class Counted(nn.Module):
 
 
 class Route(nn.Module):
-    def __init__(self, call: Callable[["Route", torch.Tensor], torch.Tensor]) -> None:
+    def __init__(self, call: Callable[[Route, torch.Tensor], torch.Tensor]) -> None:
         super().__init__()
         self.inp = nn.Linear(8, 8)
         self.blocks = nn.ModuleList([Counted(), Counted()])

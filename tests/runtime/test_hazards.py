@@ -7,7 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from runtime_checks import verify  # noqa: E402
-from tests.runtime.models import HAZARDS, Net, PlainNet, RawInputNet, Block, make_input  # noqa: E402
+from tests.runtime.models import HAZARDS, Block, Net, PlainNet, RawInputNet, make_input  # noqa: E402
 
 # What each hazard must produce beyond wrong values, per variant (True = reentrant).
 EXPECTED_KINDS: dict[tuple[str, bool], set[str]] = {

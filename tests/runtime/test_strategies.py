@@ -8,7 +8,13 @@ torch = pytest.importorskip("torch")
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from runtime_checks import assert_checkpoint_equivalent, check_checkpoint_equivalence, inputs, tensors, verify  # noqa: E402
+from runtime_checks import (  # noqa: E402
+    assert_checkpoint_equivalent,
+    check_checkpoint_equivalence,
+    inputs,
+    tensors,
+    verify,
+)
 from runtime_checks.assertions import CheckpointMismatchError  # noqa: E402
 from runtime_checks.strategies import parse_input_spec  # noqa: E402
 from tests.runtime.models import WIDTH, Net, make_input  # noqa: E402
