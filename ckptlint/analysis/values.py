@@ -41,6 +41,7 @@ class Instance:
     wrapped_module: ModuleInfo | None = None
     prefix: int = 0  # leading elements whose positions are exact (``[First(...)]`` then appends)
     keys: tuple[str | None, ...] = ()  # ModuleDict literal keys, parallel to ``elements``
+    attrs: tuple[tuple[str, tuple["Instance", ...]], ...] = ()  # set on a bare ``nn.Module()`` namespace
 
     def select(self, index: cst.BaseSlice) -> list[Instance]:
         """Elements ``container[index]`` may be."""
@@ -108,6 +109,7 @@ class Env:
     loop_iters: dict[str, list[cst.BaseExpression]] = field(default_factory=dict)
     self_attrs: dict[str, list[cst.BaseExpression]] = field(default_factory=dict)
     self_appended: dict[str, list[cst.BaseExpression]] = field(default_factory=dict)
+    obj_attrs: dict[str, dict[str, list[cst.BaseExpression]]] = field(default_factory=dict)
     returns: list[cst.BaseExpression] = field(default_factory=list)
     inner_defs: dict[str, cst.FunctionDef] = field(default_factory=dict)
     self_name: str | None = None
@@ -141,6 +143,17 @@ def _loop_bindings(target: cst.BaseExpression, it: cst.BaseExpression) -> Iterat
             yield t.value, it
 
 
+def _attr_path(node: cst.BaseExpression, self_name: str | None) -> str | None:
+    """``self.a.b`` -> ``"a.b"`` (at least two attributes below self)."""
+    parts: list[str] = []
+    while isinstance(node, cst.Attribute):
+        parts.append(node.attr.value)
+        node = node.value
+    if self_name and isinstance(node, cst.Name) and node.value == self_name and len(parts) >= 2:
+        return ".".join(reversed(parts))
+    return None
+
+
 def _self_attr(node: cst.BaseExpression, self_name: str | None) -> str | None:
     if (
         self_name
@@ -170,6 +183,14 @@ def scope_env(fn: cst.FunctionDef | cst.Lambda, self_name: str | None = None) ->
             attr = _self_attr(t, self_name)
             if attr is not None:
                 env.self_attrs.setdefault(attr, []).append(value)
+            elif isinstance(t, cst.Attribute):
+                # ``self.mid.block_1 = Block()`` / ``down.block = blocks`` on a bare
+                # ``nn.Module()`` used as a namespace (taming-transformers VAEs).
+                path = _attr_path(t, self_name)
+                if path is not None:
+                    env.self_attrs.setdefault(path, []).append(value)
+                elif isinstance(t.value, cst.Name):
+                    env.obj_attrs.setdefault(t.value.value, {}).setdefault(t.attr.value, []).append(value)
 
     def visit_call(call: cst.Call) -> None:
         func = call.func
@@ -357,11 +378,24 @@ class Evaluator:
             for value in env.values.get(expr.value, ()):
                 if value is not expr:
                     out.extend(self.instances(value, mod, env, owner, depth + 1))
+            extra_attrs = env.obj_attrs.get(expr.value)
+            appended = env.appended.get(expr.value)
+            if extra_attrs or appended:
+                out = [self._decorate(inst, extra_attrs, appended, mod, env, owner, depth) for inst in out]
             return out
         if isinstance(expr, cst.Attribute) and owner is not None and env is not None:
-            attr = _self_attr(expr, env.self_name)
-            if attr is not None:
+            attr = _self_attr(expr, env.self_name) or _attr_path(expr, env.self_name)
+            if attr is not None and attr in self.attr_table(owner):
                 return list(self.attr_table(owner).get(attr, ()))
+        if isinstance(expr, cst.Attribute):
+            # ``<module object>.attr``: an attribute of a known class or namespace module.
+            out = []
+            for inst in self.instances(expr.value, mod, env, owner, depth + 1):
+                if inst.cls is not None:
+                    out.extend(self.attr_table(inst.cls).get(expr.attr.value, ()))
+                else:
+                    out.extend(dict(inst.attrs).get(expr.attr.value, ()))
+            return out
         if isinstance(expr, cst.Subscript):
             out = []
             for inst in self.instances(expr.value, mod, env, owner, depth + 1):
@@ -411,6 +445,36 @@ class Evaluator:
                 out.extend(found)
                 ordered = ordered and len(found) == 1
         return out, ordered
+
+    def _decorate(
+        self,
+        inst: Instance,
+        attrs: dict[str, list[cst.BaseExpression]] | None,
+        appended: list[tuple[cst.BaseExpression, bool]] | None,
+        mod: ModuleInfo,
+        env: Env,
+        owner: ClassInfo | None,
+        depth: int,
+    ) -> Instance:
+        """A local module object plus what the function later attached/appended to it."""
+        from dataclasses import replace
+
+        if inst.is_container and appended:
+            extra: list[Instance] = []
+            for value, star in appended:
+                if star:
+                    items, _ = self._list_items(value, mod, env, owner, depth + 1)
+                    extra.extend(items)
+                else:
+                    extra.extend(self.instances(value, mod, env, owner, depth + 1))
+            return replace(inst, elements=inst.elements + tuple(extra), ordered=False)
+        if attrs and inst.cls is None and not inst.is_container:
+            evaluated = tuple(
+                (name, tuple(i for v in values for i in self.instances(v, mod, env, owner, depth + 1)))
+                for name, values in sorted(attrs.items())
+            )
+            return replace(inst, attrs=inst.attrs + evaluated)
+        return inst
 
     def _dict_keys(
         self, args: Sequence[cst.Arg], mod: ModuleInfo, env: Env | None, owner: ClassInfo | None, depth: int

@@ -266,3 +266,27 @@ class Model(nn.Module):
     assert [s.kind for s in sites] == ["checkpoint"]
     assert names(checked) == {("Block.forward", ("x",))}
     assert checked[0].ref.module.path.endswith("blocks.py")
+
+
+def test_namespace_modules_taming_style(tmp_path: Path) -> None:
+    src = BLOCK + """
+class Encoder(nn.Module):
+    def __init__(self, d, levels):
+        super().__init__()
+        self.mid = nn.Module()
+        self.mid.block_1 = Block(d)
+        self.down = nn.ModuleList()
+        for _ in range(levels):
+            block = nn.ModuleList()
+            block.append(Block(d))
+            down = nn.Module()
+            down.block = block
+            self.down.append(down)
+    def forward(self, h, temb):
+        for i in range(2):
+            h = self._gradient_checkpointing_func(self.down[i].block[0], h, temb)
+        return self._gradient_checkpointing_func(self.mid.block_1, h, temb)
+"""
+    sites, checked = discover(tmp_path, {"mod.py": src})
+    assert len(sites) == 2
+    assert names(checked) == {("Block.forward", ("mask", "x"))}
