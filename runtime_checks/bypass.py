@@ -37,7 +37,7 @@ import torch.utils.checkpoint
 
 from runtime_checks import _state
 
-__all__ = ["bypass_checkpointing", "installed", "intercept", "region_namer"]
+__all__ = ["bypass_checkpointing", "composable_regions", "installed", "intercept", "region_namer"]
 
 _CHECKPOINT_WRAPPED_SUFFIX = "._checkpoint_wrapped_module"
 
@@ -235,8 +235,10 @@ def _tidy(path: str) -> str:
 def bypass_checkpointing(model: torch.nn.Module | None = None) -> Iterator[list[str]]:
     """Run the block with every gradient checkpoint bypassed (functions called directly).
 
-    Yields the list of region names bypassed so far (filled as the block runs).
-    Undone on exit, also when the block raises::
+    Yields the list of region names bypassed so far (filled as the block runs;
+    modules under ``torch.distributed._composable.checkpoint`` are listed up
+    front, and need ``model`` to be found). Undone on exit, also when the
+    block raises::
 
         with bypass_checkpointing(model):
             loss = model(x).sum()   # no checkpointing anywhere in here
@@ -252,5 +254,69 @@ def bypass_checkpointing(model: torch.nn.Module | None = None) -> Iterator[list[
         return n
 
     session.namer = namer
-    with intercept(session):
+    composable = composable_regions(model) if model is not None else []
+    for name, _, _ in composable:
+        bypassed.append(name)
+    with intercept(session), composable_control(composable, session):
         yield bypassed
+
+
+def composable_regions(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module, Any]]:
+    """Submodules under ``torch.distributed._composable.checkpoint`` (path, module, its state).
+
+    That API checkpoints through forward hooks and torch's private generator,
+    never through the public function; its per-module ``enable_hook`` switch
+    (what torch itself flips during recompute) turns it off.
+    """
+    try:
+        from torch.distributed._composable import checkpoint as composable
+    except Exception:  # noqa: BLE001 - no torch.distributed in this build
+        return []
+    state_of = getattr(composable, "state", None)
+    if state_of is None:
+        return []
+    namer = region_namer(model)
+    found = []
+    for mod in model.modules():
+        try:
+            st = state_of(mod)
+        except Exception:  # noqa: BLE001 - a module the contract does not know
+            continue
+        if st is not None and getattr(st, "enable_hook", False):
+            found.append((namer(mod), mod, st))
+    return found
+
+
+@contextlib.contextmanager
+def composable_control(
+    regions: list[tuple[str, torch.nn.Module, Any]], session: _state.Session
+) -> Iterator[None]:
+    """Apply ``session`` (record / bypass except ``keep``) to composable-checkpoint modules for the block."""
+    handles = []
+    switched = []
+    try:
+        for name, mod, st in regions:
+            bypassed = session.mode != "record" and name not in session.keep
+            if bypassed:
+                st.enable_hook = False
+                switched.append(st)
+
+            def pre(_m: Any, _args: Any, _name: str = name, _bypassed: bool = bypassed) -> None:
+                if session.mode == "record":
+                    session.note(_name)
+                elif _bypassed:
+                    session.stack.append(_name)
+
+            def post(_m: Any, _args: Any, _out: Any, _bypassed: bool = bypassed) -> None:
+                if _bypassed and session.stack:
+                    session.stack.pop()
+
+            # Prepended, so it runs before the composable hook reads enable_hook.
+            handles.append(mod.register_forward_pre_hook(pre, prepend=True))
+            handles.append(mod.register_forward_hook(post, always_call=True))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+        for st in switched:
+            st.enable_hook = True

@@ -192,6 +192,7 @@ class _Engine:
         self.atol = atol
         self.seed = seed
         self.namer = bypass.region_namer(model)
+        self.composable = bypass.composable_regions(model)
         self.projections: dict[tuple[str, tuple[int, ...], torch.dtype], torch.Tensor] = {}
         self.use_cuda = device.type == "cuda"
         self.param_ptrs: set[int] = set()
@@ -243,7 +244,11 @@ class _Engine:
         wrapped = self.wrap
         _state.set_session(session)
         outputs: Any = None
-        with warnings.catch_warnings(record=True) as caught, _wrapped_modules(wrapped, self.ckpt_kwargs):
+        with (
+            warnings.catch_warnings(record=True) as caught,
+            _wrapped_modules(wrapped, self.ckpt_kwargs),
+            bypass.composable_control(self.composable, session),
+        ):
             warnings.simplefilter("always")
             start = time.perf_counter()
             try:

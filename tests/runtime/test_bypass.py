@@ -222,3 +222,34 @@ def test_timm_checkpoint_seq_and_wrapper() -> None:
     model2 = Route(lambda m, x: timm_manip.checkpoint(m.blocks[1], timm_manip.checkpoint(m.blocks[0], x)))
     report = verify(model2, torch.randn(3, 8))
     assert report.equivalent and report.regions == ("blocks.0", "blocks.1"), str(report)
+
+
+def test_composable_checkpoint() -> None:
+    composable = pytest.importorskip("torch.distributed._composable", exc_type=ImportError).checkpoint
+    model = Route(lambda m, x: m.blocks[1](m.blocks[0](x)))
+    for b in model.blocks:
+        composable(b)
+    report = verify(model, torch.randn(3, 8))
+    assert report.equivalent, str(report)
+    assert report.regions == ("blocks.0", "blocks.1")
+    assert set(report.memory.per_region) == {"blocks.0", "blocks.1"}
+    assert all(composable.state(b).enable_hook for b in model.blocks)  # switched back on
+    for b in model.blocks:
+        b.calls = 0
+    with bypass_checkpointing(model) as seen:
+        _step(model)
+    assert seen == ["blocks.0", "blocks.1"] and [b.calls for b in model.blocks] == [1, 1]
+    _step(model)
+    assert [b.calls for b in model.blocks] == [3, 3]  # forward + recompute again
+    # A hazard inside one of them is caught and localised.
+    from tests.runtime.models import Block as HazardBlock
+
+    bad = Route(lambda m, x: m.blocks[1](m.blocks[0](x)))
+    bad.blocks = nn.ModuleList([Counted(), HazardBlock("counter_branch")])
+    bad.blocks[1].l1 = nn.Linear(8, 8)
+    bad.blocks[1].l2 = nn.Linear(8, 8)
+    for b in bad.blocks:
+        composable(b)
+    report = verify(bad, torch.randn(3, 8))
+    assert not report.equivalent
+    assert {m.region for m in report.mismatches} == {"blocks.1"}
