@@ -282,9 +282,10 @@ class _FileAnalysis:
         inst = item.member
         if inst is None or inst.call is None:
             return
-        arg_root = Root("input", "input", "input") if item.inputs else Root("local", "")
+        name = item.member_input
+        arg_root = Root("input", name, name) if item.inputs else Root("local", "")
         event = CallEvent(
-            inst.call, inst.call, (), None, None, ((None, cst.Name("input"), arg_root, ""),), (inst,),
+            inst.call, inst.call, (), None, None, ((None, cst.parse_expression(name), arg_root, ""),), (inst,),
             is_statement=False, in_with=False,
         )
         self._on_event(event, Visit(None, inst.module, (), {}))  # type: ignore[arg-type]

@@ -66,12 +66,14 @@ class CheckedCallable:
     site_scope: str = ""  # short name of the function holding the site ("Model.forward")
 
     member: Instance | None = None
+    label: str = ""  # for members: the checkpointed expression as written (``self.stem``)
+    member_input: str = "input"  # for members: the checkpoint's input as written
 
     @property
     def name(self) -> str:
         if self.ref is not None:
             return self.ref.name
-        return self.member.short_name if self.member is not None else "?"
+        return self.label or (self.member.short_name if self.member is not None else "?")
 
 
 @dataclass
@@ -295,9 +297,14 @@ class Discovery:
                     if id(inst.call) in seen:
                         continue
                     seen.add(id(inst.call))
+                    target = _fn_arg(call, spec.fn_index)
+                    label = (dotted_name(target) if target is not None else None) or inst.short_name
+                    data = _fn_arg(call, spec.fn_index + (2 if spec.kind == "sequential" else 1))
+                    data_name = dotted_name(data) if data is not None else None
                     checked.append(
                         CheckedCallable(None, frozenset({"input"} if receives else ()), mod, call, preserve,
-                                        spec.name, ctx.qualname, member=inst)
+                                        spec.name, ctx.qualname, member=inst, label=label,
+                                        member_input=data_name or "input")
                     )
         return sites, checked
 
