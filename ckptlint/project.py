@@ -24,7 +24,7 @@ from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
 
 from ckptlint.files import display_path
 
-__all__ = ["ClassInfo", "FunctionInfo", "ModuleInfo", "Project", "dotted_name"]
+__all__ = ["ClassInfo", "FunctionInfo", "ModuleInfo", "Project", "decode_source", "dotted_name"]
 
 
 def dotted_name(node: cst.BaseExpression) -> str | None:
@@ -52,6 +52,18 @@ def _module_name_for(path: str) -> tuple[str, str, bool]:
         parts = [p.parent.name or "__init__"]
         d = p.parent.parent
     return ".".join(reversed(parts)), str(d), is_package
+
+
+def decode_source(data: bytes) -> str:
+    """Decode like Python does (BOM / coding cookie), falling back to UTF-8 with replacement."""
+    import io
+    import tokenize
+
+    try:
+        encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
+        return data.decode(encoding)
+    except (SyntaxError, LookupError, UnicodeDecodeError):
+        return data.decode("utf-8", errors="replace")
 
 
 def _syntax_error(source: str, exc: cst.ParserSyntaxError) -> tuple[str, int, int]:
@@ -303,7 +315,9 @@ class Project:
 
     def __init__(self, files: Iterable[str], sources: dict[str, str] | None = None) -> None:
         self.files: list[str] = sorted(os.path.normpath(f) for f in files)
-        self._sources = dict(sources or {})
+        self._sources: dict[str, str] = {}
+        # Texts passed in (e.g. fixed sources for --diff) win over the disk and are never trimmed.
+        self._given = {os.path.normpath(k): v for k, v in (sources or {}).items()}
         self._modules: dict[str, ModuleInfo] = {}  # insertion order = recency of use
         self._by_name: dict[str, list[tuple[str, str]]] = {}  # module name -> [(path, root)]
         self._names: dict[str, tuple[str, str, bool]] = {}
@@ -341,11 +355,15 @@ class Project:
     # -- files and modules -------------------------------------------------------
 
     def read(self, path: str) -> str:
+        """Source text: given to the constructor, else read and decoded per PEP 263."""
         path = os.path.normpath(path)
+        given = self._given.get(path)
+        if given is not None:
+            return given
         if path not in self._sources:
             with open(path, "rb") as fh:
                 data = fh.read()
-            self._sources[path] = data.decode("utf-8", errors="replace")
+            self._sources[path] = decode_source(data)
         return self._sources[path]
 
     def module(self, path: str) -> ModuleInfo:

@@ -221,6 +221,7 @@ OWNED_ITER_METHODS = frozenset(
 NON_TENSOR_ATTRS = frozenset(
     {"shape", "dtype", "device", "ndim", "requires_grad", "grad_fn", "is_cuda", "layout", "is_leaf", "names"}
 )
+# ``add``/``sort`` are left out: tensors have out-of-place methods of those names.
 CONTAINER_MUTATORS = frozenset(
     {
         "append",
@@ -236,9 +237,6 @@ CONTAINER_MUTATORS = frozenset(
         "extendleft",
         "popleft",
         "discard",
-        "add",
-        "sort",
-        "reverse",
     }
 )
 # Trailing-underscore methods that do not change tensor data.

@@ -19,7 +19,8 @@ from ckptlint.discovery.sites import CheckedCallable, SiteCall
 from ckptlint.project import ModuleInfo, Project
 from ckptlint.types import Edit, Fix
 
-__all__ = ["Hit", "RuleContext", "describe", "kwarg", "literal", "replace_node_fix"]
+__all__ = [
+    "edits_fix","Hit", "RuleContext", "describe", "kwarg", "literal", "replace_node_fix"]
 
 FixBuilder = Callable[[ModuleInfo], "Fix | None"]
 
@@ -106,5 +107,32 @@ def replace_node_fix(
         text = mod.module.code_for_node(new_node)
         edit = Edit(pos.start.line, pos.start.column, pos.end.line, pos.end.column, text)
         return Fix(description, applicability, (edit,))  # type: ignore[arg-type]
+
+    return build
+
+
+EditSpec = tuple[str, cst.CSTNode, str]  # ("before" | "after" | "replace", node, text)
+
+
+def edits_fix(specs: list[EditSpec], description: str, applicability: str) -> FixBuilder:
+    """A fix made of small edits anchored on nodes (keeps the surrounding layout intact).
+
+    ``("before", node, text)`` inserts at the node's start, ``("after", ...)`` at its end,
+    ``("replace", ...)`` replaces exactly the node's range.
+    """
+
+    def build(mod: ModuleInfo) -> Fix | None:
+        edits: list[Edit] = []
+        for kind, node, text in specs:
+            pos = mod.position(node)
+            if pos is None:
+                return None
+            if kind == "before":
+                edits.append(Edit(pos.start.line, pos.start.column, pos.start.line, pos.start.column, text))
+            elif kind == "after":
+                edits.append(Edit(pos.end.line, pos.end.column, pos.end.line, pos.end.column, text))
+            else:
+                edits.append(Edit(pos.start.line, pos.start.column, pos.end.line, pos.end.column, text))
+        return Fix(description, applicability, tuple(sorted(edits)))  # type: ignore[arg-type]
 
     return build

@@ -31,7 +31,7 @@ import libcst as cst
 from ckptlint.analysis import names as N
 from ckptlint.analysis.flow import CallEvent
 from ckptlint.rules._common import first_positional, inplace_method, inplace_torch_function, is_input, written
-from ckptlint.rules.base import Hit, RuleContext, describe, replace_node_fix
+from ckptlint.rules.base import Hit, RuleContext, describe, edits_fix
 
 CODE = "CKP101"
 NAME = "inplace-method-on-input"
@@ -45,11 +45,13 @@ def check(event: CallEvent, ctx: RuleContext) -> Iterator[Hit]:
     op = None
     target: cst.BaseExpression | None = None
     root = None
+    method_form = False
     if event.method is not None and inplace_method(event.method) and is_input(event.receiver) and not event.qualnames:
         op = event.method
         assert isinstance(event.call.func, cst.Attribute)
         target = event.call.func.value
         root = event.receiver
+        method_form = True
     else:
         fn = inplace_torch_function(event.qualnames)
         first = first_positional(event)
@@ -64,19 +66,22 @@ def check(event: CallEvent, ctx: RuleContext) -> Iterator[Hit]:
     message = MESSAGE.format(op=op, subject=describe(root, name), where=ctx.where, fix=fix_text)
     fix = None
     call = event.call
+    func = call.func
+    attr = func.attr if isinstance(func, cst.Attribute) else func if isinstance(func, cst.Name) else None
     if (
         event.is_statement
-        and event.method == op
         and op not in N.INPLACE_NO_TWIN
-        and isinstance(call.func, cst.Attribute)
-        and isinstance(call.func.value, cst.Name)
+        and isinstance(target, cst.Name)
+        and attr is not None
+        and attr.value == op
+        and (method_form or isinstance(func, cst.Attribute))
     ):
-        receiver = call.func.value
-        new_call = call.with_changes(func=call.func.with_changes(attr=cst.Name(twin)))
-        new = cst.Assign(targets=[cst.AssignTarget(target=cst.Name(receiver.value))], value=new_call)
-        fix = replace_node_fix(
-            call, new, f"rebind '{receiver.value}' to {receiver.value}.{twin}(...) instead of mutating it "
-            "(unsafe: a caller that relied on seeing the mutation no longer does)", "unsafe",
+        # ``x.add_(v)`` -> ``x = x.add(v)``; ``torch.relu_(x)`` -> ``x = torch.relu(x)``.
+        fix = edits_fix(
+            [("before", call, f"{target.value} = "), ("replace", attr, twin)],
+            f"rebind '{target.value}' to the out-of-place {twin}() instead of mutating it "
+            "(unsafe: a caller that relied on seeing the mutation no longer does)",
+            "unsafe",
         )
     yield Hit(call, message, fix)
 

@@ -26,7 +26,7 @@ from typing import Iterator
 import libcst as cst
 
 from ckptlint.analysis.flow import WriteEvent
-from ckptlint.rules.base import Hit, RuleContext, describe, replace_node_fix
+from ckptlint.rules.base import EditSpec, Hit, RuleContext, describe, edits_fix
 
 CODE = "CKP102"
 NAME = "augmented-assignment-on-input"
@@ -59,20 +59,20 @@ def check(event: WriteEvent, ctx: RuleContext) -> Iterator[Hit]:
     if isinstance(event.aug.value, cst.Tuple):
         return  # ``history += (h,)``: tuples are immutable, this rebinds
     aug = event.aug
-    bop_text, bop = _OPS.get(type(aug.operator), ("?", cst.Add()))
+    bop_text, _ = _OPS.get(type(aug.operator), ("?", cst.Add()))
     name = event.target.value
     message = MESSAGE.format(
         op=bop_text + "=", subject=describe(event.root, name), where=ctx.where, name=name, bop=bop_text
     )
     right = aug.value
+    # Replace the operator token and parenthesise a compound right-hand side:
+    # ``x *= a + b`` -> ``x = x * (a + b)``; the layout around stays as written.
+    specs: list[EditSpec] = [("replace", aug.operator, f"= {name} {bop_text}")]
     if not isinstance(right, _ATOMS) or right.lpar:
-        right = right.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()]) if not right.lpar else right
-    new = cst.Assign(
-        targets=[cst.AssignTarget(target=cst.Name(name))],
-        value=cst.BinaryOperation(left=cst.Name(name), operator=bop, right=right),
-    )
-    fix = replace_node_fix(
-        aug, new, f"rebind '{name}' instead of updating it in place (unsafe: callers holding the tensor no longer see the update)", "unsafe"
+        if not right.lpar:
+            specs += [("before", right, "("), ("after", right, ")")]
+    fix = edits_fix(
+        specs, f"rebind '{name}' instead of updating it in place (unsafe: callers holding the tensor no longer see the update)", "unsafe"
     )
     yield Hit(aug, message, fix)
 

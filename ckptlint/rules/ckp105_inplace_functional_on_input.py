@@ -26,7 +26,7 @@ import libcst as cst
 
 from ckptlint.analysis.flow import CallEvent
 from ckptlint.rules._common import first_positional, written
-from ckptlint.rules.base import Hit, RuleContext, describe, kwarg, literal, replace_node_fix
+from ckptlint.rules.base import Hit, RuleContext, describe, edits_fix, kwarg, literal
 
 CODE = "CKP105"
 NAME = "inplace-functional-on-input"
@@ -42,8 +42,7 @@ def check(event: CallEvent, ctx: RuleContext) -> Iterator[Hit]:
     if first is None or first[1].kind != "input":
         return
     value, root = first
-    new_arg = arg.with_changes(value=cst.Name("False"))
-    fix = replace_node_fix(arg, new_arg, "pass inplace=False (safe: the result is still returned)", "safe")
+    fix = edits_fix([("replace", arg.value, "False")], "pass inplace=False (safe: the result is still returned)", "safe")
     yield Hit(
         event.call,
         MESSAGE.format(func=written(event.call.func), subject=describe(root, written(value)), where=ctx.where),

@@ -29,7 +29,9 @@ from typing import Iterator
 import libcst as cst
 
 from ckptlint.discovery.sites import SiteCall
-from ckptlint.rules.base import Hit, RuleContext, kwarg, replace_node_fix
+from ckptlint.project import ModuleInfo
+from ckptlint.rules.base import Hit, RuleContext, kwarg
+from ckptlint.types import Edit, Fix
 
 CODE = "CKP401"
 NAME = "missing-use-reentrant"
@@ -45,32 +47,35 @@ def check(site: SiteCall, ctx: RuleContext) -> Iterator[Hit]:
         return
     if any(a.star == "**" for a in call.args):
         return
-    args = list(call.args)
-    new_comma: cst.Comma | cst.MaybeSentinel = cst.MaybeSentinel.DEFAULT
-    if args:
-        last = args[-1]
-        # Separate the new keyword the way the previous arguments are
-        # separated (one line each in a multi-line call).
-        sep: cst.BaseParenthesizableWhitespace = cst.SimpleWhitespace(" ")
-        if len(args) >= 2 and isinstance(args[-2].comma, cst.Comma):
-            sep = args[-2].comma.whitespace_after
-        if isinstance(last.comma, cst.Comma):
-            new_comma = last.comma  # keep the trailing comma and what follows it
-        args[-1] = last.with_changes(comma=cst.Comma(whitespace_after=sep))
-    args.append(
-        cst.Arg(
-            keyword=cst.Name("use_reentrant"),
-            value=cst.Name("False"),
-            equal=cst.AssignEqual(cst.SimpleWhitespace(""), cst.SimpleWhitespace("")),
-            comma=new_comma,
-        )
-    )
-    new_call = call.with_changes(args=args)
-    fix = replace_node_fix(
-        call, new_call,
-        "pass use_reentrant=False (unsafe: switches from the reentrant to the non-reentrant implementation)", "unsafe",
-    )
+    fix = _fix(call) if call.args else None
     yield Hit(call, MESSAGE.format(func=site.name), fix)
+
+
+def _fix(call: cst.Call):  # -> FixBuilder
+    """Insert ``use_reentrant=False`` after the last argument, in the call's own layout."""
+    last = call.args[-1]
+
+    def build(mod: ModuleInfo) -> Fix | None:
+        end = mod.position(last.value)
+        if end is None:
+            return None
+        line, col = end.end.line, end.end.column
+        if isinstance(last.comma, cst.Comma):
+            # Keep the trailing comma and the line structure: ``    x,`` -> ``    x, use_reentrant=False,``.
+            comma = mod.position(last.comma)
+            if comma is None:
+                return None
+            line, col = comma.end.line, comma.end.column
+            text = " use_reentrant=False,"
+        else:
+            text = ", use_reentrant=False"
+        return Fix(
+            "pass use_reentrant=False (unsafe: switches from the reentrant to the non-reentrant implementation)",
+            "unsafe",
+            (Edit(line, col, line, col, text),),
+        )
+
+    return build
 
 
 VALID = [
