@@ -315,24 +315,8 @@ def _find_line(module: ModuleInfo, node: cst.CSTNode, scope: str) -> int:
     if isinstance(node, cst.ClassDef):
         m = re.search(r"^[ \t]*class[ \t]+" + re.escape(node.name.value) + r"\b", source, re.M)
         return source.count("\n", 0, m.start()) + 1 if m else 0
-    if module.module is None:
-        return 0
-    text = module.module.code_for_node(node)
-    if not text:
-        return 0
-    start = 0
-    if source.count(text) > 1:
-        for part in scope.split("."):
-            if not part or part.startswith("<"):
-                continue
-            m = re.compile(r"^[ \t]*(?:async[ \t]+)?(?:def|class)[ \t]+" + re.escape(part) + r"\b", re.M).search(source, start)
-            if m is None:
-                break
-            start = m.end()
-    idx = source.find(text, start)
-    if idx < 0 or (start == 0 and source.count(text) > 1):
-        return 0
-    return source.count("\n", 0, idx) + 1
+    pos = module.position(node)
+    return pos.start.line if pos is not None else 0
 
 
 def dedupe_findings(findings: Iterable[Finding]) -> list[Finding]:

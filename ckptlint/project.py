@@ -14,10 +14,12 @@ the function analysis handles that by consulting its own scope first.
 
 from __future__ import annotations
 
+import ast
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import libcst as cst
 from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
@@ -107,8 +109,111 @@ class ClassInfo:
     class_attrs: dict[str, cst.BaseExpression] = field(default_factory=dict)
 
 
+class _LazyDefs(Mapping[str, "cst.FunctionDef | cst.ClassDef"]):
+    """Top-level defs by name, parsed only when looked up."""
+
+    def __init__(self, info: "ModuleInfo") -> None:
+        self._info = info
+
+    def __getitem__(self, name: str) -> cst.FunctionDef | cst.ClassDef:
+        seg = self._info._def_seg[name]
+        found: cst.FunctionDef | cst.ClassDef | None = None
+        for stmt in _flatten(self._info.statement(seg)):
+            if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)) and stmt.name.value == name:
+                found = stmt
+        if found is None:
+            raise KeyError(name)
+        return found
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._info._def_seg
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._info._def_seg)
+
+    def __len__(self) -> int:
+        return len(self._info._def_seg)
+
+
+class _LazyAssigns(Mapping[str, "list[cst.BaseExpression]"]):
+    """Module-level ``name = value`` bindings, parsed only when looked up."""
+
+    def __init__(self, info: "ModuleInfo") -> None:
+        self._info = info
+        self._cache: dict[str, list[cst.BaseExpression]] = {}
+
+    def __getitem__(self, name: str) -> list[cst.BaseExpression]:
+        if name in self._cache:
+            return self._cache[name]
+        segs = self._info._assign_segs[name]
+        values: list[cst.BaseExpression] = []
+        for seg in segs:
+            for stmt in _flatten(self._info.statement(seg)):
+                if not isinstance(stmt, cst.SimpleStatementLine):
+                    continue
+                for small in stmt.body:
+                    if isinstance(small, cst.Assign):
+                        if any(isinstance(t.target, cst.Name) and t.target.value == name for t in small.targets):
+                            values.append(small.value)
+                    elif (
+                        isinstance(small, cst.AnnAssign)
+                        and isinstance(small.target, cst.Name)
+                        and small.target.value == name
+                        and small.value is not None
+                    ):
+                        values.append(small.value)
+        self._cache[name] = values
+        return values
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._info._assign_segs
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._info._assign_segs)
+
+    def __len__(self) -> int:
+        return len(self._info._assign_segs)
+
+
+def _flatten(stmt: cst.CSTNode) -> Iterator[cst.CSTNode]:
+    """A top-level statement and the statements of its if/try/with blocks (which bind names too)."""
+    yield stmt
+    bodies: list[Sequence[cst.CSTNode]] = []
+    if isinstance(stmt, cst.If):
+        bodies.append(stmt.body.body)
+        orelse = stmt.orelse
+        while orelse is not None:
+            bodies.append(orelse.body.body)
+            orelse = orelse.orelse if isinstance(orelse, cst.If) else None
+    elif isinstance(stmt, (cst.Try, cst.TryStar)):
+        bodies.append(stmt.body.body)
+        bodies.extend(h.body.body for h in stmt.handlers)
+        if stmt.orelse is not None:
+            bodies.append(stmt.orelse.body.body)
+        if stmt.finalbody is not None:
+            bodies.append(stmt.finalbody.body.body)
+    elif isinstance(stmt, cst.With):
+        bodies.append(stmt.body.body)
+    for body in bodies:
+        for inner in body:
+            yield from _flatten(inner)
+
+
+_NEWLINE = re.compile(r"\r\n|\r|\n")
+
+
 class ModuleInfo:
-    """One parsed file and its top-level name table."""
+    """One file: its name table (from ``ast``) and its statements (libcst, parsed on demand).
+
+    ``ast`` indexes a file ~8x faster than libcst parses it, and most of a
+    model file (configs, registries, heads) is never needed to check its
+    checkpointed code. So the file is split into top-level statements by
+    ``ast`` line numbers and each statement is parsed with libcst only when
+    something asks for it; positions are computed per statement and shifted
+    to the file. A file ``ast`` cannot read is parsed whole by libcst (which
+    then reports the syntax error, or reads newer syntax the running Python
+    does not know).
+    """
 
     def __init__(self, path: str, source: str, name: str, root: str, is_package: bool) -> None:
         self.path = path
@@ -117,26 +222,144 @@ class ModuleInfo:
         self.root = root
         self.is_package = is_package
         self.source = source
-        self.module: cst.Module | None = None
         self.parse_error: tuple[str, int, int] | None = None  # message, line, column (0-based)
         self.imports: dict[str, list[str]] = {}
-        self.defs: dict[str, cst.FunctionDef | cst.ClassDef] = {}
-        self.assigns: dict[str, list[cst.BaseExpression]] = {}
-        self._positions: dict[cst.CSTNode, CodeRange] | None = None
-        self._full_positions = False
-        self._starts: list[int] | None = None
-        self._stmt_index: dict[int, int] | None = None
-        self._indexed: set[int] = set()
-        self._wrapper: MetadataWrapper | None = None
+        self.class_bases: dict[str, list[str]] = {}  # top-level class -> base expressions as written
+        self._def_seg: dict[str, int] = {}
+        self._assign_segs: dict[str, list[int]] = {}
+        self.defs: Mapping[str, cst.FunctionDef | cst.ClassDef] = _LazyDefs(self)
+        self.assigns: Mapping[str, list[cst.BaseExpression]] = _LazyAssigns(self)
+        self._offsets = [0, *(m.end() for m in _NEWLINE.finditer(source))]
         self._lines: list[str] | None = None
+        self.starts: list[int] = []  # first line of each top-level statement
+        self._stmts: list[cst.BaseStatement | None] = []
+        self._seg_positions: dict[int, dict[cst.CSTNode, CodeRange]] = {}
+        self._seg_mods: dict[int, cst.Module] = {}
+        self._positions: dict[cst.CSTNode, CodeRange] = {}
+        self._stmt_of: dict[int, int] = {}  # id(node) -> statement index, filled as statements are walked
+        self._walked: set[int] = set()
+        self._full: cst.Module | None = None
         try:
-            self.module = cst.parse_module(source)
+            tree = ast.parse(source)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            self._parse_whole()
+            return
+        for st in tree.body:
+            line = min([st.lineno, *(d.lineno for d in getattr(st, "decorator_list", ()))])
+            if not self.starts or self.starts[-1] != line:
+                self.starts.append(line)  # ``a; b`` is one libcst statement line
+            self._index_ast(st, len(self.starts) - 1)
+        self._stmts = [None] * len(self.starts)
+
+    # -- parsing -------------------------------------------------------------------
+
+    def _parse_whole(self) -> None:
+        """libcst over the whole file: the fallback for files ``ast`` rejects."""
+        try:
+            module = cst.parse_module(self.source)
         except cst.ParserSyntaxError as exc:
-            self.parse_error = _syntax_error(source, exc)
+            self.parse_error = _syntax_error(self.source, exc)
+            return
         except (RecursionError, MemoryError) as exc:  # deeply nested generated code
             self.parse_error = (f"cannot parse: {type(exc).__name__}", 1, 0)
-        if self.module is not None:
-            self._index(self.module.body)
+            return
+        self._full = module
+        self.starts = []
+        self._stmts = list(module.body)
+        self._def_seg.clear()
+        self._assign_segs.clear()
+        for i, stmt in enumerate(module.body):
+            for inner in _flatten(stmt):
+                if isinstance(inner, (cst.FunctionDef, cst.ClassDef)):
+                    self._def_seg[inner.name.value] = i
+                    if isinstance(inner, cst.ClassDef):
+                        self.class_bases[inner.name.value] = [
+                            module.code_for_node(a.value) for a in inner.bases if a.keyword is None
+                        ]
+                elif isinstance(inner, cst.SimpleStatementLine):
+                    for small in inner.body:
+                        if isinstance(small, (cst.Import, cst.ImportFrom)):
+                            self.add_import(small, self.imports)
+                        elif isinstance(small, cst.Assign):
+                            for t in small.targets:
+                                if isinstance(t.target, cst.Name):
+                                    self._assign_segs.setdefault(t.target.value, []).append(i)
+                        elif isinstance(small, cst.AnnAssign) and isinstance(small.target, cst.Name):
+                            self._assign_segs.setdefault(small.target.value, []).append(i)
+
+    def _index_ast(self, st: ast.stmt, seg: int) -> None:
+        if isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            self._def_seg[st.name] = seg
+            if isinstance(st, ast.ClassDef):
+                self.class_bases[st.name] = [ast.unparse(b) for b in st.bases]
+        elif isinstance(st, ast.Import):
+            for alias in st.names:
+                if alias.asname:
+                    self.imports.setdefault(alias.asname, []).append(alias.name)
+                else:
+                    head = alias.name.split(".")[0]
+                    self.imports.setdefault(head, []).append(head)
+        elif isinstance(st, ast.ImportFrom):
+            base = self._absolute_name(st.module or "", st.level)
+            for alias in st.names:
+                if alias.name == "*":
+                    continue
+                local = alias.asname or alias.name
+                self.imports.setdefault(local, []).append(f"{base}.{alias.name}" if base else alias.name)
+        elif isinstance(st, ast.Assign):
+            for t in st.targets:
+                if isinstance(t, ast.Name):
+                    segs = self._assign_segs.setdefault(t.id, [])
+                    if seg not in segs:
+                        segs.append(seg)
+        elif isinstance(st, ast.AnnAssign) and isinstance(st.target, ast.Name):
+            segs = self._assign_segs.setdefault(st.target.id, [])
+            if seg not in segs:
+                segs.append(seg)
+        elif isinstance(st, ast.If):
+            for inner in (*st.body, *st.orelse):
+                self._index_ast(inner, seg)
+        elif isinstance(st, (ast.Try, getattr(ast, "TryStar", ast.Try))):
+            for inner in (*st.body, *(x for h in st.handlers for x in h.body), *st.orelse, *st.finalbody):
+                self._index_ast(inner, seg)
+        elif isinstance(st, ast.With):
+            for inner in st.body:
+                self._index_ast(inner, seg)
+
+    @property
+    def statement_count(self) -> int:
+        return len(self._stmts)
+
+    def statement(self, index: int) -> cst.BaseStatement:
+        """Top-level statement ``index`` as a libcst node (parsed on first use)."""
+        stmt = self._stmts[index]
+        if stmt is None:
+            start = self._offsets[self.starts[index] - 1]
+            end = (
+                self._offsets[self.starts[index + 1] - 1] if index + 1 < len(self.starts) else len(self.source)
+            )
+            try:
+                segment = cst.parse_module(self.source[start:end])
+            except (cst.ParserSyntaxError, RecursionError, MemoryError):
+                segment = None
+            if segment is None or len(segment.body) != 1:
+                # libcst disagrees with ast about this statement: parse whole file.
+                self._parse_whole()
+                if self._full is None or len(self._full.body) != len(self.starts):
+                    raise RuntimeError(f"{self.display}: cannot split the file into statements")
+                self.starts = self.starts  # same statements, now from the whole-file parse
+                return self._stmts[index]  # type: ignore[return-value]
+            stmt = segment.body[0]
+            self._stmts[index] = stmt
+            self._seg_mods[index] = segment
+        return stmt
+
+    @property
+    def module(self) -> cst.Module:
+        """All statements as one module (parses every statement: avoid on hot paths)."""
+        if self._full is not None:
+            return self._full
+        return cst.Module(body=[self.statement(i) for i in range(self.statement_count)])
 
     @property
     def package(self) -> str:
@@ -146,20 +369,23 @@ class ModuleInfo:
 
     @property
     def lines(self) -> list[str]:
+        """Source lines, split the way ``ast`` counts them."""
         if self._lines is None:
-            self._lines = self.source.splitlines()
+            offs = self._offsets
+            self._lines = [self.source[offs[i] : offs[i + 1]].rstrip("\r\n") for i in range(len(offs) - 1)]
+            if offs[-1] < len(self.source):
+                self._lines.append(self.source[offs[-1] :])
         return self._lines
 
-    def _absolute(self, module: cst.BaseExpression | None, level: int) -> str:
-        mod = dotted_name(module) if module is not None else ""
+    def _absolute_name(self, module: str, level: int) -> str:
         if level == 0:
-            return mod or ""
+            return module
         pkg = self.package.split(".") if self.package else []
-        if level - 1 > len(pkg):
-            base: list[str] = []
-        else:
-            base = pkg[: len(pkg) - (level - 1)]
-        return ".".join([*base, *([mod] if mod else [])])
+        base = [] if level - 1 > len(pkg) else pkg[: len(pkg) - (level - 1)]
+        return ".".join([*base, *([module] if module else [])])
+
+    def _absolute(self, module: cst.BaseExpression | None, level: int) -> str:
+        return self._absolute_name((dotted_name(module) or "") if module is not None else "", level)
 
     def add_import(self, stmt: cst.Import | cst.ImportFrom, table: dict[str, list[str]]) -> None:
         """Record the names one import statement binds into ``table``."""
@@ -183,131 +409,53 @@ class ModuleInfo:
                 local = alias.asname.name.value
             table.setdefault(local, []).append(f"{base}.{name}" if base else name)
 
-    def _index(self, body: Sequence[cst.CSTNode]) -> None:
-        for stmt in body:
-            if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)):
-                self.defs[stmt.name.value] = stmt
-            elif isinstance(stmt, cst.SimpleStatementLine):
-                for small in stmt.body:
-                    if isinstance(small, (cst.Import, cst.ImportFrom)):
-                        self.add_import(small, self.imports)
-                    elif isinstance(small, cst.Assign):
-                        for target in small.targets:
-                            if isinstance(target.target, cst.Name):
-                                self.assigns.setdefault(target.target.value, []).append(small.value)
-                    elif isinstance(small, cst.AnnAssign) and isinstance(small.target, cst.Name):
-                        if small.value is not None:
-                            self.assigns.setdefault(small.target.value, []).append(small.value)
-                        else:
-                            self.assigns.setdefault(small.target.value, [])
-            elif isinstance(stmt, cst.If):
-                # ``if TYPE_CHECKING:`` / version switches: both branches bind.
-                self._index(stmt.body.body)
-                orelse = stmt.orelse
-                while orelse is not None:
-                    self._index(orelse.body.body)
-                    orelse = orelse.orelse if isinstance(orelse, cst.If) else None
-            elif isinstance(stmt, cst.Try):
-                self._index(stmt.body.body)
-                for handler in stmt.handlers:
-                    self._index(handler.body.body)
-                if stmt.orelse is not None:
-                    self._index(stmt.orelse.body.body)
-                if stmt.finalbody is not None:
-                    self._index(stmt.finalbody.body.body)
-            elif isinstance(stmt, cst.With):
-                self._index(stmt.body.body)
-
     # -- positions ---------------------------------------------------------------
 
     def position(self, node: cst.CSTNode) -> CodeRange | None:
-        """Source range of ``node``.
-
-        Computed for the one top-level statement holding the node (libcst's
-        position pass over a whole file costs more than parsing it), with the
-        statement's first line taken from ``ast``; the whole file is the
-        fallback when that mapping is not available.
-        """
-        if self.module is None:
+        """Source range of ``node`` (positions are computed per top-level statement)."""
+        if self.parse_error is not None:
             return None
-        if self._positions is not None and node in self._positions:
-            return self._positions[node]
-        if self._positions is None:
-            self._positions = {}
-        if not self._full_positions:
-            index = self._statement_index(node)
-            starts = self._statement_starts()
-            if index is not None and starts is not None:
-                stmt = self.module.body[index]
-                mini = cst.Module(
-                    body=[stmt], header=[], footer=[], encoding=self.module.encoding,
-                    default_indent=self.module.default_indent, default_newline=self.module.default_newline,
-                    has_trailing_newline=True,
-                )
-                positions = MetadataWrapper(mini, unsafe_skip_copy=True).resolve(PositionProvider)
-                first: cst.CSTNode = stmt
-                decorators = getattr(stmt, "decorators", ())
-                if decorators:
-                    first = decorators[0]
-                offset = starts[index] - positions[first].start.line
-                for n, r in positions.items():
-                    if offset:
-                        r = CodeRange((r.start.line + offset, r.start.column), (r.end.line + offset, r.end.column))
-                    self._positions[n] = r
-                if node in self._positions:
-                    return self._positions[node]
-        self._full_positions = True
-        wrapper = MetadataWrapper(self.module, unsafe_skip_copy=True)
-        self._positions.update(wrapper.resolve(PositionProvider))
+        found = self._positions.get(node)
+        if found is not None:
+            return found
+        index = self._statement_index(node)
+        if index is None or index in self._seg_positions:
+            return None
+        if self._full is not None:
+            # Whole-file parse (fallback): one position pass over the file.
+            wrapper = MetadataWrapper(self._full, unsafe_skip_copy=True)
+            self._positions.update(wrapper.resolve(PositionProvider))
+            for i in range(len(self._stmts)):
+                self._seg_positions[i] = {}
+            return self._positions.get(node)
+        segment = self._seg_mods[index]
+        positions = MetadataWrapper(segment, unsafe_skip_copy=True).resolve(PositionProvider)
+        offset = self.starts[index] - 1  # the segment's line 1 is the statement's first line
+        for n, r in positions.items():
+            if offset:
+                r = CodeRange((r.start.line + offset, r.start.column), (r.end.line + offset, r.end.column))
+            self._positions[n] = r
+        self._seg_positions[index] = {}
         return self._positions.get(node)
-
-    def _statement_starts(self) -> list[int] | None:
-        """First line of each top-level statement (``ast``), None when it does not line up."""
-        if self._starts is None:
-            import ast
-
-            starts: list[int] = []
-            try:
-                tree = ast.parse(self.source)
-            except (SyntaxError, ValueError, RecursionError, MemoryError):
-                self._starts = []
-                return None
-            for st in tree.body:
-                line = min([st.lineno, *(d.lineno for d in getattr(st, "decorator_list", ()))])
-                if starts and starts[-1] == line:
-                    continue  # ``a; b`` is one libcst statement line
-                starts.append(line)
-            self._starts = starts
-        assert self.module is not None
-        if len(self._starts) != len(self.module.body):
-            return None
-        return self._starts
 
     def _statement_index(self, node: cst.CSTNode) -> int | None:
         from ckptlint.analysis.walk import walk
 
-        assert self.module is not None
-        for i, stmt in enumerate(self.module.body):
-            if stmt is node:
-                return i
-        if self._stmt_index is None:
-            self._stmt_index = {}
-        cached = self._stmt_index.get(id(node))
+        cached = self._stmt_of.get(id(node))
         if cached is not None:
             return cached
-        for i, stmt in enumerate(self.module.body):
-            if i in self._indexed:
+        for i, stmt in enumerate(self._stmts):
+            if stmt is None or i in self._walked:
                 continue
-            self._indexed.add(i)
+            self._walked.add(i)
             for n in walk(stmt):
-                self._stmt_index[id(n)] = i
-            if id(node) in self._stmt_index:
+                self._stmt_of[id(n)] = i
+            if id(node) in self._stmt_of:
                 return i
-        return self._stmt_index.get(id(node))
+        return self._stmt_of.get(id(node))
 
     def code_for(self, node: cst.CSTNode) -> str:
-        assert self.module is not None
-        return self.module.code_for_node(node)
+        return cst.Module(body=[]).code_for_node(node)
 
 
 class Project:
@@ -439,6 +587,21 @@ class Project:
                     path = os.path.normpath(os.path.relpath(path))
                 self._by_name.setdefault(name, []).append((path, near.root))
                 return path
+        return None
+
+    def lookup_module_text(self, qualname: str, near: ModuleInfo | None = None) -> str | None:
+        """Source text of the in-tree module defining ``qualname`` (no parse), if any."""
+        parts = qualname.split(".")
+        for i in range(len(parts) - 1, 0, -1):
+            path = self._found.get((".".join(parts[:i]), near.root if near is not None else ""), "")
+            if path == "":
+                path = self._find_module_path(".".join(parts[:i]), near)
+                self._found[(".".join(parts[:i]), near.root if near is not None else "")] = path
+            if path is not None:
+                try:
+                    return self.read(path)
+                except OSError:
+                    return None
         return None
 
     # -- name resolution ---------------------------------------------------------

@@ -254,9 +254,10 @@ class Discovery:
         """Every checkpoint site in ``mod`` and what each puts under checkpoint."""
         sites: list[SiteCall] = []
         checked: list[CheckedCallable] = []
-        if mod.module is None:
+        if mod.parse_error is not None:
             return sites, checked
-        checked.extend(self._gc_layers(mod))
+        if "GradientCheckpointingLayer" in mod.source or any(mod.class_bases.values()):
+            checked.extend(self._gc_layers(mod))
         if _SITE_TRIGGER.search(mod.source) or self.extra:
             for call, ctx, decorated in _calls_with_ctx(mod, self.evaluator, self._candidate_statements(mod)):
                 spec = self.spec(call, ctx)
@@ -316,7 +317,6 @@ class Discovery:
         or a configured/derived wrapper, so only statements holding such a
         line are walked.
         """
-        assert mod.module is not None
         names = {"checkpoint", N.GC_FUNC_ATTR, "apply_activation_checkpointing"}
         names.update(q.rsplit(".", 1)[-1] for q in self.extra)
         for local, quals in mod.imports.items():
@@ -329,8 +329,8 @@ class Discovery:
                 ):
                     names.add(local)
         pattern = re.compile("|".join(re.escape(n) for n in sorted(names)))
-        starts = mod._statement_starts()
-        if starts is None:
+        starts = mod.starts
+        if not starts:
             return None
         import bisect
 
@@ -338,13 +338,15 @@ class Discovery:
         for lineno, line in enumerate(mod.lines, 1):
             if pattern.search(line):
                 wanted.add(max(bisect.bisect_right(starts, lineno) - 1, 0))
-        return [mod.module.body[i] for i in sorted(wanted)]
+        return [mod.statement(i) for i in sorted(wanted)]
 
     def _gc_layers(self, mod: ModuleInfo) -> Iterator[CheckedCallable]:
-        if "GradientCheckpointingLayer" not in mod.source and not self._has_in_tree_bases(mod):
-            return
-        for name, node in mod.defs.items():
-            if not isinstance(node, cst.ClassDef) or not node.bases:
+        """Classes whose ``forward`` runs under checkpoint by inheriting GradientCheckpointingLayer."""
+        for name in mod.class_bases:
+            if not self._may_be_gc_layer(mod, name, set()):
+                continue
+            node = mod.defs[name]
+            if not isinstance(node, cst.ClassDef):
                 continue
             cls = self.project.class_info(mod, node, f"{mod.name}.{name}")
             if cls.qualname in N.GC_LAYER_BASES:
@@ -359,15 +361,22 @@ class Discovery:
             inputs = input_params(ref, extra_nulled=N.GC_NULLED_PARAMS)
             yield CheckedCallable(ref, inputs, mod, node, True, "GradientCheckpointingLayer")
 
-    def _has_in_tree_bases(self, mod: ModuleInfo) -> bool:
-        # A class may inherit GradientCheckpointingLayer through a base defined
-        # in another checked file; only worth resolving when bases are imported.
-        for node in mod.defs.values():
-            if isinstance(node, cst.ClassDef):
-                for arg in node.bases:
-                    name = dotted_name(arg.value)
-                    if name and name.split(".")[0] in mod.imports and not mod.imports[name.split(".")[0]][0].startswith(("torch", "typing", "abc")):
-                        return True
+    def _may_be_gc_layer(self, mod: ModuleInfo, name: str, seen: set[tuple[str, str]]) -> bool:
+        """Cheap text test before resolving a class's bases: can one reach GradientCheckpointingLayer?"""
+        key = (mod.path, name)
+        if key in seen:
+            return False
+        seen.add(key)
+        for base in mod.class_bases.get(name, ()):
+            if "GradientCheckpointingLayer" in base:
+                return True
+            head = base.split(".")[0].split("[")[0]
+            if head in mod.class_bases and self._may_be_gc_layer(mod, head, seen):
+                return True
+            for q in mod.imports.get(head, ()):
+                target = self.project.lookup_module_text(q, mod)
+                if target is not None and "GradientCheckpointingLayer" in target:
+                    return True
         return False
 
     def _callables(self, site: SiteCall, spec: _Spec) -> list[CheckedCallable]:
@@ -604,8 +613,6 @@ def _calls_with_ctx(
     mod: ModuleInfo, evaluator: Evaluator, statements: list[cst.BaseStatement] | None = None
 ) -> Iterator[tuple[cst.Call, Ctx, cst.FunctionDef | None]]:
     """Every call in ``mod`` with the function/class context it sits in."""
-    assert mod.module is not None
-
     def visit(node: cst.CSTNode, ctx: Ctx, cls: ClassInfo | None, prefix: str) -> Iterator[tuple[cst.Call, Ctx, cst.FunctionDef | None]]:
         for child in iter_children(node):
             if isinstance(child, cst.ClassDef):
@@ -635,7 +642,7 @@ def _calls_with_ctx(
                 yield child, ctx, None
             yield from visit(child, ctx, cls if not isinstance(child, (cst.FunctionDef,)) else None, prefix)
 
-    root: cst.CSTNode = mod.module if statements is None else mod.module.with_changes(body=statements)
+    root: cst.CSTNode = mod.module if statements is None else cst.Module(body=statements)
     yield from visit(root, Ctx(mod), None, "")
 
 

@@ -102,9 +102,9 @@ def replace_node_fix(
 
     def build(mod: ModuleInfo) -> Fix | None:
         pos = mod.position(node)
-        if pos is None or mod.module is None:
+        if pos is None:
             return None
-        text = mod.module.code_for_node(new_node)
+        text = mod.code_for(new_node)
         edit = Edit(pos.start.line, pos.start.column, pos.end.line, pos.end.column, text)
         return Fix(description, applicability, (edit,))  # type: ignore[arg-type]
 
