@@ -313,8 +313,14 @@ class ModelState:
         total = p.detach().sum()
         return (p._version, complex(total).real if p.is_complex() else float(total))
 
-    def reset_for_run(self) -> None:
-        """Put values, flags and modes back to the starting point; grads to None."""
+    def reset_for_run(self, *, full_check: bool = False) -> None:
+        """Put values, flags and modes back to the starting point; grads to None.
+
+        Without a parameter copy, writes are looked for through the version
+        counter before every run (free) and, with ``full_check``, also
+        through the sums that see ``.data`` writes (one pass over the
+        parameters; verify does it once, at the end).
+        """
         with torch.no_grad():
             for i, ((name, p), rg) in enumerate(zip(self.params, self.requires_grad)):
                 if p.requires_grad != rg:
@@ -326,9 +332,11 @@ class ModelState:
                         p.data = saved.clone()
                     elif not torch.equal(p, saved):
                         p.data.copy_(saved)
-                else:
-                    mark = self._mark(p)
-                    if mark != self.param_marks[i] and not (mark[1] != mark[1] and self.param_marks[i][1] != self.param_marks[i][1]):
+                elif p._version != self.param_marks[i][0]:
+                    raise ParameterWriteError(name)
+                elif full_check:
+                    mark, before = self._mark(p)[1], self.param_marks[i][1]
+                    if mark != before and not (mark != mark and before != before):  # NaN == NaN here
                         raise ParameterWriteError(name)
                 p.grad = None
             for (mod, bname, _), saved in zip(self.buffers, self.buffer_clone):

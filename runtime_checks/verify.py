@@ -366,7 +366,7 @@ class _Engine:
                 mismatches = [dataclasses.replace(m, region=regions[0]) for m in mismatches]
             elif localize:
                 mismatches = self._localise(regions, mismatches, base, tol)
-        self.mstate.reset_for_run()  # also detects a parameter written by the last run
+        self.mstate.reset_for_run(full_check=True)  # also detects a parameter written by any run
         notes = [f"only in the checkpointed run: warning: {w}" for w in dict.fromkeys(ckpt.warnings) if w not in base.warnings]
         if ckpt.error is None:
             for (kind, name), value in ckpt.other.items():

@@ -136,6 +136,14 @@ def test_in_place_write_to_a_parameter_is_undone() -> None:
         verify(model, torch.randn(2, 4))
     assert not bypass.installed()
 
+    class DataWriter(Drifting):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.lin.weight.data.mul_(0.5)  # .data: no version counter bump
+            return self.lin(x)
+
+    with pytest.raises(ParameterWriteError, match="lin.weight"):
+        verify(DataWriter(), torch.randn(2, 4))
+
 
 def test_noise_floor_widens_tolerance() -> None:
     import itertools
