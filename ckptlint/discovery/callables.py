@@ -287,6 +287,14 @@ class Resolver:
                 if a.keyword is not None and isinstance(a.value, cst.Name) and a.value.value in ("None", "False")
             )
             return [replace(r, partial_positional=r.partial_positional + npos, nulled=r.nulled | nulled) for r in refs]
+        # A module built on the spot: ``checkpoint(Block(d), x)``.
+        built = [inst for inst in self.evaluator.instances(call, ctx.module, ctx.env, ctx.cls) if inst.cls is not None]
+        if built:
+            out_refs: list[CallableRef] = []
+            for inst in built:
+                out_refs.extend(self.forward_refs(inst))
+            if out_refs:
+                return out_refs
         # A factory returning an inner function (``create_custom_forward(layer)``).
         factories = self.resolve(call.func, ctx, depth + 1)
         out: list[CallableRef] = []

@@ -82,6 +82,7 @@ class _Spec:
     torch_api: bool
     fn_index: int = 0  # position of the checkpointed callable among the arguments
     name: str = "checkpoint"
+    bound: dict[str, cst.BaseExpression] | None = None  # keywords bound by a partial(checkpoint, ...)
 
 
 _SITE_TRIGGER = re.compile(
@@ -139,7 +140,8 @@ class Discovery:
                 if isinstance(value, cst.Call) and N.matches(self.resolver.qualnames(value.func, ctx), N.PARTIAL) and value.args:
                     iq = self.resolver.qualnames(value.args[0].value, ctx) if isinstance(value.args[0].value, (cst.Name, cst.Attribute)) else []
                     if N.matches(iq, N.CHECKPOINT_FUNCTIONS | N.TORCH_CHECKPOINT_NAMES) or N.matches(iq, self.extra):
-                        return _Spec("checkpoint", False, 0, written)
+                        bound = {a.keyword.value: a.value for a in value.args[1:] if a.keyword is not None}
+                        return _Spec("checkpoint", False, 0, written, bound)
         if isinstance(func, cst.Name) and ctx.env is not None and func.value in ctx.env.inner_defs:
             spec = self._wrapper_spec(func, ctx, written)
             if spec is not None:
@@ -273,6 +275,8 @@ class Discovery:
                                 checked.append(CheckedCallable(ref, input_params(ref), mod, call, preserve, inner.name, ctx.qualname))
                     continue
                 site = SiteCall(call, mod, spec.kind, spec.torch_api, spec.name, ctx)
+                if spec.bound:
+                    site.bound_kwargs = dict(spec.bound)
                 if spec.kind == "gc_func" and ctx.cls is not None and isinstance(call.func, cst.Attribute):
                     site.bound_kwargs = self._checkpoint_attr(ctx.cls, call.func.attr.value) or {}
                 if decorated is not None:
