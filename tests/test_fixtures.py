@@ -522,6 +522,8 @@ RUNTIME_CASES: list[tuple[str, str, tuple[int, ...], tuple[tuple[int, ...], ...]
     ("benign_timm_drop_path.py", "Net", (8, 2), ((4, 8),), "benign"),
     ("benign_frozen_batchnorm.py", "Backbone", (4,), ((2, 4, 8, 8),), "benign"),
     ("benign_conditional_inplace_helpers.py", "Net", (8,), ((4, 8),), "benign"),
+    ("benign_data_dependent_control_flow.py", "Model", (8,), ((4, 8), (4,)), "benign"),
+    ("benign_out_of_place_twins.py", "Net", (8,), ((4, 8), (4, 8), (4, 8)), "benign"),
 ]
 
 
