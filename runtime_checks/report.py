@@ -44,7 +44,8 @@ class MemoryStats:
     """Bytes of tensors saved for backward (each storage counted once; parameters and buffers excluded).
 
     ``per_region``: bytes saved inside each checkpoint region when it runs
-    unchekpointed — what checkpointing that region avoids holding.
+    uncheckpointed — what checkpointing that region avoids holding.
+    ``saved_bytes_checkpointed`` is -1 when the checkpointed forward raised.
     ``cuda_max_allocated``: ``torch.cuda.max_memory_allocated`` per run
     (keys ``checkpointed``, ``baseline``) on CUDA, else ``None``.
     """
@@ -112,11 +113,14 @@ class Report:
             for kind, name, detail in details[:10]:
                 lines.append(f"  {kind} {name}: {detail}")
         mem = self.memory
-        lines.append(
-            "saved for backward: "
-            f"checkpointed {_bytes(mem.saved_bytes_checkpointed)}, baseline {_bytes(mem.saved_bytes_baseline)}"
-            f" (checkpointing saves {_bytes(mem.saved_bytes_saved)})"
-        )
+        if mem.saved_bytes_checkpointed < 0:  # the checkpointed forward raised
+            lines.append(f"saved for backward: baseline {_bytes(mem.saved_bytes_baseline)}, checkpointed unknown")
+        else:
+            lines.append(
+                "saved for backward: "
+                f"checkpointed {_bytes(mem.saved_bytes_checkpointed)}, baseline {_bytes(mem.saved_bytes_baseline)}"
+                f" (checkpointing saves {_bytes(mem.saved_bytes_saved)})"
+            )
         if mem.per_region:
             top = sorted(mem.per_region.items(), key=lambda kv: -kv[1])[:8]
             lines.append("  per region: " + ", ".join(f"{k} {_bytes(v)}" for k, v in top))
