@@ -713,6 +713,14 @@ class Project:
 
     def all_base_names(self, cls: ClassInfo) -> set[str]:
         """Qualified names of every base (in-tree or not), transitively."""
+        cache = self.cache.setdefault("all_base_names", {})
+        key = f"{cls.module.path}:{cls.qualname}"
+        if key in cache:
+            return cache[key]  # type: ignore[return-value]
+        cache[key] = names = self._all_base_names(cls)
+        return names
+
+    def _all_base_names(self, cls: ClassInfo) -> set[str]:
         names: set[str] = set()
         stack = [cls]
         seen = {cls.qualname}

@@ -760,7 +760,14 @@ class _Walker:
         except RecursionError:
             return
         merged: _Returns | None = None
+        project = resolver.project
         for ref in refs:
+            is_forward = isinstance(ref.node, cst.FunctionDef) and ref.node.name.value == "forward"
+            if ref.cls is not None and is_forward:
+                # A BatchNorm subclass's own forward (timm's BatchNormAct2d): its
+                # running-stat updates are reported once, at the call (CKP204).
+                if project.all_base_names(ref.cls) & (N.BATCHNORM_CLASSES | N.INSTANCENORM_CLASSES):
+                    continue
             fresh: set[str] = set()
             taint = self._map_args(ref, args, fresh) if ref.receives_input else {}
             returned = self.a._run(
