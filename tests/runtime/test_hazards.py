@@ -203,3 +203,35 @@ def test_kv_cache_in_passed_list() -> None:
     assert {m.kind for m in reentrant.mismatches} == {"grad"} and {m.region for m in reentrant.mismatches} == {"attn"}
     nonreentrant = verify(_CacheNet(False), make_input())
     assert [(m.kind, m.name, m.region) for m in nonreentrant.mismatches] == [("error", "CheckpointError", "attn")]
+
+
+class _DictOut(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(16, 16)
+
+    def forward(self, xs: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"y": self.lin(xs[0]) + xs[1]}
+
+
+class _ListInNet(torch.nn.Module):
+    def __init__(self, use_reentrant: bool) -> None:
+        super().__init__()
+        self.inp = torch.nn.Linear(16, 16)
+        self.block = _DictOut()
+        self.use_reentrant = use_reentrant
+
+    def forward(self, pair: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        a, b = pair
+        return torch.utils.checkpoint.checkpoint(self.block, [self.inp(a), b], use_reentrant=self.use_reentrant)
+
+
+def test_list_input_dict_output() -> None:
+    # CHECKPOINT_SEMANTICS: reentrant sees no tensor argument (it is inside a list) -> missing grads; non-reentrant equal.
+    pair = [make_input(), make_input(requires_grad=True)]
+    report = verify(_ListInNet(True), ([pair[0], pair[1]],))  # nested input: one positional list
+    missing = {m.name for m in report.mismatches if m.kind == "missing_grad"}
+    assert missing == {"block.lin.weight", "block.lin.bias", "inp.weight", "inp.bias", "input[0][1]"}
+    assert {m.region for m in report.mismatches} == {"block"}
+    assert verify(_ListInNet(False), ([pair[0], pair[1]],)).equivalent
+    assert pair[1].grad is None  # the caller's input tensors are never touched
