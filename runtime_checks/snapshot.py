@@ -15,8 +15,11 @@ a reference sees the original contents again).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 import sys
+import tempfile
 import types
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
@@ -249,6 +252,11 @@ class ModelState:
     param_data: list[torch.Tensor] = field(default_factory=list)  # original tensor objects
     param_clone: list[torch.Tensor] = field(default_factory=list)
     param_marks: list[tuple[int, float]] = field(default_factory=list)
+    # "disk" mode: the parameters' values in a temporary file, read back (memory-mapped) only
+    # for a parameter that was written; removed by ``restore``.
+    param_spill: str | None = None
+    moved: bool = False  # the runs used moved copies (device/dtype), not the original storage
+    _spilled: dict[str, torch.Tensor] | None = None
     grads: list[torch.Tensor | None] = field(default_factory=list)
     requires_grad: list[bool] = field(default_factory=list)
     buffers: list[tuple[torch.nn.Module, str, str]] = field(default_factory=list)
@@ -279,6 +287,7 @@ class ModelState:
         """Place the model on ``device``/``dtype`` for the runs (undone by ``restore``)."""
         if device is None and dtype is None:
             return
+        self.moved = True
         with torch.no_grad():
             for _, p in self.params:
                 p.data = p.data.to(device=device, dtype=dtype if (dtype is not None and p.is_floating_point()) else None)
@@ -289,15 +298,26 @@ class ModelState:
                         device=device, dtype=dtype if (dtype is not None and buf.is_floating_point()) else None
                     )
 
-    def clone_values(self, params: bool) -> None:
-        """Clone buffer values (and parameter values when ``params``) as they are now (after any move).
+    def clone_values(self, params: bool | str) -> None:
+        """Clone buffer values, and keep the parameter values as they are now (after any move).
 
-        Without a parameter copy, writes to parameters are detected instead
-        (version counter and a float64 sum, which also sees ``.data`` writes)
-        and ``ParameterWriteError`` is raised.
+        ``params=True`` copies parameters in memory; ``"disk"`` writes them to
+        a temporary file (no extra memory; read back only for a parameter that
+        was written); ``False`` keeps nothing. Writes are detected through the
+        version counter and a sum (which also sees ``.data`` writes); with
+        nothing kept, ``ParameterWriteError`` is raised.
         """
         with torch.no_grad():
-            self.param_clone = [p.detach().clone() for _, p in self.params] if params else []
+            self.param_clone = [p.detach().clone() for _, p in self.params] if params is True else []
+            if params == "disk" and self.params:
+                fd, path = tempfile.mkstemp(prefix="ckptlint-params-", suffix=".pt")
+                try:
+                    with os.fdopen(fd, "wb") as fh:
+                        torch.save({str(i): p.detach() for i, (_, p) in enumerate(self.params)}, fh)
+                except BaseException:
+                    os.unlink(path)
+                    raise
+                self.param_spill = path
             self.param_marks = [self._mark(p) for _, p in self.params]
             self.buffer_clone = [
                 (mod._buffers[b].detach().clone() if mod._buffers[b] is not None else None) for mod, b, _ in self.buffers
@@ -312,6 +332,36 @@ class ModelState:
         # unchanged values, which is all a change detector needs.
         total = p.detach().sum()
         return (p._version, complex(total).real if p.is_complex() else float(total))
+
+    def _written(self, i: int, p: torch.Tensor, full_check: bool) -> bool:
+        """Whether parameter ``i`` changed since ``clone_values`` (version counter; with ``full_check`` a sum too)."""
+        version, before = self.param_marks[i]
+        if p._version != version:
+            return True
+        if not full_check:
+            return False
+        mark = self._mark(p)[1]
+        return mark != before and not (mark != mark and before != before)  # NaN == NaN here
+
+    def _reload_param(self, i: int, p: torch.Tensor) -> None:
+        """Put parameter ``i``'s value back from the spill file (its storage, else a fresh tensor)."""
+        assert self.param_spill is not None
+        if self._spilled is None:
+            self._spilled = torch.load(self.param_spill, map_location="cpu", mmap=True, weights_only=True)
+        saved = self._spilled[str(i)]
+        target = self.param_data[i] if p.data is not self.param_data[i] else p.data
+        if target.shape == saved.shape and target.dtype == saved.dtype:
+            target.copy_(saved.to(target.device))
+        else:
+            p.data = saved.to(target.device).clone()
+        self.param_marks[i] = self._mark(p)
+
+    def _drop_spill(self) -> None:
+        self._spilled = None
+        if self.param_spill is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.param_spill)
+            self.param_spill = None
 
     def reset_for_run(self, *, full_check: bool = False) -> None:
         """Put values, flags and modes back to the starting point; grads to None.
@@ -332,12 +382,10 @@ class ModelState:
                         p.data = saved.clone()
                     elif not torch.equal(p, saved):
                         p.data.copy_(saved)
-                elif p._version != self.param_marks[i][0]:
-                    raise ParameterWriteError(name)
-                elif full_check:
-                    mark, before = self._mark(p)[1], self.param_marks[i][1]
-                    if mark != before and not (mark != mark and before != before):  # NaN == NaN here
+                elif self._written(i, p, full_check):
+                    if self.param_spill is None:
                         raise ParameterWriteError(name)
+                    self._reload_param(i, p)
                 p.grad = None
             for (mod, bname, _), saved in zip(self.buffers, self.buffer_clone):
                 cur = mod._buffers.get(bname)
@@ -361,15 +409,23 @@ class ModelState:
 
     def restore(self) -> None:
         """Put everything back exactly as captured (the original tensor objects, grads, flags)."""
+        try:
+            self._restore()
+        finally:
+            self._drop_spill()
+
+    def _restore(self) -> None:
         with torch.no_grad():
-            for (_, p), data, clone, grad, rg in zip(
+            for idx, ((_, p), data, clone, grad, rg) in enumerate(zip(
                 self.params, self.param_data, self.param_clone or [None] * len(self.params), self.grads, self.requires_grad
-            ):
+            )):
                 if p.data is not data:
                     p.data = data
                 # Without a move the runs used the original storage: undo any write to it.
                 if clone is not None and clone.device == data.device and clone.dtype == data.dtype and not torch.equal(data, clone):
                     data.copy_(clone)
+                elif self.param_spill is not None and not self.moved and self._written(idx, data, full_check=True):
+                    self._reload_param(idx, p)
                 p.grad = grad
                 if p.requires_grad != rg:
                     p.requires_grad_(rg)

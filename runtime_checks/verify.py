@@ -28,7 +28,7 @@ import warnings
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.utils.checkpoint
@@ -93,7 +93,7 @@ def verify(
     seed: int = 0,
     localize: bool = True,
     checkpoint_kwargs: Mapping[str, Any] | None = None,
-    snapshot_params: bool = False,
+    snapshot_params: bool | Literal["disk"] = "disk",
 ) -> Report:
     """Compare ``model`` as it checkpoints against the same model with checkpointing bypassed.
 
@@ -109,10 +109,11 @@ def verify(
     ``rtol``/``atol`` replace the dtype defaults of ``torch.testing.assert_close``;
     either way a difference the baseline shows against itself is never reported.
     ``localize=False`` skips the search for the responsible regions.
-    ``snapshot_params=True`` copies the parameters first, for a model that
-    writes to them during the step; otherwise such writes are detected and
-    raise ``ParameterWriteError`` (parameters are not copied by default: a
-    step leaves them alone, and the copy would cost a model's worth of memory).
+    ``snapshot_params`` decides how a model that writes to its own parameters
+    during the step is undone: ``"disk"`` (default) saves them to a temporary
+    file and reads back only what was written (no extra memory); ``True``
+    copies them in memory; ``False`` keeps nothing, and a write raises
+    ``ParameterWriteError``.
 
     The model is left exactly as found: parameters, buffers, ``.grad``,
     ``requires_grad``, training mode, device, RNG states and the Python state
@@ -126,6 +127,8 @@ def verify(
         if not isinstance(built, torch.nn.Module):
             raise VerifyError(f"model factory {_qualname(model)!r} returned {type(built).__name__}, not an nn.Module")
         model = built
+    if snapshot_params not in (True, False, "disk"):
+        raise VerifyError(f"snapshot_params must be 'disk', True or False, got {snapshot_params!r}")
     if loss_fn is not None and not callable(loss_fn):
         raise VerifyError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
     if dtype is not None and not isinstance(dtype, torch.dtype):

@@ -124,25 +124,34 @@ def test_in_place_write_to_a_parameter_is_undone() -> None:
                 self.lin.weight.mul_(0.5)  # e.g. a weight-normalising hack
             return self.lin(x)
 
-    model = Drifting()
-    weight = model.lin.weight.detach().clone()
-    report = verify(model, torch.randn(2, 4), snapshot_params=True)
-    assert report.equivalent  # every run starts from the same weights
-    assert torch.equal(model.lin.weight, weight)
-    # Without the copy (the default: it costs a model's worth of memory) the write is detected.
-    from runtime_checks import ParameterWriteError
-
-    with pytest.raises(ParameterWriteError, match="lin.weight"):
-        verify(model, torch.randn(2, 4))
-    assert not bypass.installed()
-
     class DataWriter(Drifting):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             self.lin.weight.data.mul_(0.5)  # .data: no version counter bump
             return self.lin(x)
 
+    # Default ("disk": a temporary file, read back for written parameters) and an in-memory copy.
+    for cls in (Drifting, DataWriter):
+        for mode in ("disk", True):
+            model, x = cls(), torch.randn(2, 4)
+            before = _capture(model)
+            report = verify(model, x, snapshot_params=mode)
+            assert report.equivalent, (cls.__name__, mode)  # every run starts from the same weights
+            _assert_same(before, _capture(model))
+    # The default leaves no temporary file behind.
+    import glob
+    import tempfile
+
+    assert not glob.glob(f"{tempfile.gettempdir()}/ckptlint-params-*")
+    # Keeping nothing: the write is detected and named.
+    from runtime_checks import ParameterWriteError, VerifyError
+
     with pytest.raises(ParameterWriteError, match="lin.weight"):
-        verify(DataWriter(), torch.randn(2, 4))
+        verify(Drifting(), torch.randn(2, 4), snapshot_params=False)
+    with pytest.raises(ParameterWriteError, match="lin.weight"):
+        verify(DataWriter(), torch.randn(2, 4), snapshot_params=False)
+    assert not bypass.installed()
+    with pytest.raises(VerifyError, match="snapshot_params"):
+        verify(Drifting(), torch.randn(2, 4), snapshot_params="memory")
 
 
 def test_noise_floor_widens_tolerance() -> None:
