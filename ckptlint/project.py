@@ -199,6 +199,24 @@ def _flatten(stmt: cst.CSTNode) -> Iterator[cst.CSTNode]:
             yield from _flatten(inner)
 
 
+def _resolve_positions(module: cst.Module) -> Mapping[cst.CSTNode, CodeRange] | None:
+    """libcst positions for ``module``; deep generated expressions get a higher recursion limit."""
+    import sys
+
+    try:
+        return MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
+    except (RecursionError, KeyError):
+        pass
+    limit = sys.getrecursionlimit()
+    try:
+        sys.setrecursionlimit(max(limit, 30000))
+        return MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
+    except (RecursionError, KeyError, MemoryError):
+        return None
+    finally:
+        sys.setrecursionlimit(limit)
+
+
 _NEWLINE = re.compile(r"\r\n|\r|\n")
 
 
@@ -340,15 +358,15 @@ class ModuleInfo:
             )
             try:
                 segment = cst.parse_module(self.source[start:end])
-            except (cst.ParserSyntaxError, RecursionError, MemoryError):
+            except (RecursionError, MemoryError):
+                # Too deeply nested for libcst (generated literals): nothing in it can be read.
+                segment = cst.parse_module("pass\n")
+            except cst.ParserSyntaxError:
                 segment = None
             if segment is None or len(segment.body) != 1:
-                # libcst disagrees with ast about this statement: parse whole file.
-                self._parse_whole()
-                if self._full is None or len(self._full.body) != len(self.starts):
-                    raise RuntimeError(f"{self.display}: cannot split the file into statements")
-                self.starts = self.starts  # same statements, now from the whole-file parse
-                return self._stmts[index]  # type: ignore[return-value]
+                # libcst reads this statement differently from ast (rare grammar
+                # corners): treat it as opaque rather than fail the file.
+                segment = cst.parse_module("pass\n")
             stmt = segment.body[0]
             self._stmts[index] = stmt
             self._seg_mods[index] = segment
@@ -423,13 +441,15 @@ class ModuleInfo:
             return None
         if self._full is not None:
             # Whole-file parse (fallback): one position pass over the file.
-            wrapper = MetadataWrapper(self._full, unsafe_skip_copy=True)
-            self._positions.update(wrapper.resolve(PositionProvider))
+            self._positions.update(_resolve_positions(self._full) or {})
             for i in range(len(self._stmts)):
                 self._seg_positions[i] = {}
             return self._positions.get(node)
         segment = self._seg_mods[index]
-        positions = MetadataWrapper(segment, unsafe_skip_copy=True).resolve(PositionProvider)
+        positions = _resolve_positions(segment)
+        if positions is None:
+            self._seg_positions[index] = {}
+            return None
         offset = self.starts[index] - 1  # the segment's line 1 is the statement's first line
         for n, r in positions.items():
             if offset:

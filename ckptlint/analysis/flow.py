@@ -390,7 +390,12 @@ class _Walker:
 
     def block(self, body: Sequence[cst.CSTNode]) -> None:
         for stmt in body:
-            self.statement(stmt)
+            try:
+                self.statement(stmt)
+            except RecursionError:
+                # A statement nested deeper than Python's recursion limit
+                # (generated code): skipped rather than failing the file.
+                continue
 
     def statement(self, stmt: cst.CSTNode) -> None:
         if isinstance(stmt, cst.SimpleStatementLine):

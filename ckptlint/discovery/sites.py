@@ -616,13 +616,22 @@ def _calls_in(node: cst.CSTNode) -> Iterator[cst.Call]:
 def _calls_with_ctx(
     mod: ModuleInfo, evaluator: Evaluator, statements: list[cst.BaseStatement] | None = None
 ) -> Iterator[tuple[cst.Call, Ctx, cst.FunctionDef | None]]:
-    """Every call in ``mod`` with the function/class context it sits in."""
-    def visit(node: cst.CSTNode, ctx: Ctx, cls: ClassInfo | None, prefix: str) -> Iterator[tuple[cst.Call, Ctx, cst.FunctionDef | None]]:
+    """Every call in ``mod`` with the function/class context it sits in.
+
+    Iterative (an explicit stack), so generated code with very deep
+    expressions cannot exhaust Python's recursion limit.
+    """
+    root: cst.CSTNode = mod.module if statements is None else cst.Module(body=statements)
+    stack: list[tuple[cst.CSTNode, Ctx, ClassInfo | None, str]] = [(root, Ctx(mod), None, "")]
+    while stack:
+        node, ctx, cls, prefix = stack.pop()
+        pending: list[tuple[cst.CSTNode, Ctx, ClassInfo | None, str]] = []
         for child in iter_children(node):
             if isinstance(child, cst.ClassDef):
                 qual = f"{mod.name}.{prefix}{child.name.value}"
                 info = evaluator.project.class_info(mod, child, qual)
-                yield from visit(child, Ctx(mod, info, None, None, None, f"{prefix}{child.name.value}", outer=ctx if ctx.fn else None), info, f"{prefix}{child.name.value}.")
+                class_ctx = Ctx(mod, info, None, None, None, f"{prefix}{child.name.value}", outer=ctx if ctx.fn else None)
+                pending.append((child, class_ctx, info, f"{prefix}{child.name.value}."))
                 continue
             if isinstance(child, cst.FunctionDef):
                 for dec in child.decorators:
@@ -638,16 +647,14 @@ def _calls_with_ctx(
                     inner.self_name = ctx.self_name
                 for stmt in _local_imports(child):
                     mod.add_import(stmt, inner.local_imports)
-                yield from visit(child, inner, None, f"{name}.<locals>.")
+                pending.append((child, inner, None, f"{name}.<locals>."))
                 continue
             if isinstance(child, cst.Decorator):
                 continue
             if isinstance(child, cst.Call):
                 yield child, ctx, None
-            yield from visit(child, ctx, cls if not isinstance(child, (cst.FunctionDef,)) else None, prefix)
-
-    root: cst.CSTNode = mod.module if statements is None else cst.Module(body=statements)
-    yield from visit(root, Ctx(mod), None, "")
+            pending.append((child, ctx, cls, prefix))
+        stack.extend(reversed(pending))
 
 
 def _local_imports(fn: cst.FunctionDef) -> Iterator[cst.Import | cst.ImportFrom]:

@@ -20,7 +20,8 @@ from ckptlint.project import ModuleInfo, Project
 from ckptlint.types import Edit, Fix
 
 __all__ = [
-    "edits_fix","Hit", "RuleContext", "describe", "kwarg", "literal", "replace_node_fix"]
+    "EditSpec", "Hit", "RuleContext", "describe", "edits_fix", "kwarg", "literal", "replace_node_fix",
+]
 
 FixBuilder = Callable[[ModuleInfo], "Fix | None"]
 

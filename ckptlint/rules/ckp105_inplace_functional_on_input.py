@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from typing import Iterator
 
-import libcst as cst
 
 from ckptlint.analysis.flow import CallEvent
 from ckptlint.rules._common import first_positional, written

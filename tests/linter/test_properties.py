@@ -74,3 +74,18 @@ def test_linter_runs_with_torch_absent(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert "exit 1" in proc.stdout, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_very_deep_expressions_do_not_crash(tmp_path: Path) -> None:
+    terms = " + ".join(["a"] * 3000)
+    src = (
+        "from torch.utils.checkpoint import checkpoint\n"
+        f"def f(a):\n    a.add_(1)\n    x = {terms}\n    return x\n"
+        "y = checkpoint(f, 1, use_reentrant=False)\n"
+        f"z = {terms}\n"
+    )
+    path = tmp_path / "deep.py"
+    path.write_text(src)
+    result = lint([str(path)])
+    assert result.errors == ()
+    assert [(f.code, f.line) for f in result.findings] == [("CKP101", 3)]
