@@ -259,12 +259,17 @@ class _FileAnalysis:
             )
             return
         sites, checked = self.discovery.discover(mod)
+        first_checked: dict[int, CheckedCallable] = {}
+        for item in checked:
+            first_checked.setdefault(id(item.site_node), item)
         for site in sites:
-            ctx = RuleContext(None, None, "", site, self.project)
+            # API-misuse findings name what the call checkpoints, when known.
+            target = first_checked.get(id(site.call))
+            ctx = RuleContext(target, None, "", site, self.project)
             for rule in self.site_rules:
                 for hit in rule.check(site, ctx):
                     label = self.site_label(site.module, site.call, site.ctx.qualname)
-                    self.add(rule.CODE, hit, site.module, None, None, (), Site(*label))
+                    self.add(rule.CODE, hit, site.module, None, target, (), Site(*label))
         analyzer = FlowAnalyzer(
             self.discovery.resolver, self.options.max_helper_depth, self._on_event, self.discovery.is_checkpoint_call
         )

@@ -52,6 +52,11 @@ class RuleContext:
         return self.label
 
     @property
+    def of_callable(self) -> str:
+        """`` of 'Block.forward'`` for site findings whose callable is known, else ``""``."""
+        return f" of '{self.checked.name}'" if self.checked is not None else ""
+
+    @property
     def callable_name(self) -> str:
         return self.checked.name if self.checked is not None else "?"
 

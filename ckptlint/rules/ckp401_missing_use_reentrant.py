@@ -35,7 +35,7 @@ from ckptlint.types import Edit, Fix
 
 CODE = "CKP401"
 NAME = "missing-use-reentrant"
-MESSAGE = "{func}() without use_reentrant: PyTorch warns, runs the reentrant variant and will make this an error; pass use_reentrant=False"
+MESSAGE = "{func}(){of} without use_reentrant: PyTorch warns, runs the reentrant variant and will make this an error; pass use_reentrant=False"
 EVENT = "site"
 
 
@@ -48,7 +48,7 @@ def check(site: SiteCall, ctx: RuleContext) -> Iterator[Hit]:
     if any(a.star == "**" for a in call.args):
         return
     fix = _fix(call) if call.args else None
-    yield Hit(call, MESSAGE.format(func=site.name), fix)
+    yield Hit(call, MESSAGE.format(func=site.name, of=ctx.of_callable), fix)
 
 
 def _fix(call: cst.Call):  # -> FixBuilder

@@ -26,7 +26,7 @@ from ckptlint.rules.base import Hit, RuleContext, literal
 
 CODE = "CKP402"
 NAME = "reentrant-with-kwargs"
-MESSAGE = "{func}(use_reentrant=True) passes keyword argument(s) {names} to the function: the reentrant variant raises ValueError; use use_reentrant=False or pass them positionally"
+MESSAGE = "{func}(use_reentrant=True){of} passes keyword argument(s) {names} to the function: the reentrant variant raises ValueError; use use_reentrant=False or pass them positionally"
 EVENT = "site"
 
 
@@ -38,7 +38,7 @@ def check(site: SiteCall, ctx: RuleContext) -> Iterator[Hit]:
         return
     names = [a.keyword.value for a in site.call.args if a.keyword is not None and a.keyword.value not in N.CHECKPOINT_OWN_KWARGS]
     if names:
-        yield Hit(site.call, MESSAGE.format(func=site.name, names=", ".join(repr(n) for n in names)))
+        yield Hit(site.call, MESSAGE.format(func=site.name, of=ctx.of_callable, names=", ".join(repr(n) for n in names)))
 
 
 VALID = [

@@ -31,8 +31,11 @@ def test_examples_report_all_four_families(capsys: pytest.CaptureFixture[str], m
     for d in data:
         assert {"code", "message", "path", "line", "column", "end_line", "end_column", "callable", "checkpoint_site"} <= set(d)
         assert d["column"] >= 1 and d["end_column"] >= 1
-        if not d["code"].startswith("CKP4"):
-            assert d["callable"] and d["checkpoint_site"]["path"].startswith("examples/")
+        # Every finding names the checkpointed callable and the call site that checkpoints it.
+        assert d["callable"] and d["checkpoint_site"]["path"].startswith("examples/")
+        if d["code"].startswith("CKP4"):
+            assert d["checkpoint_site"]["line"] == d["line"] and f"of '{d['callable']}'" in d["message"]
+        else:
             assert f"checkpointed at {d['checkpoint_site']['path']}:{d['checkpoint_site']['line']}" in d["message"]
 
 
