@@ -180,3 +180,30 @@ def _apply(text: str, edits) -> str:
         end = offsets[e.end_line - 1] + e.end_column
         text = text[:start] + e.replacement + text[end:]
     return text
+
+
+def test_configured_checkpoint_function(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    src = """
+import deepspeed
+import torch.nn as nn
+
+class Block(nn.Module):
+    def forward(self, x):
+        x.mul_(2)
+        return x
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.block = Block()
+
+    def forward(self, x):
+        return deepspeed.checkpointing.checkpoint(self.block, x)
+"""
+    _write(tmp_path, {"m.py": src})
+    assert lint(["."]).findings == ()
+    options = EngineOptions(checkpoint_functions=("deepspeed.checkpointing.checkpoint",))
+    found = lint(["."], options).findings
+    # Configured functions are not torch's: no CKP401 for the missing use_reentrant.
+    assert [(f.code, f.line, f.callable) for f in found] == [("CKP101", 7, "Block.forward")]
