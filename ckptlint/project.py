@@ -618,6 +618,8 @@ class Project:
                 path = self._find_module_path(".".join(parts[:i]), near)
                 self._found[(".".join(parts[:i]), near.root if near is not None else "")] = path
             if path is not None:
+                if self._tracking is not None:
+                    self._tracking.add(path)  # the result depends on this file's text
                 try:
                     return self.read(path)
                 except OSError:
