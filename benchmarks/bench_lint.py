@@ -55,6 +55,8 @@ class Measurement:
     max_rss_mb: float | None
     tree_rss_mb: float | None
     note: str = ""
+    cpu: float | None = None  # user + system seconds of the process tree
+
 
     def row(self) -> str:
         wall = "timeout" if self.note == "timeout" else ("failed" if self.wall is None else f"{self.wall:.1f}")
@@ -62,15 +64,16 @@ class Measurement:
         mx = f"{self.max_rss_mb:.0f}" if self.max_rss_mb else "-"
         tree = f"{self.tree_rss_mb:.0f}" if self.tree_rss_mb else "-"
         note = "" if self.note == "timeout" else self.note
+        cpu = f"{self.cpu:.1f}" if self.cpu else "-"
         return (
             f"| {self.package} | {self.files:,} | {self.lines:,} | {self.tool} | {self.mode} | {wall} | "
-            f"{rate} | {mx} | {tree} | {note} |"
+            f"{cpu} | {rate} | {mx} | {tree} | {note} |"
         )
 
 
 HEADER = (
-    "| package | files | lines | tool | mode | wall s | files/s | peak RSS MB (max process) "
-    "| peak RSS MB (tree sum) | note |\n|---|---:|---:|---|---|---:|---:|---:|---:|---|"
+    "| package | files | lines | tool | mode | wall s | CPU s | files/s | peak RSS MB (max process) "
+    "| peak RSS MB (tree sum) | note |\n|---|---:|---:|---|---|---:|---:|---:|---:|---:|---|"
 )
 
 
@@ -107,8 +110,10 @@ def count(tree: Path) -> tuple[int, int]:
     return files, lines
 
 
-def measure(cmd: list[str], cwd: Path, timeout: float) -> tuple[float | None, float | None, float | None, str]:
-    """Run ``cmd``; return wall seconds, max-process and sampled tree RSS (MB), note."""
+def measure(
+    cmd: list[str], cwd: Path, timeout: float
+) -> tuple[float | None, float | None, float | None, str, float | None]:
+    """Run ``cmd``; return wall seconds, max-process and sampled tree RSS (MB), note, CPU seconds."""
     start = time.perf_counter()
     proc = subprocess.Popen(
         cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
@@ -153,7 +158,7 @@ def measure(cmd: list[str], cwd: Path, timeout: float) -> tuple[float | None, fl
             os.killpg(proc.pid, signal.SIGKILL)
             os.wait4(proc.pid, 0)
             done.set()
-            return None, None, tree_peak[0] / 2**20 or None, "timeout"
+            return None, None, tree_peak[0] / 2**20 or None, "timeout", None
         time.sleep(0.02)
     wall = time.perf_counter() - start
     done.set()
@@ -166,7 +171,8 @@ def measure(cmd: list[str], cwd: Path, timeout: float) -> tuple[float | None, fl
     if proc.returncode not in (0, 1):
         err = b"".join(stderr_chunks).decode(errors="replace").strip().splitlines()
         note = f"exit {proc.returncode}: {err[-1][:80] if err else ''}"
-    return wall, max_rss, (tree_peak[0] / 2**20) or None, note
+    cpu = (usage.ru_utime + usage.ru_stime) if usage else None
+    return wall, max_rss, (tree_peak[0] / 2**20) or None, note, cpu
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,13 +221,13 @@ def main(argv: list[str] | None = None) -> int:
         if "torchfix" in args.tools and torchfix:
             plan.append(("TorchFix", "default rules", [torchfix, tree.name]))
         for tool, mode, cmd in plan:
-            wall, mx, tree_rss, note = measure(cmd, cwd, args.timeout)
-            m = Measurement(package, files, lines, tool, mode, wall, mx, tree_rss, note)
+            wall, mx, tree_rss, note, cpu = measure(cmd, cwd, args.timeout)
+            m = Measurement(package, files, lines, tool, mode, wall, mx, tree_rss, note, cpu)
             rows.append(m)
             print(m.row(), flush=True)
         for tool, found in (("ruff", ruff), ("torchfix", torchfix)):
             if tool in args.tools and not found:
-                print(f"| {package} | {files:,} | {lines:,} | {tool} | - | not installed | - | - | - | |", flush=True)
+                print(f"| {package} | {files:,} | {lines:,} | {tool} | - | not installed | - | - | - | - | |", flush=True)
     print(f"\nmachine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}; psutil tree sampling: "
           f"{'on' if psutil else 'off (pip install psutil)'}")
     summary = targets(rows)

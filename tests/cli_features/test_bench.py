@@ -24,10 +24,10 @@ def test_count_and_measure(tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "b.py").write_text("z = 3\n")
     assert bench.count(tmp_path) == (2, 3)
-    wall, max_rss, _tree, note = bench.measure([sys.executable, "-c", "x = bytearray(50 * 2**20)"], tmp_path, 60)
-    assert wall is not None and wall > 0 and note == ""
+    wall, max_rss, _tree, note, cpu = bench.measure([sys.executable, "-c", "x = bytearray(50 * 2**20)"], tmp_path, 60)
+    assert wall is not None and wall > 0 and note == "" and cpu is not None and cpu > 0
     assert max_rss is not None and max_rss >= 50
-    wall, _, _, note = bench.measure([sys.executable, "-c", "import time; time.sleep(30)"], tmp_path, 0.5)
+    wall, _, _, note, _cpu = bench.measure([sys.executable, "-c", "import time; time.sleep(30)"], tmp_path, 0.5)
     assert wall is None and note == "timeout"
 
 
