@@ -217,6 +217,21 @@ def _resolve_positions(module: cst.Module) -> Mapping[cst.CSTNode, CodeRange] | 
         sys.setrecursionlimit(limit)
 
 
+def _mentions_checkpoint(value: ast.expr) -> bool:
+    """``torch.utils.checkpoint.checkpoint`` or ``partial(checkpoint, ...)`` as an assigned value."""
+    candidates: list[ast.expr] = [value]
+    if isinstance(value, ast.Call):
+        candidates.extend(value.args)
+    for c in candidates:
+        while isinstance(c, ast.Attribute):
+            if "checkpoint" in c.attr:
+                return True
+            c = c.value
+        if isinstance(c, ast.Name) and "checkpoint" in c.id:
+            return True
+    return False
+
+
 _NEWLINE = re.compile(r"\r\n|\r|\n")
 
 
@@ -243,6 +258,8 @@ class ModuleInfo:
         self.parse_error: tuple[str, int, int] | None = None  # message, line, column (0-based)
         self.imports: dict[str, list[str]] = {}
         self.class_bases: dict[str, list[str]] = {}  # top-level class -> base expressions as written
+        # Module-level names bound to checkpoint or a partial of it (``ckpt = partial(checkpoint, ...)``).
+        self.checkpoint_aliases: set[str] = set()
         self._def_seg: dict[str, int] = {}
         self._assign_segs: dict[str, list[int]] = {}
         self.defs: Mapping[str, cst.FunctionDef | cst.ClassDef] = _LazyDefs(self)
@@ -302,6 +319,10 @@ class ModuleInfo:
                             for t in small.targets:
                                 if isinstance(t.target, cst.Name):
                                     self._assign_segs.setdefault(t.target.value, []).append(i)
+                                    value = small.value
+                                    candidates = [value, *(a.value for a in value.args)] if isinstance(value, cst.Call) else [value]
+                                    if any("checkpoint" in (dotted_name(c) or "") for c in candidates):
+                                        self.checkpoint_aliases.add(t.target.value)
                         elif isinstance(small, cst.AnnAssign) and isinstance(small.target, cst.Name):
                             self._assign_segs.setdefault(small.target.value, []).append(i)
 
@@ -330,6 +351,8 @@ class ModuleInfo:
                     segs = self._assign_segs.setdefault(t.id, [])
                     if seg not in segs:
                         segs.append(seg)
+                    if _mentions_checkpoint(st.value):
+                        self.checkpoint_aliases.add(t.id)
         elif isinstance(st, ast.AnnAssign) and isinstance(st.target, ast.Name):
             segs = self._assign_segs.setdefault(st.target.id, [])
             if seg not in segs:

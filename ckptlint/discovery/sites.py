@@ -321,18 +321,19 @@ class Discovery:
         or a configured/derived wrapper, so only statements holding such a
         line are walked.
         """
-        names = {"checkpoint", N.GC_FUNC_ATTR, "apply_activation_checkpointing"}
+        names = {
+            "checkpoint", "checkpoint_sequential", "checkpoint_seq", "checkpoint_wrapper",
+            N.GC_FUNC_ATTR, "apply_activation_checkpointing",
+        }
         names.update(q.rsplit(".", 1)[-1] for q in self.extra)
         for local, quals in mod.imports.items():
             if any("checkpoint" in q for q in quals):
                 names.add(local)
-        for local, values in mod.assigns.items():
-            for value in values:
-                if isinstance(value, cst.Call) and any(
-                    isinstance(a.value, (cst.Name, cst.Attribute)) and "checkpoint" in (dotted_name(a.value) or "") for a in value.args
-                ):
-                    names.add(local)
-        pattern = re.compile("|".join(re.escape(n) for n in sorted(names)))
+        names.update(mod.checkpoint_aliases)
+        alt = "|".join(re.escape(n) for n in sorted(names))
+        # A call (``ckpt(``), a decorator, a partial's argument or an alias
+        # assignment; docstrings that merely say "checkpoint" do not match.
+        pattern = re.compile(rf"\b(?:{alt})\(|partial\([^)]*\b(?:{alt})\b|=\s*[\w.]*\b(?:{alt})\s*(?:#.*)?$")
         starts = mod.starts
         if not starts:
             return None
