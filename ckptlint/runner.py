@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import sys
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 from ckptlint.cache import Facts, ResultCache, content_hash
 from ckptlint.config import Config, code_matches
@@ -122,7 +121,7 @@ _Outcome = tuple[str, str, tuple[Finding, ...], tuple[str, ...], str | None]
 
 
 def _syntax_check(engine: Any, project: Any, path: str) -> Finding | None:
-    check = getattr(engine, "quick_syntax_error", None) or getattr(engine, "_quick_syntax_error")
+    check = getattr(engine, "quick_syntax_error", None) or engine._quick_syntax_error
     return check(project, path)
 
 

@@ -47,7 +47,7 @@ def rule_descriptors() -> list[dict[str, Any]]:
     """``tool.driver.rules``: one reportingDescriptor per rule code."""
     out: list[dict[str, Any]] = []
     for rule in _rule_modules():
-        code = str(getattr(rule, "CODE"))
+        code = str(rule.CODE)
         name = str(getattr(rule, "NAME", code))
         doc = (getattr(rule, "__doc__", None) or getattr(rule, "DOC", None) or "").strip()
         paragraphs = _paragraphs(doc) if doc else []

@@ -4,7 +4,6 @@ re-parses, a second run changes nothing, and nothing fixable remains."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import libcst
 from hypothesis import HealthCheck, given, settings
