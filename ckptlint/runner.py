@@ -257,6 +257,10 @@ def _lint_pass(
     digests: dict[str, str] = {}
     unreadable: dict[str, str] = {}
 
+    # Texts are not kept: on a big tree they would double the main process's
+    # memory, and every worker forked from it would inherit that.
+    early: dict[str, bool] = {}  # prefilter verdicts under the configured options
+
     def text_of(path: str) -> str | None:
         if path in texts:
             return texts[path]
@@ -267,8 +271,7 @@ def _lint_pass(
             unreadable[path] = f"cannot read: {exc}"
             return None
         digests[path] = cache.record(path, data)
-        texts[path] = _decode(data)
-        return texts[path]
+        return _decode(data)
 
     # 1. Content hashes and per-file facts (checkpoint wrappers defined there).
     base_functions = tuple(config.checkpoint_functions)
@@ -295,6 +298,9 @@ def _lint_pass(
             known = Facts(found, None)
             if digests.get(path):
                 cache.remember_facts(path, digests[path], known)
+            # While the text is at hand: the verdict holds unless the tree
+            # turns out to define checkpoint wrappers (then it is redone).
+            early[path] = bool(engine.may_reach_checkpoint(text, base))
         facts[path] = known
         wrappers.update(known.wrappers)
     functions = tuple(sorted(set(base_functions) | wrappers))
@@ -317,10 +323,13 @@ def _lint_pass(
         digest = digests.get(path, "")
         verdict = cache.prefilter_verdict(digest) if digest else None
         if verdict is None:
-            text = text_of(path)
-            if text is None:
-                continue
-            verdict = bool(_engine().may_reach_checkpoint(text, options()))
+            if functions == base_functions and path in early:
+                verdict = early[path]
+            else:
+                text = text_of(path)
+                if text is None:
+                    continue
+                verdict = bool(_engine().may_reach_checkpoint(text, options()))
             if digest:
                 cache.remember_prefilter(digest, verdict)
         (drivers if verdict else others).append(path)
