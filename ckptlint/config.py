@@ -25,6 +25,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from ckptlint.files import glob_to_regex
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised only on 3.10
@@ -251,42 +253,6 @@ def code_matches(code: str, selectors: Iterable[str]) -> bool:
 # --------------------------------------------------------------------- globs
 
 
-def _glob_to_regex(pattern: str) -> str:
-    """gitignore-flavoured glob: ``*`` and ``?`` stay inside one path segment,
-    ``**`` crosses segments, ``[...]`` is a character class."""
-    out: list[str] = []
-    i = 0
-    n = len(pattern)
-    while i < n:
-        ch = pattern[i]
-        if ch == "*":
-            if pattern.startswith("**", i):
-                i += 2
-                if i < n and pattern[i] == "/":
-                    i += 1
-                    out.append("(?:.*/)?")
-                else:
-                    out.append(".*")
-                continue
-            out.append("[^/]*")
-        elif ch == "?":
-            out.append("[^/]")
-        elif ch == "[":
-            j = pattern.find("]", i + 1)
-            if j == -1:
-                out.append(re.escape(ch))
-            else:
-                body = pattern[i + 1 : j]
-                if body.startswith("!"):
-                    body = "^" + body[1:]
-                out.append("[" + body.replace("\\", "\\\\") + "]")
-                i = j
-        else:
-            out.append(re.escape(ch))
-        i += 1
-    return "".join(out)
-
-
 class GlobMatcher:
     """Match paths against ``exclude``/``per-file-ignores`` patterns.
 
@@ -310,11 +276,11 @@ class GlobMatcher:
             if "/" in p:
                 if os.path.isabs(p):
                     # An absolute pattern is anchored at the filesystem root.
-                    anchored.append(_glob_to_regex(p))
+                    anchored.append(glob_to_regex(p))
                 else:
-                    anchored.append(_glob_to_regex(self.root.replace(os.sep, "/").rstrip("/") + "/" + p))
+                    anchored.append(glob_to_regex(self.root.replace(os.sep, "/").rstrip("/") + "/" + p))
             else:
-                floating.append(_glob_to_regex(p))
+                floating.append(glob_to_regex(p))
         self._anchored = re.compile("^(?:" + "|".join(anchored) + ")(?:/.*)?$") if anchored else None
         self._floating = re.compile("^(?:" + "|".join(floating) + ")$") if floating else None
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-__all__ = ["GitIgnore", "display_path", "iter_python_files"]
+__all__ = ["GitIgnore", "display_path", "glob_to_regex", "iter_python_files"]
 
 # Directory names never worth descending into. Virtualenvs with other names are
 # recognised by their ``pyvenv.cfg``.
@@ -47,8 +47,13 @@ class _Pattern:
     dir_only: bool
 
 
-def _translate(glob: str) -> str:
-    """Translate a gitwildmatch glob (no leading slash) to a regex body."""
+def glob_to_regex(glob: str) -> str:
+    """Translate a gitwildmatch glob (no leading slash) to a regex body.
+
+    ``*`` and ``?`` stay inside one path segment, ``**`` at a segment's start
+    crosses segments, ``[...]`` is a character class, ``\\`` escapes. Used for
+    ``.gitignore`` files and for the ``exclude``/``per-file-ignores`` settings.
+    """
     out: list[str] = []
     i = 0
     n = len(glob)
@@ -118,7 +123,7 @@ class GitIgnore:
                 continue
             anchored = "/" in line
             line = line.lstrip("/")
-            body = _translate(line)
+            body = glob_to_regex(line)
             prefix = "" if anchored else "(?:.*/)?"
             # A matched directory also excludes everything below it.
             regex = re.compile("^" + prefix + body + "(?:/.*)?$" if not dir_only else "^" + prefix + body + "$")
