@@ -11,26 +11,13 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 
+# The contract's value types are the real ones, so the fake cannot drift from them.
+from ckptlint.engine import EngineOptions, FileResult
 from ckptlint.files import display_path
 from ckptlint.types import Edit, Finding, Fix, Site
 
 CALLS: list[str] = []
-
-
-@dataclass(frozen=True)
-class EngineOptions:
-    checkpoint_functions: tuple[str, ...] = ()
-    max_helper_depth: int = 3
-
-
-@dataclass(frozen=True)
-class FileResult:
-    path: str
-    findings: tuple[Finding, ...]
-    dependencies: tuple[str, ...]
-    error: str | None = None
 
 
 class Project:
