@@ -4,8 +4,11 @@ Rules compute each :class:`~ckptlint.types.Fix` with libcst over the exact
 range of the original node, so formatting and comments outside that range are
 untouched; this module only splices those textual edits into the source,
 refuses overlapping ones (they are retried on the next pass, after a fresh
-lint), checks that the result still parses, and writes files atomically in
-their original encoding and newline style.
+lint), checks that the result still parses and compiles (libcst accepts some
+text Python rejects, such as a repeated keyword argument), and writes files
+atomically in their original encoding and newline style. Which files may be
+written at all (symlinks, roots, permissions) is :mod:`ckptlint.fixing`'s
+business.
 """
 
 from __future__ import annotations
@@ -26,8 +29,10 @@ from ckptlint.types import Edit, Finding, Fix
 __all__ = [
     "SourceFile",
     "FixOutcome",
+    "StaleFileError",
     "applicable",
     "apply_fixes",
+    "compile_problem",
     "read_source",
     "write_source",
     "unified_diff",
@@ -56,26 +61,58 @@ def read_source(path: str) -> SourceFile:
     return SourceFile(raw.decode(encoding), encoding)
 
 
-def write_source(path: str, source: SourceFile) -> None:
-    """Replace ``path`` atomically (temp file in the same folder, then rename),
-    keeping its permission bits."""
+class StaleFileError(OSError):
+    """The file on disk is no longer the text the fixes were computed from."""
+
+
+def write_source(path: str, source: SourceFile, *, expected: str | None = None) -> None:
+    """Replace ``path`` atomically, keeping its permission bits (and owner, where allowed).
+
+    The new text goes to a temporary file in the same folder, is flushed and
+    fsync-ed, and then renamed over the file (``os.replace``), so a crash or a
+    full disk leaves either the old or the new file, never half of one. With
+    ``expected``, the file is left alone (:class:`StaleFileError`) when its
+    current text differs: something else edited it since it was read.
+    """
     data = source.text.encode(source.encoding)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".ckptlint-", suffix=".tmp", dir=folder)
+    real = os.path.realpath(path)
+    if expected is not None and read_source(real).text != expected:
+        raise StaleFileError(f"{path} changed on disk while it was being fixed")
+    st = os.stat(real)
+    fd, tmp = tempfile.mkstemp(prefix=".ckptlint-", suffix=".tmp", dir=os.path.dirname(real))
     try:
         with os.fdopen(fd, "wb") as fh:
+            os.chmod(tmp, stat.S_IMODE(st.st_mode))
             fh.write(data)
-        try:
-            os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
-        except OSError:
-            pass
-        os.replace(tmp, path)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if hasattr(os, "chown") and (os.stat(tmp).st_uid, os.stat(tmp).st_gid) != (st.st_uid, st.st_gid):
+            try:
+                os.chown(tmp, st.st_uid, st.st_gid)
+            except OSError:
+                pass  # only the owner's own group or root may give files away
+        os.replace(tmp, real)
     except BaseException:
         try:
             os.unlink(tmp)
         except OSError:
             pass
         raise
+    _fsync_folder(os.path.dirname(real))
+
+
+def _fsync_folder(folder: str) -> None:
+    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def applicable(finding: Finding, *, unsafe: bool) -> bool:
@@ -193,6 +230,23 @@ def reparses(text: str) -> str | None:
     except libcst.ParserSyntaxError as exc:
         return f"{exc.message} at {exc.raw_line}:{exc.raw_column + 1}"
     except Exception as exc:  # libcst raises a few other types on odd input
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def compile_problem(text: str, path: str) -> str | None:
+    """``None`` when Python's own ``compile()`` accepts ``text``, else its message.
+
+    libcst's parser is more permissive than CPython's compiler (a repeated
+    keyword argument, ``return`` outside a function, a bad assignment target
+    parse fine), so a fixed file is written only when both accept it.
+    """
+    try:
+        compile(text, path, "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        where = f" at {exc.lineno}:{exc.offset}" if exc.lineno is not None else ""
+        return f"{exc.msg}{where}"
+    except (ValueError, RecursionError, MemoryError) as exc:
         return f"{type(exc).__name__}: {exc}"
     return None
 

@@ -21,15 +21,12 @@ from typing import Any, Callable, Sequence
 from ckptlint.cache import Facts, ResultCache, content_hash
 from ckptlint.config import Config, code_matches
 from ckptlint.files import display_path, iter_python_files
-from ckptlint.fixes import SourceFile, applicable, apply_fixes, read_source, reparses, unified_diff, write_source
+from ckptlint.fixing import FixReport, fix_passes
 from ckptlint.suppressions import apply_suppressions, parse_suppressions, unused_findings
 from ckptlint.types import Finding
 
 __all__ = ["RunSettings", "RunResult", "FixReport", "run", "default_jobs"]
 
-# Fixes on one expression can only be applied one at a time (the second needs
-# fresh positions); a handful of passes settles every real file.
-MAX_FIX_PASSES = 8
 # Below this many files to analyse, a worker pool costs more than it saves.
 POOL_THRESHOLD = 4
 # A worker whose resident memory passes this drops its parsed-module cache
@@ -59,17 +56,6 @@ class RunSettings:
     unsafe_fixes: bool = False
     diff: bool = False
     progress: Callable[[int, int], None] | None = None
-
-
-@dataclass
-class FixReport:
-    """What ``--fix``/``--diff`` did."""
-
-    applied: list[Finding] = field(default_factory=list)
-    diffs: list[str] = field(default_factory=list)
-    changed_files: list[str] = field(default_factory=list)
-    # (path, why): a fix that would break the file, or edits outside it.
-    failures: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -392,11 +378,6 @@ def _lint_pass(
     )
 
 
-def _path_keys(path: str) -> set[str]:
-    """The spellings under which the engine may look ``path`` up."""
-    return {path, os.path.normpath(path), os.path.abspath(path), display_path(path)}
-
-
 def _source_text(path: str, texts: dict[str, str], overlay: dict[str, str]) -> str | None:
     if path in overlay:
         return overlay[path]
@@ -494,77 +475,26 @@ def run(paths: Sequence[str], settings: RunSettings) -> RunResult:
     files = list_files(paths, settings.config)
     timings["listing"] = time.perf_counter() - t0
     fixing = settings.fix or settings.diff or settings.unsafe_fixes
-    overlay: dict[str, str] = {}
-    report = FixReport() if fixing else None
-    originals: dict[str, SourceFile] = {}
-    broken: set[str] = set()
-    checked = {display_path(f) for f in files}
-    analysed = 0
-    for _ in range(MAX_FIX_PASSES if fixing else 1):
-        lint = _lint_pass(files, settings, overlay, timings)
-        analysed = max(analysed, lint.analysed)
-        findings, hidden = _filter(lint.findings, files, settings, lint.texts, overlay)
-        if report is None:
-            break
-        # Only the files being checked are rewritten: a hazard found in a file
-        # imported from elsewhere is reported, never silently edited.
-        todo = [
-            f
-            for f in findings
-            if applicable(f, unsafe=settings.unsafe_fixes) and f.path not in broken and f.path in checked
-        ]
-        if not todo:
-            break
-        changed_any = False
-        by_path: dict[str, list[Finding]] = {}
-        for f in todo:
-            by_path.setdefault(f.path, []).append(f)
-        for path, group in sorted(by_path.items()):
-            if path not in originals:
-                try:
-                    originals[path] = read_source(path)
-                except (OSError, SyntaxError, UnicodeDecodeError, LookupError) as exc:
-                    report.failures.append((path, f"cannot read for fixing: {exc}"))
-                    broken.add(path)
-                    continue
-            current = overlay.get(path, originals[path].text)
-            outcome = apply_fixes(current, group)
-            for finding, why in outcome.invalid:
-                report.failures.append((path, f"{finding.code} fix not applied: {why}"))
-            if not outcome.applied or outcome.text == current:
-                continue
-            problem = reparses(outcome.text)
-            if problem is not None:
-                report.failures.append((path, f"fixes not applied: the fixed file would not parse ({problem})"))
-                broken.add(path)
-                continue
-            for key in _path_keys(path):
-                overlay[key] = outcome.text
-            report.applied.extend(outcome.applied)
-            changed_any = True
-            if settings.fix or (settings.unsafe_fixes and not settings.diff):
-                write_source(path, SourceFile(outcome.text, originals[path].encoding))
-        if not changed_any:
-            break
-        if settings.fix or (settings.unsafe_fixes and not settings.diff):
-            # Written to disk: the next pass reads (and caches) the real files.
-            overlay = {}
+    report: FixReport | None = None
+    passes: list[_Pass] = []
+
+    def lint_with(overlay: dict[str, str]) -> tuple[list[Finding], list[Finding]]:
+        passes.append(_lint_pass(files, settings, overlay, timings))
+        return _filter(passes[-1].findings, files, settings, passes[-1].texts, overlay)
+
+    if fixing:
+        findings, hidden, report = fix_passes(
+            list(paths) or ["."],
+            files,
+            unsafe=settings.unsafe_fixes,
+            write=settings.fix or (settings.unsafe_fixes and not settings.diff),
+            diff=settings.diff,
+            lint=lint_with,
+        )
     else:
-        if report is not None and report.applied:
-            lint = _lint_pass(files, settings, overlay if settings.diff else {}, timings)
-            findings, hidden = _filter(lint.findings, files, settings, lint.texts, overlay)
-    if report is not None:
-        for path in sorted(originals):
-            final = overlay.get(path)
-            if final is None:
-                try:
-                    final = read_source(path).text
-                except (OSError, SyntaxError, UnicodeDecodeError, LookupError):
-                    continue
-            if final != originals[path].text:
-                report.changed_files.append(path)
-                if settings.diff:
-                    report.diffs.append(unified_diff(path, originals[path].text, final))
+        findings, hidden = lint_with({})
+    lint = passes[-1]
+    analysed = max(p.analysed for p in passes)
     timings["total"] = time.perf_counter() - t0
     return RunResult(
         findings=findings,
