@@ -15,6 +15,14 @@ other cases autograd raises a version-counter error in backward.
 How to fix: use the out-of-place op and rebind the name,
 ``x = x.add(1)``; or ``x = x.clone()`` first.
 
+Autofix (unsafe): ``x.add_(y)`` -> ``x = x.add(y)``, ``torch.relu_(x)`` ->
+``x = torch.relu(x)``, ``F.elu_(x)`` -> ``x = F.elu(x)``, only for pairs in
+``ckptlint/data/inplace_pairs.json`` -- PyTorch's in-place/out-of-place pairs,
+each verified on real torch to compute the same value without mutating. Names
+outside it get no fix (``clip_grad_norm_`` returns the norm,
+``clip_grad_value_``, ``nn.init.trunc_normal_``, ``Tensor.apply_``, ``map_``
+have no out-of-place twin).
+
 Example::
 
     def forward(self, hidden, attention_mask):
@@ -30,6 +38,7 @@ import libcst as cst
 
 from ckptlint.analysis import names as N
 from ckptlint.analysis.flow import CallEvent
+from ckptlint.data import INPLACE_NAMESPACES, out_of_place
 from ckptlint.rules._common import first_positional, inplace_method, inplace_torch_function, is_input, written
 from ckptlint.rules.base import Hit, RuleContext, describe, edits_fix
 
@@ -61,8 +70,11 @@ def check(event: CallEvent, ctx: RuleContext) -> Iterator[Hit]:
     if op is None or target is None or root is None:
         return
     name = written(target)
-    twin = op[:-1]
-    fix_text = f"{name} = {name}.{twin}(...)" if op not in N.INPLACE_NO_TWIN else f"{name} = {name}.clone() before mutating it"
+    twin = _twin(event, op, method_form)
+    if twin is not None:
+        fix_text = f"{name} = {name}.{twin}(...)" if method_form else f"{name} = {written(event.call.func)[: -len(op)]}{twin}(...)"
+    else:
+        fix_text = f"{name} = {name}.clone() before mutating it"
     message = MESSAGE.format(op=op, subject=describe(root, name), where=ctx.where, fix=fix_text)
     fix = None
     call = event.call
@@ -70,6 +82,7 @@ def check(event: CallEvent, ctx: RuleContext) -> Iterator[Hit]:
     attr = func.attr if isinstance(func, cst.Attribute) else func if isinstance(func, cst.Name) else None
     if (
         event.is_statement
+        and twin is not None
         and op not in N.INPLACE_NO_TWIN
         and isinstance(target, cst.Name)
         and attr is not None
@@ -84,6 +97,21 @@ def check(event: CallEvent, ctx: RuleContext) -> Iterator[Hit]:
             "unsafe",
         )
     yield Hit(call, message, fix)
+
+
+def _twin(event: CallEvent, op: str, method_form: bool) -> str | None:
+    """The out-of-place twin from the table of verified torch pairs, else ``None``.
+
+    Never string surgery: ``clip_grad_norm_`` minus its underscore returns the
+    norm, ``Tensor.apply_``/``map_`` and ``nn.init.trunc_normal_`` have no twin.
+    """
+    if method_form:
+        return out_of_place("Tensor", op)
+    for q in event.qualnames:
+        module, _, last = q.rpartition(".")
+        if last == op and module in INPLACE_NAMESPACES:
+            return out_of_place(INPLACE_NAMESPACES[module], op)
+    return None
 
 
 VALID = [
