@@ -21,7 +21,12 @@ Autofix (unsafe): ``x.add_(y)`` -> ``x = x.add(y)``, ``torch.relu_(x)`` ->
 each verified on real torch to compute the same value without mutating. Names
 outside it get no fix (``clip_grad_norm_`` returns the norm,
 ``clip_grad_value_``, ``nn.init.trunc_normal_``, ``Tensor.apply_``, ``map_``
-have no out-of-place twin).
+have no out-of-place twin). Nor is the fix offered where rebinding would change
+what the function itself computes: when the mutated tensor is used after the
+mutation through another name (``h = x; h.add_(1); return x * 3`` returns 6,
+rebinding ``h`` would make it 3), in a later statement, a later iteration of
+the loop or a nested function; nor inside a helper, whose caller still holds
+the tensor. There, clone first: ``x = x.clone()`` at the top.
 
 Example::
 
@@ -39,6 +44,7 @@ import libcst as cst
 from ckptlint.analysis import names as N
 from ckptlint.analysis.flow import CallEvent
 from ckptlint.data import INPLACE_NAMESPACES, out_of_place
+from ckptlint.rules._rebind import rebinding_keeps_meaning
 from ckptlint.rules._common import first_positional, inplace_method, inplace_torch_function, is_input, written
 from ckptlint.rules.base import Hit, RuleContext, describe, edits_fix
 
@@ -88,6 +94,7 @@ def check(event: CallEvent, ctx: RuleContext) -> Iterator[Hit]:
         and attr is not None
         and attr.value == op
         and (method_form or isinstance(func, cst.Attribute))
+        and rebinding_keeps_meaning(call, root, ctx.visit)
     ):
         # ``x.add_(v)`` -> ``x = x.add(v)``; ``torch.relu_(x)`` -> ``x = torch.relu(x)``.
         fix = edits_fix(

@@ -12,6 +12,12 @@ with a version-counter error.
 How to fix: ``x = x + y`` (a new tensor), or rebind to a fresh value before
 accumulating (``hidden = self.mlp(hidden); hidden += residual`` is fine).
 
+Autofix (unsafe): ``x += y`` -> ``x = x + y``; not offered where rebinding
+would change what the function itself computes (the mutated tensor is used
+after the update through another name, in a later statement, a later loop
+iteration or a nested function, e.g. ``h = x; h += 1; return x * 3``), nor
+inside a helper, whose caller still holds the tensor.
+
 Example::
 
     def forward(self, hidden, residual):
@@ -26,6 +32,7 @@ from typing import Iterator
 import libcst as cst
 
 from ckptlint.analysis.flow import WriteEvent
+from ckptlint.rules._rebind import rebinding_keeps_meaning
 from ckptlint.rules.base import EditSpec, Hit, RuleContext, describe, edits_fix
 
 CODE = "CKP102"
@@ -71,6 +78,10 @@ def check(event: WriteEvent, ctx: RuleContext) -> Iterator[Hit]:
     if not isinstance(right, _ATOMS) or right.lpar:
         if not right.lpar:
             specs += [("before", right, "("), ("after", right, ")")]
+    if not rebinding_keeps_meaning(aug, event.root, ctx.visit):
+        # ``h = x; h += 1; return x * 3``: rebinding h would change the result.
+        yield Hit(aug, message, None)
+        return
     fix = edits_fix(
         specs, f"rebind '{name}' instead of updating it in place (unsafe: callers holding the tensor no longer see the update)", "unsafe"
     )
