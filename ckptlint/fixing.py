@@ -146,17 +146,13 @@ def fix_passes(
             target = _canonical(spellings[real])
             name = shown.setdefault(real, display_path(target))
             if real not in originals:
-                why = guard.refusal(target, writing=write)
-                if why is None:
-                    try:
-                        originals[real] = read_source(target)
-                    except _READ_ERRORS as exc:
-                        why = f"cannot read for fixing: {exc}"
-                if why is not None:
-                    report.failures.append((name, why))
+                source, why = _open(guard, target, write)
+                if source is None:
+                    report.failures.append((name, why or "not fixed"))
                     broken.add(real)
                     continue
-                current[real] = originals[real].text
+                originals[real] = source
+                current[real] = source.text
             text = current[real]
             # The findings of every path reaching this file are spliced into
             # one text: identical fixes count once, clashing ones wait a pass.
@@ -165,25 +161,14 @@ def fix_passes(
                 report.failures.append((name, f"{finding.code} fix not applied: {why}"))
             if not outcome.applied or outcome.text == text:
                 continue
-            problem = _verify(text, outcome.text, name)
-            if problem is not None:
-                report.failures.append((name, problem))
+            why = _verify(text, outcome.text, name)
+            if why is None and write:
+                why = _write(guard, target, SourceFile(outcome.text, originals[real].encoding), text)
+            if why is not None:
+                report.failures.append((name, why))
                 broken.add(real)
                 continue
-            if write:
-                why = guard.refusal(target, writing=True)
-                if why is None:
-                    try:
-                        write_source(target, SourceFile(outcome.text, originals[real].encoding), expected=text)
-                    except StaleFileError as exc:
-                        why = f"not fixed: {exc}"
-                    except _READ_ERRORS as exc:
-                        why = f"not fixed: cannot write it: {getattr(exc, 'strerror', None) or exc}"
-                if why is not None:
-                    report.failures.append((name, why))
-                    broken.add(real)
-                    continue
-            else:
+            if not write:
                 for path in spellings[real]:
                     for key in _path_keys(path):
                         overlay[key] = outcome.text
@@ -200,6 +185,31 @@ def fix_passes(
             if diff:
                 report.diffs.append(unified_diff(shown[real], originals[real].text, current[real]))
     return findings, hidden, report
+
+
+def _open(guard: WriteGuard, target: str, write: bool) -> tuple[SourceFile | None, str | None]:
+    """The file's text, or why it may not or cannot be fixed."""
+    why = guard.refusal(target, writing=write)
+    if why is not None:
+        return None, why
+    try:
+        return read_source(target), None
+    except _READ_ERRORS as exc:
+        return None, f"cannot read for fixing: {exc}"
+
+
+def _write(guard: WriteGuard, target: str, source: SourceFile, expected: str) -> str | None:
+    """Write the fixed file; ``None`` when done, else why not (the file is then untouched)."""
+    why = guard.refusal(target, writing=True)  # again: the tree may have changed during the run
+    if why is not None:
+        return why
+    try:
+        write_source(target, source, expected=expected)
+    except StaleFileError as exc:
+        return f"not fixed: {exc}"
+    except _READ_ERRORS as exc:
+        return f"not fixed: cannot write it: {getattr(exc, 'strerror', None) or exc}"
+    return None
 
 
 def _verify(before: str, after: str, name: str) -> str | None:

@@ -82,6 +82,22 @@ def test_linked_folder_file_is_fixed_once(tmp_path: Path, monkeypatch: pytest.Mo
     assert _fix(tmp_path).fixes.applied == []  # type: ignore[union-attr]
 
 
+def test_diff_through_a_linked_folder_shows_one_fix_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "block.py").write_text(MODEL)
+    (tmp_path / "legacy_models").symlink_to("models")
+    monkeypatch.chdir(tmp_path)
+    settings = RunSettings(config=Config(root=str(tmp_path)), use_cache=False, jobs=1, diff=True, unsafe_fixes=True)
+    result = run(["."], settings)
+    assert (tmp_path / "models" / "block.py").read_text() == MODEL
+    assert result.fixes is not None
+    (diff,) = result.fixes.diffs
+    assert diff.count("+    return checkpoint(block, x, use_reentrant=False)") == 1
+    assert result.findings == []  # what would remain
+
+
 def test_symlinked_file_is_not_replaced_by_a_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "pkg").mkdir()
     (tmp_path / "pkg" / "real.py").write_text(MODEL)
@@ -134,35 +150,36 @@ def test_read_only_file_is_reported_not_chmodded(tmp_path: Path, monkeypatch: py
     assert result.findings  # the findings stay
 
 
-def test_fix_that_would_not_compile_is_refused(tmp_path: Path) -> None:
-    # libcst accepts a repeated keyword argument; compile() does not. A (forged
-    # or stale) edit adding a keyword the call already has must write nothing.
-    path = tmp_path / "m.py"
-    text = "checkpoint(f, x, use_reentrant=False)\n"
-    path.write_text(text)
-    edit = Edit(1, 36, 1, 36, ", use_reentrant=False")
-    finding = Finding("CKP401", "m", str(path), 1, 0, 1, 1, fix=Fix("add", "unsafe", (edit,)))
-    _found, _hidden, report = fix_passes([str(tmp_path)], [str(path)], unsafe=True, write=True, diff=False,
+def _fix_with(path: Path, edit: Edit):  # type: ignore[no-untyped-def]
+    """The fix loop on ``path`` with one finding carrying ``edit`` (as a forged cache entry would)."""
+    finding = Finding("CKP101", "m", str(path), edit.start_line, 0, edit.start_line, 1,
+                      fix=Fix("edit", "unsafe", (edit,)))
+    _found, _hidden, report = fix_passes([str(path.parent)], [str(path)], unsafe=True, write=True, diff=False,
                                          lint=lambda overlay: ([finding], []))
+    return report
+
+
+@pytest.mark.parametrize(
+    ("text", "edit", "reason"),
+    [
+        # libcst accepts a repeated keyword argument; compile() does not. A (forged
+        # or stale) edit adding a keyword the call already has must write nothing.
+        ("checkpoint(f, x, use_reentrant=False)\n", Edit(1, 36, 1, 36, ", use_reentrant=False"),
+         "would not compile (keyword argument repeated"),
+        # The original already fails compile() (newer syntax than this Python, or
+        # broken): compile() cannot vouch for the fix, so nothing is written.
+        ("def f():\n    pass\nreturn 1\nx.add_(1)\n", Edit(4, 0, 4, 0, "x = "), "cannot be verified"),
+    ],
+    ids=["repeated-keyword", "original-does-not-compile"],
+)
+def test_fix_that_compile_rejects_is_refused(tmp_path: Path, text: str, edit: Edit, reason: str) -> None:
+    path = tmp_path / "m.py"
+    path.write_text(text)
+    report = _fix_with(path, edit)
     assert path.read_text() == text
     ((_, why),) = report.failures
-    assert "would not compile" in why and "keyword argument repeated" in why
+    assert reason in why
     assert report.applied == [] and report.changed_files == []
-
-
-def test_unverifiable_file_is_not_written(tmp_path: Path) -> None:
-    # The original already fails compile() (newer syntax than this Python, or
-    # broken): compile() cannot vouch for the fix, so nothing is written.
-    path = tmp_path / "m.py"
-    text = "def f():\n    pass\nreturn 1\nx.add_(1)\n"
-    path.write_text(text)
-    edit = Edit(4, 0, 4, 0, "x = ")
-    finding = Finding("CKP101", "m", str(path), 4, 0, 4, 1, fix=Fix("rebind", "unsafe", (edit,)))
-    _found, _hidden, report = fix_passes([str(tmp_path)], [str(path)], unsafe=True, write=True, diff=False,
-                                         lint=lambda overlay: ([finding], []))
-    assert path.read_text() == text
-    ((_, why),) = report.failures
-    assert "cannot be verified" in why
 
 
 def test_write_is_atomic_and_keeps_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
