@@ -4,7 +4,7 @@
 done with the result. A file is rewritten only when all of these hold:
 
 * it is reached as itself, not through a symbolic link to a file (a fix
-  would replace the link by a copy);
+  would replace the link by a copy), and has no other hard link;
 * its resolved path lies inside one of the checked paths (a linked folder
   pointing outside the tree is never written through);
 * it is writable as it is: a read-only file is reported, never ``chmod``-ed;
@@ -86,6 +86,11 @@ class WriteGuard:
             return f"not fixed: cannot stat it: {exc.strerror}"
         if not stat.S_ISREG(st.st_mode):
             return "not fixed: not a regular file"
+        if st.st_nlink > 1:
+            return (
+                f"not fixed: the file has {st.st_nlink} hard links; replacing it would leave the other "
+                "names with the old text (fix it where you keep it)"
+            )
         if writing and (not st.st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH) or not os.access(real, os.W_OK)):
             return "not fixed: the file is read-only (ckptlint never changes permissions; make it writable to fix it)"
         return None

@@ -110,6 +110,23 @@ def test_symlinked_file_is_not_replaced_by_a_copy(tmp_path: Path, monkeypatch: p
     assert result.fixes is not None and result.fixes.failures == [] and result.findings == []
 
 
+def test_hard_linked_file_is_not_split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # os.replace would give the checked name a new inode and leave the other
+    # name (possibly outside the tree) with the old text.
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "m.py").write_text(MODEL)
+    (tmp_path / "proj").mkdir()
+    os.link(outside / "m.py", tmp_path / "proj" / "m.py")
+    monkeypatch.chdir(tmp_path / "proj")
+    result = _fix(tmp_path / "proj")
+    assert (outside / "m.py").read_text() == MODEL
+    assert os.path.samefile(outside / "m.py", tmp_path / "proj" / "m.py")
+    assert result.fixes is not None
+    ((path, why),) = result.fixes.failures
+    assert path == "m.py" and "hard links" in why
+
+
 def test_symlink_named_on_the_command_line_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "real.py").write_text(MODEL)
     (tmp_path / "link.py").symlink_to("real.py")
