@@ -56,12 +56,15 @@ def rebinding_keeps_meaning(mutation: cst.CSTNode, root: Root, visit: Visit | No
     body = fn.body
     if not isinstance(fn, cst.FunctionDef) or not isinstance(body, cst.BaseSuite):
         return False
-    parents = {id(child): node for node in walk(fn) for child in iter_children(node)}
-    kinds = _aliases(fn, root, visit, mutation)
-    return not any(
-        name.value in kinds and name.value != root.name and not _is_label(name, parents)
-        for name in _later_names(fn, mutation, parents)
-    )
+    try:
+        parents = {id(child): node for node in walk(fn) for child in iter_children(node)}
+        kinds = _aliases(fn, root, visit, mutation)
+        return not any(
+            name.value in kinds and name.value != root.name and not _is_label(name, parents)
+            for name in _later_names(fn, mutation, parents)
+        )
+    except RecursionError:  # an expression too deep to follow (generated code): keep the finding, offer no fix
+        return False
 
 
 def _aliases(fn: cst.FunctionDef, root: Root, visit: Visit, mutation: cst.CSTNode) -> dict[str, int]:
