@@ -49,6 +49,7 @@ _WRAPS = ("ddp", "fsdp2")
 _FAILED_RANK_GRACE_S = 5.0
 
 
+
 class DistributedError(RuntimeError):
     """The distributed run could not produce a verdict: a rank died, timed out, or the model fails without checkpointing."""
 
@@ -234,7 +235,7 @@ def _supervise(target: Callable[..., None], job: _Job, start_method: str) -> lis
                 break
             now = time.monotonic()
             if now >= deadline:
-                _stop(procs, exits, f"still running after the {job.timeout_s:g} s timeout")
+                _stop(procs, exits, f"still running after the {job.timeout_s:g} s timeout: stopped")
                 break
             if failed_at is not None and now - failed_at >= _FAILED_RANK_GRACE_S:
                 _stop(procs, exits, "stopped: another rank failed")
@@ -272,29 +273,37 @@ def _read_result(workdir: str, rank: int) -> dict[str, Any] | None:
 
 
 def _assemble(results: list[dict[str, Any] | None], exits: list[_Exit], timeout: float) -> list[Report]:
-    """Turn per-rank results into reports, or raise one clear DistributedError."""
-    problems: list[str] = []
+    """Turn per-rank results into reports, or raise one clear DistributedError (model errors first)."""
+    problems: dict[str, list[int]] = {}  # message -> ranks, in order of importance
+    first: list[str] = []
     for rank, (result, ex) in enumerate(zip(results, exits)):
         if result is not None and "error" in result:
             phase, kind, text = result["error"]
             if phase == "baseline":
-                problems.insert(0, f"rank {rank}: the model raised {kind} without checkpointing too "
-                                   f"(not a checkpointing problem): {text}")
+                message = f"the model raised {kind} without checkpointing too (not a checkpointing problem): {text}"
             else:
-                problems.insert(0, f"rank {rank}: {phase} failed: {kind}: {text}")
+                message = f"{phase} failed: {kind}: {text}"
+            first.append(message)
+        elif result is None and ex.stopped:
+            message = ex.stopped
+        elif result is None and ex.code is not None and ex.code < 0:
+            message = f"died ({_signal_name(-ex.code)}) before reporting"
         elif result is None:
-            if ex.stopped:
-                problems.append(f"rank {rank} {ex.stopped}")
-            elif ex.code is not None and ex.code < 0:
-                problems.append(f"rank {rank} died ({_signal_name(-ex.code)}) before reporting")
-            else:
-                problems.append(
-                    f"rank {rank} exited with code {ex.code} before reporting (called from a script? each rank "
-                    "imports it again: put the call under `if __name__ == '__main__':`)"
-                )
+            message = (
+                f"exited with code {ex.code} before reporting (called from a script? each rank imports it "
+                "again: put the call under `if __name__ == '__main__':`)"
+            )
+        else:
+            continue
+        problems.setdefault(message, []).append(rank)
     if problems:
-        raise DistributedError("; ".join(problems))
+        order = sorted(problems, key=lambda m: (m not in first, problems[m]))
+        raise DistributedError("; ".join(f"{_ranks_label(problems[m])}: {m}" for m in order))
     return [r["report"] for r in results if r is not None]
+
+
+def _ranks_label(ranks: list[int]) -> str:
+    return f"rank {ranks[0]}" if len(ranks) == 1 else "ranks " + ", ".join(map(str, ranks))
 
 
 def _signal_name(num: int) -> str:
