@@ -46,7 +46,7 @@ def test_cli_and_pytest_examples_run(tmp_path: Path) -> None:
     (tmp_path / "mymodels.py").write_text(
         (tmp_path / "dist_model.py").read_text().replace("8", "16") + "\n\ndef build_model():\n    return Net()\n"
     )
-    (tmp_path / "test_doc_example.py").write_text(_block("python", "world_size=2, wrap=\"ddp\")"))
+    (tmp_path / "test_doc_example.py").write_text(_block("python", "def test_checkpointing_under_ddp"))
     proc = _run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_doc_example.py",
                  "--ckpt-require-device"], tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:]
