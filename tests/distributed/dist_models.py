@@ -86,3 +86,20 @@ def gpt2_tiny() -> nn.Module:
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     return model
+
+
+class SleepsInForward(nn.Module):
+    """Writes its rank's PID to $CKPT_TEST_PID_DIR, then sleeps: a step that is still running when interrupted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(WIDTH, WIDTH)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import time
+
+        path = os.path.join(os.environ["CKPT_TEST_PID_DIR"], f"{os.getpid()}.pid")
+        with open(path, "w") as fh:
+            fh.write("running")
+        time.sleep(120)
+        return checkpoint(self.fc, x, use_reentrant=False)

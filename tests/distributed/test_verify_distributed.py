@@ -139,3 +139,35 @@ def test_bad_arguments_are_one_line_errors():
         verify_distributed(lambda: dist_models.BatchNormBlocks(), _x())
     with pytest.raises(VerifyError, match="not an instance"):
         verify_distributed(dist_models.BatchNormBlocks(), _x())
+
+
+def test_ctrl_c_in_the_caller_stops_every_rank(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "interrupted.py"
+    script.write_text(
+        "import torch\n"
+        "from tests.distributed import dist_models\n"
+        "from runtime_checks.distributed import verify_distributed\n"
+        "if __name__ == '__main__':\n"
+        "    verify_distributed(dist_models.SleepsInForward, torch.randn(4, 8), world_size=2, timeout=300)\n"
+    )
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, CKPT_TEST_PID_DIR=str(pids), PYTHONPATH=os.pathsep.join([str(root), *sys.path]))
+    proc = subprocess.Popen([sys.executable, str(script)], env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while len(list(pids.iterdir())) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+    ranks = [int(p.stem) for p in pids.iterdir()]
+    assert len(ranks) == 2, "the ranks never reached their forward"
+    proc.send_signal(signal.SIGINT)  # the caller only, as a supervisor or an IDE's stop button would
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err
+    time.sleep(1)
+    for pid in ranks:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
