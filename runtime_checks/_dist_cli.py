@@ -19,7 +19,7 @@ def draw_examples(strategy: Any, count: int, seed: int, min_batch: int) -> list[
     from hypothesis import HealthCheck, Phase, assume, given, settings
     from hypothesis import seed as seed_decorator
 
-    from runtime_checks._ranks import _tensors
+    from runtime_checks._dist_job import tensors
 
     drawn: list[Any] = []
 
@@ -33,7 +33,7 @@ def draw_examples(strategy: Any, count: int, seed: int, min_batch: int) -> list[
     )
     @given(strategy)
     def collect(value: Any) -> None:
-        first = next(iter(_tensors(value)), None)
+        first = next(iter(tensors(value)), None)
         assume(first is None or first.dim() == 0 or first.shape[0] >= min_batch)
         if len(drawn) < count:
             drawn.append(value)

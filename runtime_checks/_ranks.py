@@ -18,7 +18,7 @@ import pickle
 import re
 import time
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,11 +26,12 @@ import torch
 import torch.distributed as dist
 
 from runtime_checks import _state, bypass
+from runtime_checks._dist_job import Job, result_path, shard
 from runtime_checks.report import MemoryStats, Mismatch, Report, TimingStats
 from runtime_checks.snapshot import PyState, RngState, seed_everything
-from runtime_checks.verify import VerifyError, _flatten, _fresh_inputs, _select_modules, _wrapped_modules
+from runtime_checks.verify import _flatten, _fresh_inputs, _select_modules, _wrapped_modules
 
-__all__ = ["rank_main", "shard"]
+__all__ = ["rank_main"]
 
 _TOLERANCES = {  # torch.testing.assert_close's defaults
     torch.float16: (1e-3, 1e-5),
@@ -41,72 +42,6 @@ _TOLERANCES = {  # torch.testing.assert_close's defaults
 _NOISE_MARGIN = 4.0
 _READY_TWICE = re.compile(r"marked (?:a variable )?(?:as )?ready (?:only once|twice)")
 _PARAM_NAME = re.compile(r"with name ([\w.\[\]]+)")
-
-
-@dataclass(frozen=True)
-class _Job:
-    factory: Any  # a picklable zero-argument callable, or "file.py:FACTORY" / "module:FACTORY"
-    inputs: Any
-    world_size: int
-    wrap: str
-    backend: str
-    workdir: str
-    timeout_s: float
-    seed: int
-    loss_fn: Any
-    checkpoint: Any
-    checkpoint_kwargs: dict[str, Any]
-    wrap_kwargs: dict[str, Any]
-    rtol: float | None
-    atol: float | None
-    threads: int
-
-
-def _result_path(workdir: str, rank: int) -> str:
-    return os.path.join(workdir, f"rank{rank}.pkl")
-
-
-def _batch_size(inputs: Any, world_size: int) -> int | None:
-    """The global batch size (first dimension of the first tensor), checked against ``world_size``."""
-    first = next(iter(_tensors(inputs)), None)
-    if first is None or first.dim() == 0:
-        return None
-    batch = int(first.shape[0])
-    if batch < world_size:
-        raise VerifyError(
-            f"the batch (first dimension {batch}) is smaller than world_size={world_size}: every rank needs a sample"
-        )
-    return batch
-
-
-def _tensors(obj: Any) -> list[torch.Tensor]:
-    if isinstance(obj, torch.Tensor):
-        return [obj]
-    if isinstance(obj, Mapping):
-        return [t for v in obj.values() for t in _tensors(v)]
-    if isinstance(obj, (list, tuple)):
-        return [t for v in obj for t in _tensors(v)]
-    return []
-
-
-def shard(inputs: Any, rank: int, world_size: int) -> Any:
-    """Rank ``rank``'s part of ``inputs``: tensors with the batch as first dimension split along it."""
-    batch = _batch_size(inputs, world_size)
-
-    def part(obj: Any) -> Any:
-        if isinstance(obj, torch.Tensor):
-            if batch is not None and obj.dim() > 0 and obj.shape[0] == batch:
-                return torch.tensor_split(obj, world_size)[rank].clone()
-            return obj
-        if isinstance(obj, Mapping):
-            return {k: part(v) for k, v in obj.items()}
-        if isinstance(obj, tuple):
-            return tuple(part(v) for v in obj)
-        if isinstance(obj, list):
-            return [part(v) for v in obj]
-        return obj
-
-    return part(inputs)
 
 
 class _Failure(Exception):
@@ -130,7 +65,7 @@ class _Step:
     per_region: dict[str, int] = field(default_factory=dict)
 
 
-def rank_main(rank: int, job: _Job) -> None:
+def rank_main(rank: int, job: Job) -> None:
     """Entry point of a rank (``torch.multiprocessing.start_processes`` target)."""
     os.environ.setdefault("TORCH_DISTRIBUTED_DEBUG", "INFO")  # DDP's errors then name the parameter
     torch.set_num_threads(job.threads)
@@ -157,8 +92,8 @@ def rank_main(rank: int, job: _Job) -> None:
         dist.destroy_process_group()
 
 
-def _write(job: _Job, rank: int, result: dict[str, Any]) -> None:
-    path = _result_path(job.workdir, rank)
+def _write(job: Job, rank: int, result: dict[str, Any]) -> None:
+    path = result_path(job.workdir, rank)
     with open(path + ".tmp", "wb") as fh:
         pickle.dump(result, fh)
     os.replace(path + ".tmp", path)
@@ -170,7 +105,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 class _Rank:
-    def __init__(self, rank: int, job: _Job) -> None:
+    def __init__(self, rank: int, job: Job) -> None:
         self.rank = rank
         self.job = job
         if job.backend == "nccl":
@@ -388,7 +323,7 @@ def _build(factory: Any) -> torch.nn.Module:
     return model
 
 
-def _shard(model: torch.nn.Module, job: _Job, device: torch.device) -> None:
+def _shard(model: torch.nn.Module, job: Job, device: torch.device) -> None:
     """FSDP2 as users apply it: ``fully_shard`` on every block, then on the root."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import shutil
 import signal
 import tempfile
@@ -37,7 +38,8 @@ from typing import Any, Literal
 
 import torch
 
-from runtime_checks._ranks import _batch_size, _Job, _result_path, rank_main
+from runtime_checks._dist_job import Job, batch_size, result_path
+from runtime_checks._ranks import rank_main
 from runtime_checks.report import Mismatch, Report, _bytes, _num
 
 __all__ = ["DistributedError", "DistributedReport", "verify_distributed"]
@@ -47,7 +49,8 @@ _WRAPS = ("ddp", "fsdp2")
 # A rank that failed leaves the others inside a collective that can never
 # complete; they are stopped after this grace rather than after ``timeout``.
 _FAILED_RANK_GRACE_S = 5.0
-
+# An error a rank raised because a peer went away: a consequence, never the cause.
+_LOST_PEER = re.compile(r"Connection (?:reset|closed)|Broken pipe|[Tt]imed out|gloo/transport|NCCL (?:error|communicator)")
 
 
 class DistributedError(RuntimeError):
@@ -163,9 +166,9 @@ def verify_distributed(
         backend = "nccl" if torch.cuda.is_available() and torch.cuda.device_count() >= world_size else "gloo"
     if backend == "nccl" and torch.cuda.device_count() < world_size:
         raise VerifyError(f"backend 'nccl' needs {world_size} GPUs, found {torch.cuda.device_count()}")
-    _batch_size(inputs, world_size)  # validate the split before any process starts
+    batch_size(inputs, world_size)  # validate the split before any process starts
     workdir = tempfile.mkdtemp(prefix="ckptlint-dist-")
-    job = _Job(
+    job = Job(
         factory=model_factory,
         inputs=inputs,
         world_size=world_size,
@@ -213,7 +216,7 @@ class _Exit:
     stopped: str = ""  # why the caller stopped it, if it did
 
 
-def _supervise(target: Callable[..., None], job: _Job, start_method: str) -> list[_Exit]:
+def _supervise(target: Callable[..., None], job: Job, start_method: str) -> list[_Exit]:
     """Start the ranks, wait for all of them, stop the rest as soon as one fails or time runs out."""
     import torch.multiprocessing as mp
 
@@ -266,7 +269,7 @@ def _result_is_error(workdir: str, rank: int) -> bool:
 
 def _read_result(workdir: str, rank: int) -> dict[str, Any] | None:
     try:
-        with open(_result_path(workdir, rank), "rb") as fh:
+        with open(result_path(workdir, rank), "rb") as fh:
             return pickle.load(fh)  # noqa: S301 - written by our own child process, in our private directory
     except (OSError, EOFError, pickle.UnpicklingError):
         return None
@@ -274,30 +277,35 @@ def _read_result(workdir: str, rank: int) -> dict[str, Any] | None:
 
 def _assemble(results: list[dict[str, Any] | None], exits: list[_Exit], timeout: float) -> list[Report]:
     """Turn per-rank results into reports, or raise one clear DistributedError (model errors first)."""
-    problems: dict[str, list[int]] = {}  # message -> ranks, in order of importance
-    first: list[str] = []
+    problems: dict[str, list[int]] = {}  # message -> ranks
+    causes: list[str] = []  # messages that explain the failure; the rest are its consequences
     for rank, (result, ex) in enumerate(zip(results, exits)):
         if result is not None and "error" in result:
             phase, kind, text = result["error"]
-            if phase == "baseline":
+            if _LOST_PEER.search(text):
+                message = f"lost contact with the other ranks ({kind}: {text[:160]})"
+            elif phase == "baseline":
                 message = f"the model raised {kind} without checkpointing too (not a checkpointing problem): {text}"
+                causes.append(message)
             else:
                 message = f"{phase} failed: {kind}: {text}"
-            first.append(message)
+                causes.append(message)
         elif result is None and ex.stopped:
             message = ex.stopped
         elif result is None and ex.code is not None and ex.code < 0:
             message = f"died ({_signal_name(-ex.code)}) before reporting"
+            causes.insert(0, message)
         elif result is None:
             message = (
                 f"exited with code {ex.code} before reporting (called from a script? each rank imports it "
                 "again: put the call under `if __name__ == '__main__':`)"
             )
+            causes.insert(0, message)
         else:
             continue
         problems.setdefault(message, []).append(rank)
     if problems:
-        order = sorted(problems, key=lambda m: (m not in first, problems[m]))
+        order = sorted(problems, key=lambda m: (causes.index(m) if m in causes else len(causes), problems[m]))
         raise DistributedError("; ".join(f"{_ranks_label(problems[m])}: {m}" for m in order))
     return [r["report"] for r in results if r is not None]
 

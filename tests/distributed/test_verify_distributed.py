@@ -116,7 +116,7 @@ def test_batchnorm_under_ddp_reports_buffers_on_every_rank():
 
 def test_a_killed_rank_ends_the_call_within_its_timeout(no_leftovers):
     start = time.monotonic()
-    with pytest.raises(DistributedError, match=r"rank 1 died \(SIGKILL\)"):
+    with pytest.raises(DistributedError, match=r"^rank 1: died \(SIGKILL\) before reporting; rank 0: (lost contact|stopped: another rank failed)"):
         verify_distributed(dist_models.DiesOnRankOne, _x(), world_size=2, timeout=120)
     assert time.monotonic() - start < 120
 
