@@ -16,6 +16,8 @@ import types
 from typing import TYPE_CHECKING, Any
 
 __all__ = [
+    "DistributedError",
+    "DistributedReport",
     "MemoryStats",
     "Mismatch",
     "ParameterWriteError",
@@ -28,9 +30,13 @@ __all__ = [
     "inputs",
     "tensors",
     "verify",
+    "verify_distributed",
 ]
 
 _WHERE = {
+    "DistributedError": "runtime_checks.distributed",
+    "DistributedReport": "runtime_checks.distributed",
+    "verify_distributed": "runtime_checks.distributed",
     "MemoryStats": "runtime_checks.report",
     "Mismatch": "runtime_checks.report",
     "Report": "runtime_checks.report",
@@ -51,6 +57,7 @@ if TYPE_CHECKING:  # pragma: no cover
         check_checkpoint_equivalence,
     )
     from runtime_checks.bypass import bypass_checkpointing
+    from runtime_checks.distributed import DistributedError, DistributedReport, verify_distributed
     from runtime_checks.report import MemoryStats, Mismatch, Report, TimingStats
     from runtime_checks.snapshot import ParameterWriteError
     from runtime_checks.strategies import inputs, tensors

@@ -534,7 +534,11 @@ def run_marked_test(item: pytest.Function, marker: Mapping[str, Any], options: C
     message = None
     try:
         for model, inputs in _targets(result, marker):
-            if _is_strategy(inputs):
+            if "world_size" in marker:
+                from runtime_checks._pytest_distributed import verify_distributed_and_record
+
+                verify_distributed_and_record(item, options, model, inputs, marker)
+            elif _is_strategy(inputs):
                 run_examples(item.config, item, options, model, inputs, overrides, options.examples)
             else:
                 _verify_and_record(item, options, model, inputs, overrides)

@@ -43,7 +43,9 @@ def _parser() -> argparse.ArgumentParser:
         "'input_ids=int64[B,T]:0:1000', 'x=float32[B,8]+grad'; names in dims are shared (repeatable)",
     )
     p.add_argument("--dim", action="append", default=[], metavar="NAME=LO:HI", help="bounds of a named dimension (default 1:8)")
-    p.add_argument("--examples", type=int, default=10, metavar="N", help="hypothesis examples to try (default 10)")
+    p.add_argument(
+        "--examples", type=int, default=None, metavar="N", help="hypothesis examples to try (default 10; 1 with --nproc)"
+    )
     p.add_argument("--device", default=None, help="device to run on (default: where the model is)")
     p.add_argument("--dtype", default=None, help="run the model in this dtype, e.g. float64")
     p.add_argument(
@@ -58,6 +60,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rtol", type=float, default=None)
     p.add_argument("--atol", type=float, default=None)
     p.add_argument("--no-localize", action="store_true", help="skip naming the responsible regions")
+    dist = p.add_argument_group("distributed (see docs/distributed.md)")
+    dist.add_argument("--nproc", type=int, default=None, metavar="N", help="verify on N processes under torch.distributed")
+    dist.add_argument("--wrap", choices=("ddp", "fsdp2"), default="ddp", help="with --nproc: how each rank wraps the model")
+    dist.add_argument("--backend", default=None, help="with --nproc: gloo (default on CPU) or nccl")
+    dist.add_argument("--timeout", type=float, default=300.0, metavar="S", help="with --nproc: bound of the whole run")
     return p
 
 
@@ -184,6 +191,8 @@ def _run(args: argparse.Namespace) -> int:
 
     if not args.inputs:
         raise UsageError("give at least one --input, e.g. --input 'float32[B,16]'")
+    if args.examples is None:
+        args.examples = 1 if args.nproc else 10
     if args.examples < 1:
         raise UsageError(f"--examples must be >= 1, got {args.examples}")
     dims: dict[str, tuple[int, int]] = {}
@@ -213,6 +222,11 @@ def _run(args: argparse.Namespace) -> int:
         if not isinstance(dtype, torch.dtype):
             raise UsageError(f"--dtype {args.dtype!r} is not a torch dtype")
 
+    if args.nproc is not None:
+        from runtime_checks._dist_cli import run_distributed
+
+        args.raw_inputs = [f"--input={spec}" for spec in args.inputs] + [f"--dim={d}" for d in args.dim]
+        return run_distributed(args, strategy)
     factory = load_factory(args.target)
     try:
         model = factory()

@@ -65,6 +65,12 @@ MARKER_KEYWORDS: tuple[str, ...] = (
     "loss_fn",
     "dtype",
     "seed",
+    # torch.distributed (docs/distributed.md): world_size switches it on.
+    "world_size",
+    "wrap",
+    "backend",
+    "wrap_kwargs",
+    "timeout",
 )
 
 _DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
