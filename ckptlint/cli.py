@@ -103,8 +103,20 @@ def _build_parser() -> argparse.ArgumentParser:
     rule.add_argument("code", nargs="?", help="rule code, e.g. CKP101")
     rule.add_argument("--all", action="store_true", help="list every rule")
 
+    sub.add_parser("server", help="run the language server on stdin/stdout (needs the lsp extra)")
     sub.add_parser("verify", help="runtime verification (needs the runtime extra)", add_help=False)
     return parser
+
+
+def _cmd_server() -> int:
+    try:
+        from ckptlint.lsp.server import serve
+    except ImportError as exc:
+        if (exc.name or "").split(".")[0] in ("pygls", "lsprotocol"):
+            print("ckptlint server needs the lsp extra: pip install -e '.[lsp]' (from a clone)", file=sys.stderr)
+            return EXIT_ERROR
+        raise
+    return serve()
 
 
 def _documented_rules() -> tuple[list, dict]:
@@ -374,6 +386,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_rule(args)
         if args.command == "check":
             return _cmd_check(args)
+        if args.command == "server":
+            return _cmd_server()
     except KeyboardInterrupt:
         return EXIT_ERROR
     except BrokenPipeError:

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ckptlint.cache import Facts, ResultCache, content_hash
 from ckptlint.config import Config, code_matches
@@ -59,6 +60,9 @@ class RunSettings:
     unsafe_fixes: bool = False
     diff: bool = False
     progress: Callable[[int, int], None] | None = None
+    # In-memory texts that win over the disk (stdin, an editor's unsaved
+    # buffers), keyed by path; a path here is checked even if no file exists.
+    sources: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -70,6 +74,8 @@ class FixReport:
     changed_files: list[str] = field(default_factory=list)
     # (path, why): a fix that would break the file, or edits outside it.
     failures: list[tuple[str, str]] = field(default_factory=list)
+    # path -> the text after fixing, for each changed file.
+    fixed: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -102,6 +108,10 @@ def _engine() -> Any:
 
 
 def _init_worker(files: list[str], sources: dict[str, str], options: Any) -> None:
+    if multiprocessing.parent_process() is not None:
+        # Ctrl-C reaches the whole process group: the parent alone reports it
+        # and ends the pool, so no worker prints a traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     engine = _engine()
     _WORKER["args"] = (files, sources)
     _WORKER["project"] = engine.Project(files, sources=dict(sources))
@@ -487,14 +497,30 @@ def list_files(paths: Sequence[str], config: Config) -> list[str]:
     return files
 
 
+def _with_sources(files: list[str], settings: RunSettings) -> tuple[list[str], dict[str, str]]:
+    """``files`` plus the in-memory ones, and the overlay under every spelling."""
+    matcher = settings.config.exclude_matcher()
+    listed = {os.path.normpath(f) for f in files}
+    extra = [
+        os.path.normpath(p)
+        for p in settings.sources
+        if os.path.normpath(p) not in listed and not (matcher and matcher.matches(p))
+    ]
+    base = {key: text for path, text in settings.sources.items() for key in _path_keys(path)}
+    return sorted([*files, *extra], key=display_path), base
+
+
 def run(paths: Sequence[str], settings: RunSettings) -> RunResult:
     """Lint ``paths`` (and fix, if asked) under ``settings``."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    files = list_files(paths, settings.config)
+    # With in-memory sources, paths may name files that exist only there.
+    on_disk = [p for p in paths if os.path.exists(p)] if settings.sources else list(paths)
+    files = list_files(on_disk, settings.config) if on_disk or not settings.sources else []
+    files, base = _with_sources(files, settings)
     timings["listing"] = time.perf_counter() - t0
     fixing = settings.fix or settings.diff or settings.unsafe_fixes
-    overlay: dict[str, str] = {}
+    overlay: dict[str, str] = dict(base)
     report = FixReport() if fixing else None
     originals: dict[str, SourceFile] = {}
     broken: set[str] = set()
@@ -520,6 +546,8 @@ def run(paths: Sequence[str], settings: RunSettings) -> RunResult:
         for f in todo:
             by_path.setdefault(f.path, []).append(f)
         for path, group in sorted(by_path.items()):
+            if path not in originals and path in base:
+                originals[path] = SourceFile(base[path], "utf-8")
             if path not in originals:
                 try:
                     originals[path] = read_source(path)
@@ -542,20 +570,22 @@ def run(paths: Sequence[str], settings: RunSettings) -> RunResult:
                 overlay[key] = outcome.text
             report.applied.extend(outcome.applied)
             changed_any = True
-            if settings.fix or (settings.unsafe_fixes and not settings.diff):
+            if (settings.fix or (settings.unsafe_fixes and not settings.diff)) and path not in base:
                 write_source(path, SourceFile(outcome.text, originals[path].encoding))
         if not changed_any:
             break
         if settings.fix or (settings.unsafe_fixes and not settings.diff):
             # Written to disk: the next pass reads (and caches) the real files.
-            overlay = {}
+            overlay = {**base, **{k: v for k, v in overlay.items() if k in base}}
     else:
         if report is not None and report.applied:
-            lint = _lint_pass(files, settings, overlay if settings.diff else {}, timings)
+            lint = _lint_pass(files, settings, overlay if settings.diff else base, timings)
             findings, hidden = _filter(lint.findings, files, settings, lint.texts, overlay)
     if report is not None:
         for path in sorted(originals):
             final = overlay.get(path)
+            if final is None and path in base:
+                final = base[path]
             if final is None:
                 try:
                     final = read_source(path).text
@@ -563,6 +593,7 @@ def run(paths: Sequence[str], settings: RunSettings) -> RunResult:
                     continue
             if final != originals[path].text:
                 report.changed_files.append(path)
+                report.fixed[path] = final
                 if settings.diff:
                     report.diffs.append(unified_diff(path, originals[path].text, final))
     timings["total"] = time.perf_counter() - t0
