@@ -257,6 +257,7 @@ def _lint_pass(
         # In-memory fixed sources (--diff) are not what is on disk: use the
         # cache, but store nothing learnt from them.
         read_only=bool(overlay),
+        directory=config.cache_directory(),
     )
     for key, text in overlay.items():
         cache.override(key, content_hash(text.encode("utf-8", "surrogatepass")))
