@@ -286,8 +286,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
     color = not to_file and args.format == "full" and use_color(args.color, stream)
     text = _render(args, result, color, shown)
     if result.files_checked == 0:
-        # As ruff: a warning, exit 0 (a mistyped path that exists but holds no Python).
-        if not args.quiet:
+        # As ruff: a warning, exit 0 (a mistyped path that exists but holds no Python);
+        # stdin whose --stdin-filename is excluded is silently not checked.
+        if not args.quiet and not stdin:
             print(f"ckptlint: warning: no Python files found under {' '.join(map(repr, args.paths))}", file=sys.stderr)
         if args.format in ("full", "concise") and not args.statistics:
             text = ""

@@ -90,6 +90,13 @@ def test_stdin_fix_prints_the_fixed_source_and_reports_on_stderr(proj, capsys, m
     assert not (proj / "m2.py").exists()
 
 
+def test_stdin_filename_excluded_by_config_is_not_checked(proj, capsys, monkeypatch):
+    (proj / "pyproject.toml").write_text('[tool.ckptlint]\nextend-exclude = ["vendored"]\n')
+    code, out, err = _run(capsys, "check", "-", "--stdin-filename", "vendored/m.py", "--no-cache",
+                          stdin=SOURCE, monkeypatch=monkeypatch)
+    assert (code, err) == (0, "") and "CKP105" not in out
+
+
 def test_concise_is_one_line_per_finding_and_text_is_full(proj, capsys):
     code, out, _ = _run(capsys, "check", "m.py", "--no-cache", "--output-format", "concise")
     lines = out.splitlines()
