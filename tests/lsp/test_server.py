@@ -115,19 +115,16 @@ def _codes(diags: list[types.Diagnostic]) -> list[str]:
 
 
 def _apply(text: str, edits: list[types.TextEdit]) -> str:
-    lines = text.splitlines(keepends=True)
     starts = [0]
-    for line in lines:
+    for line in text.splitlines(keepends=True):
         starts.append(starts[-1] + len(line))
 
     def offset(p: types.Position) -> int:
         return starts[p.line] + p.character  # ASCII sources: code units == characters
 
+    # Last edit first, so that the offsets of the earlier ones stay valid.
     for e in sorted(edits, key=lambda e: (e.range.start.line, e.range.start.character), reverse=True):
         text = text[: offset(e.range.start)] + e.new_text + text[offset(e.range.end):]
-        starts = [0]
-        for line in text.splitlines(keepends=True):
-            starts.append(starts[-1] + len(line))
     return text
 
 
