@@ -261,13 +261,15 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
     if args.diff:
         assert report is not None
-        sys.stdout.write("".join(report.diffs))
+        if not args.silent:
+            sys.stdout.write("".join(report.diffs))
         n = len({f.fix for f in report.applied})
-        print(
-            f"Would fix {n} finding{'s' if n != 1 else ''} in {len(report.changed_files)} "
-            f"file{'s' if len(report.changed_files) != 1 else ''} ({len(result.findings)} would remain).",
-            file=sys.stderr,
-        ) if not args.quiet else None
+        if not args.quiet:
+            print(
+                f"Would fix {n} finding{'s' if n != 1 else ''} in {len(report.changed_files)} "
+                f"file{'s' if len(report.changed_files) != 1 else ''} ({len(result.findings)} would remain).",
+                file=sys.stderr,
+            )
         if result.errors:
             return EXIT_ERROR
         return EXIT_FINDINGS if (report.diffs or result.findings) and not args.exit_zero else EXIT_OK
