@@ -113,6 +113,10 @@ def test_quiet_prints_findings_only_and_silent_nothing(proj, capsys):
     assert code == 1 and len(out.splitlines()) == 2 and "Found" not in out
     code, out, err = _run(capsys, "check", "m.py", "--no-cache", "-s")
     assert (code, out, err) == (1, "", "")
+    code, out, err = _run(capsys, "check", "m.py", "--no-cache", "--diff", "-s")
+    assert (code, out, err) == (1, "", "")
+    code, out, err = _run(capsys, "check", "m.py", "--no-cache", "--diff", "-q")
+    assert code == 1 and out.startswith("---") and err == ""
 
 
 def test_show_settings_and_show_files(proj, capsys):
