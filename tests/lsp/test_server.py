@@ -230,3 +230,12 @@ async def test_survives_a_file_that_does_not_parse_and_a_deleted_file(client: La
         types.HoverParams(types.TextDocumentIdentifier(_uri(model)), types.Position(0, 0))
     )
     assert hover is None or hover.contents is not None
+
+
+async def test_the_projects_configuration_applies(client: LanguageClient, tmp_path: Path):
+    (tmp_path / "pyproject.toml").write_text('[tool.ckptlint]\nignore = ["CKP401"]\n')
+    path = tmp_path / "act.py"
+    path.write_text(SAFE.replace(", use_reentrant=False", ""))  # CKP105 and CKP401 in one file
+    _open(client, path)
+    diags = await _until(client, path, lambda d: bool(d))
+    assert _codes(diags) == ["CKP105"]
