@@ -181,6 +181,34 @@ def _cmd_rule(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _fix_stdin(args: argparse.Namespace, settings: "object", sources: dict[str, str]) -> int:
+    """``check - --fix``: the fixed source on stdout (as ruff), the report on stderr;
+    with ``--diff``, the diff on stdout. Nothing is written."""
+    from ckptlint.cli_support import fix_in_memory
+    from ckptlint.files import display_path
+    from ckptlint.fixes import unified_diff
+
+    ((name, original),) = sources.items()
+    text, result, n = fix_in_memory(name, original, settings, unsafe=args.unsafe_fixes)  # type: ignore[arg-type]
+    for path, error in result.errors:
+        print(f"ckptlint: internal error while checking {path}:\n{error}", file=sys.stderr)
+    if args.diff:
+        if not args.silent and text != original:
+            sys.stdout.write(unified_diff(display_path(name), original, text))
+    else:
+        sys.stdout.write(text)
+    if not args.silent:
+        report = _render(args, result, False, {display_path(name): text})
+        if not args.quiet:
+            verb = "Would fix" if args.diff else "Fixed"
+            report += f"{verb} {n} finding{'s' if n != 1 else ''}.\n"
+        sys.stderr.write(report)
+    if result.errors:
+        return EXIT_ERROR
+    changed = args.diff and text != original
+    return EXIT_FINDINGS if (result.findings or changed) and not args.exit_zero else EXIT_OK
+
+
 def _stdin_mode(args: argparse.Namespace) -> bool:
     """``check -``, or ``--stdin-filename`` with no paths (as ruff reads stdin then)."""
     return args.paths == ["-"] or (args.paths is None and args.stdin_filename is not None)
@@ -251,6 +279,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
         progress=None if args.quiet else _progress(sys.stderr),
         sources=sources,
     )
+    if stdin and (fixing or args.diff):
+        return _fix_stdin(args, settings, sources)
     result = run(args.paths, settings)
     for path, error in result.errors:
         print(f"ckptlint: internal error while checking {path}:\n{error}", file=sys.stderr)
@@ -280,11 +310,6 @@ def _cmd_check(args: argparse.Namespace) -> int:
     to_file = args.output_file is not None
     stream = sys.stdout
     shown = {display_path(k): v for k, v in sources.items()}
-    if stdin and report is not None:
-        # As ruff does: the (fixed) source goes to stdout, the report to stderr.
-        (name,) = shown
-        sys.stdout.write(report.fixed.get(name, shown[name]))
-        stream = sys.stderr
     color = not to_file and args.format == "full" and use_color(args.color, stream)
     text = _render(args, result, color, shown)
     if result.files_checked == 0:

@@ -10,14 +10,18 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Sequence, TextIO
+from typing import TYPE_CHECKING, Sequence, TextIO
 
 from ckptlint.config import Config
+
+if TYPE_CHECKING:
+    from ckptlint.runner import RunResult, RunSettings
 
 __all__ = [
     "STDIN",
     "CACHE_DIR_ENV",
     "clean",
+    "fix_in_memory",
     "read_stdin",
     "rules_json",
     "show_files",
@@ -109,3 +113,32 @@ def rules_json(modules: Sequence[object]) -> str:
             }
         )
     return json.dumps(items, indent=2) + "\n"
+
+
+def fix_in_memory(path: str, text: str, settings: "RunSettings", *, unsafe: bool) -> tuple[str, "RunResult", int]:
+    """``--fix`` for a source that lives only in memory (stdin): pass after pass, as
+    the runner fixes files, but nothing is written. Returns the fixed text, the
+    final run's result and how many findings were fixed.
+    """
+    from dataclasses import replace
+
+    from ckptlint.files import display_path
+    from ckptlint.fixes import applicable, apply_fixes, reparses
+    from ckptlint.runner import MAX_FIX_PASSES, run
+
+    lint = replace(settings, fix=False, unsafe_fixes=False, diff=False)
+    shown = display_path(path)
+    fixed = 0
+    for _ in range(MAX_FIX_PASSES):
+        result = run([], replace(lint, sources={path: text}))
+        todo = [f for f in result.findings if f.path == shown and applicable(f, unsafe=unsafe)]
+        if not todo:
+            break
+        outcome = apply_fixes(text, todo)
+        if not outcome.applied or outcome.text == text or reparses(outcome.text) is not None:
+            break
+        text = outcome.text
+        fixed += len({f.fix for f in outcome.applied})
+    else:
+        result = run([], replace(lint, sources={path: text}))
+    return text, result, fixed

@@ -74,8 +74,6 @@ class FixReport:
     changed_files: list[str] = field(default_factory=list)
     # (path, why): a fix that would break the file, or edits outside it.
     failures: list[tuple[str, str]] = field(default_factory=list)
-    # path -> the text after fixing, for each changed file.
-    fixed: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -521,6 +519,8 @@ def run(paths: Sequence[str], settings: RunSettings) -> RunResult:
     files, base = _with_sources(files, settings)
     timings["listing"] = time.perf_counter() - t0
     fixing = settings.fix or settings.diff or settings.unsafe_fixes
+    if fixing and base:
+        raise ValueError("in-memory sources are linted, never fixed, by run(): see cli_support.fix_in_memory")
     overlay: dict[str, str] = dict(base)
     report = FixReport() if fixing else None
     originals: dict[str, SourceFile] = {}
@@ -547,8 +547,6 @@ def run(paths: Sequence[str], settings: RunSettings) -> RunResult:
         for f in todo:
             by_path.setdefault(f.path, []).append(f)
         for path, group in sorted(by_path.items()):
-            if path not in originals and path in base:
-                originals[path] = SourceFile(base[path], "utf-8")
             if path not in originals:
                 try:
                     originals[path] = read_source(path)
@@ -571,22 +569,20 @@ def run(paths: Sequence[str], settings: RunSettings) -> RunResult:
                 overlay[key] = outcome.text
             report.applied.extend(outcome.applied)
             changed_any = True
-            if (settings.fix or (settings.unsafe_fixes and not settings.diff)) and path not in base:
+            if settings.fix or (settings.unsafe_fixes and not settings.diff):
                 write_source(path, SourceFile(outcome.text, originals[path].encoding))
         if not changed_any:
             break
         if settings.fix or (settings.unsafe_fixes and not settings.diff):
             # Written to disk: the next pass reads (and caches) the real files.
-            overlay = {**base, **{k: v for k, v in overlay.items() if k in base}}
+            overlay = {}
     else:
         if report is not None and report.applied:
-            lint = _lint_pass(files, settings, overlay if settings.diff else base, timings)
+            lint = _lint_pass(files, settings, overlay if settings.diff else {}, timings)
             findings, hidden = _filter(lint.findings, files, settings, lint.texts, overlay)
     if report is not None:
         for path in sorted(originals):
             final = overlay.get(path)
-            if final is None and path in base:
-                final = base[path]
             if final is None:
                 try:
                     final = read_source(path).text
@@ -594,7 +590,6 @@ def run(paths: Sequence[str], settings: RunSettings) -> RunResult:
                     continue
             if final != originals[path].text:
                 report.changed_files.append(path)
-                report.fixed[path] = final
                 if settings.diff:
                     report.diffs.append(unified_diff(path, originals[path].text, final))
     timings["total"] = time.perf_counter() - t0

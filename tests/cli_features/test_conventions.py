@@ -88,6 +88,10 @@ def test_stdin_fix_prints_the_fixed_source_and_reports_on_stderr(proj, capsys, m
     assert "CKP401" in err and "Fixed 1 finding" in err
     assert code == 1
     assert not (proj / "m2.py").exists()
+    code, out, err = _run(capsys, "check", "-", "--diff", "--stdin-filename", "m.py", "--no-cache",
+                          stdin=SOURCE, monkeypatch=monkeypatch)
+    assert code == 1 and out.startswith("--- ") and "+    return F.relu(x, inplace=False)\n" in out
+    assert (proj / "m.py").read_text() == SOURCE
 
 
 def test_stdin_filename_excluded_by_config_is_not_checked(proj, capsys, monkeypatch):
