@@ -505,7 +505,12 @@ def _with_sources(files: list[str], settings: RunSettings) -> tuple[list[str], d
         for p in settings.sources
         if os.path.normpath(p) not in listed and not (matcher and matcher.matches(p))
     ]
-    base = {key: text for path, text in settings.sources.items() for key in _path_keys(path)}
+    # Every spelling under which the engine and the filters may look a path up.
+    base = {
+        key: text
+        for path, text in settings.sources.items()
+        for key in (path, os.path.normpath(path), os.path.abspath(path), display_path(path))
+    }
     return sorted([*files, *extra], key=display_path), base
 
 
