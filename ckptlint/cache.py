@@ -97,13 +97,19 @@ class ResultCache:
     """Content-addressed analysis results for one configuration."""
 
     def __init__(
-        self, root: str, options: Mapping[str, Any], *, enabled: bool = True, read_only: bool = False
+        self,
+        root: str,
+        options: Mapping[str, Any],
+        *,
+        enabled: bool = True,
+        read_only: bool = False,
+        directory: str | None = None,
     ) -> None:
         self.enabled = enabled
         # Read-only: serve hits but record nothing (a --diff pass analyses
         # in-memory fixed sources, which must never be stored as disk truth).
         self.read_only = read_only
-        self.directory = Path(root) / CACHE_DIR_NAME
+        self.directory = Path(directory) if directory else Path(root) / CACHE_DIR_NAME
         key_material = json.dumps(
             {"tool": tool_fingerprint(), "options": options, "cwd": os.getcwd(), "format": FORMAT_VERSION},
             sort_keys=True,

@@ -1,28 +1,32 @@
-"""Command line: ``ckptlint check``, ``ckptlint rule``, ``ckptlint verify``.
+"""Command line: ``ckptlint check``, ``rule``, ``clean``, ``server``, ``verify``.
 
 Argument parsing, output and exit codes only; the run itself lives in
 :mod:`ckptlint.runner` and the analysis in :mod:`ckptlint.engine`.
 Exit status: 0 no findings, 1 findings (or, with ``--diff``, changes to
-make), 2 usage, configuration or internal error.
+make), 2 usage, configuration or internal error, 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-from typing import Callable, Sequence, TextIO
+from typing import Sequence
 
 from ckptlint import __version__
+from ckptlint.cli_output import documented_rules as _documented_rules
+from ckptlint.cli_output import progress as _progress
+from ckptlint.cli_output import render as _render
 
 __all__ = ["main"]
 
 EXIT_OK = 0
 EXIT_FINDINGS = 1
 EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
-FORMATS = ("text", "json", "sarif", "github")
+# "text" is the old name of "full" and stays accepted.
+FORMATS = ("full", "concise", "text", "json", "sarif", "github")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,15 +51,18 @@ def _positive(value: str) -> int:
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ckptlint", description="Find code that breaks PyTorch gradient checkpointing.")
-    parser.add_argument("--version", action="version", version=f"ckptlint {__version__}")
+    parser.add_argument("-V", "--version", action="version", version=f"ckptlint {__version__}")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     check = sub.add_parser("check", help="lint files or directories (default: .)")
-    check.add_argument("paths", nargs="*", default=["."], help="files or directories to check")
+    check.add_argument("paths", nargs="*", default=None, help="files or directories to check; '-' reads stdin")
 
     out = check.add_argument_group("output")
-    out.add_argument("--format", "--output-format", dest="format", choices=FORMATS, default="text",
-                     help="output format (default: text)")
+    out.add_argument("--output-format", "--format", dest="format", choices=FORMATS, default="full",
+                     help="output format (default: full; concise is one line per finding; text = full)")
+    out.add_argument("-q", "--quiet", action="store_true", help="print findings and nothing else (no summary, hints or warnings)")
+    out.add_argument("-s", "--silent", action="store_true",
+                     help="print nothing; the exit status still says whether there were findings")
     out.add_argument("--output-file", "-o", metavar="PATH", help="write the report to PATH instead of stdout")
     out.add_argument("--statistics", action="store_true", help="print the number of findings per rule code instead")
     out.add_argument("--show-suppressed", action="store_true",
@@ -72,6 +79,11 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="codes or prefixes to disable")
 
     cfg = check.add_argument_group("configuration")
+    cfg.add_argument("--stdin-filename", metavar="PATH",
+                     help="the path of the source read from stdin ('-'): used for configuration, "
+                          "per-file-ignores, the file's package and the reported path")
+    cfg.add_argument("--show-settings", action="store_true", help="print the resolved settings and exit")
+    cfg.add_argument("--show-files", action="store_true", help="print the files that would be checked and exit")
     cfg.add_argument("--config", metavar="FILE", help="read [tool.ckptlint] from FILE instead of the nearest pyproject.toml")
     cfg.add_argument("--isolated", action="store_true", help="ignore all configuration files")
     cfg.add_argument("--checkpoint-function", action="append", default=[], metavar="QUALNAME",
@@ -98,32 +110,61 @@ def _build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--jobs", "-j", type=_positive, default=None, metavar="N",
                       help="worker processes (default: number of CPUs)")
     perf.add_argument("--no-cache", action="store_true", help="neither read nor write .ckptlint_cache/")
+    perf.add_argument("--cache-dir", metavar="DIR", default=os.environ.get("CKPTLINT_CACHE_DIR") or None,
+                      help="where the cache lives (default: .ckptlint_cache/ in the project root; env CKPTLINT_CACHE_DIR)")
+
+    clean = sub.add_parser("clean", help="remove the cache folder of the project(s) at PATHS")
+    clean.add_argument("paths", nargs="*", default=["."], help="where to look for the configuration (default: .)")
+    clean.add_argument("--cache-dir", metavar="DIR", default=os.environ.get("CKPTLINT_CACHE_DIR") or None,
+                       help="remove this cache folder instead (env CKPTLINT_CACHE_DIR)")
+    clean.add_argument("-q", "--quiet", action="store_true", help="say nothing")
 
     rule = sub.add_parser("rule", help="print a rule's documentation")
     rule.add_argument("code", nargs="?", help="rule code, e.g. CKP101")
     rule.add_argument("--all", action="store_true", help="list every rule")
+    rule.add_argument("--output-format", dest="format", choices=["text", "json"], default="text")
 
+    sub.add_parser("server", help="run the language server on stdin/stdout (needs the lsp extra)")
     sub.add_parser("verify", help="runtime verification (needs the runtime extra)", add_help=False)
     return parser
 
 
-def _documented_rules() -> tuple[list, dict]:
-    """The engine's rules plus CKP002, which lives with the suppressions.
+def _cmd_clean(args: argparse.Namespace) -> int:
+    from ckptlint.cli_support import clean
+    from ckptlint.config import ConfigError, load_config
 
-    CKP002 is merged here rather than registered into the engine's registry:
-    the engine never emits it, and its rule-case machinery should not see it.
-    """
-    from ckptlint import suppressions
-    from ckptlint.rules import ALL_RULES, RULES_BY_CODE
+    try:
+        configs = [load_config([p]).with_cli(cache_dir=args.cache_dir) for p in args.paths]
+    except ConfigError as exc:
+        print(f"ckptlint: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    return clean(configs, args.quiet, sys.stderr)
 
-    rules = sorted({*ALL_RULES, suppressions}, key=lambda m: m.CODE)
-    return rules, {**RULES_BY_CODE, suppressions.CODE: suppressions}
+
+def _cmd_server() -> int:
+    try:
+        from ckptlint.lsp.server import serve
+    except ImportError as exc:
+        if (exc.name or "").split(".")[0] in ("pygls", "lsprotocol"):
+            print("ckptlint server needs the lsp extra: pip install -e '.[lsp]' (from a clone)", file=sys.stderr)
+            return EXIT_ERROR
+        raise
+    return serve()
 
 
 def _cmd_rule(args: argparse.Namespace) -> int:
     from ckptlint.rules import rule_doc
 
     ALL_RULES, RULES_BY_CODE = _documented_rules()
+    if args.format == "json":
+        from ckptlint.cli_support import rules_json
+
+        chosen = ALL_RULES if args.all or not args.code else [RULES_BY_CODE.get(args.code.upper())]
+        if None in chosen:
+            print(f"ckptlint: error: unknown rule {args.code!r} (see 'ckptlint rule --all')", file=sys.stderr)
+            return EXIT_ERROR
+        sys.stdout.write(rules_json(chosen))
+        return EXIT_OK
     if args.all or not args.code:
         width = max(len(m.NAME) for m in ALL_RULES)
         for m in ALL_RULES:
@@ -140,121 +181,71 @@ def _cmd_rule(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _line_reader() -> Callable[[str, int], str | None]:
-    cache: dict[str, list[str]] = {}
+def _fix_stdin(args: argparse.Namespace, settings: "object", sources: dict[str, str]) -> int:
+    """``check - --fix``: the fixed source on stdout (as ruff), the report on stderr;
+    with ``--diff``, the diff on stdout. Nothing is written."""
+    from ckptlint.cli_support import fix_in_memory
+    from ckptlint.files import display_path
+    from ckptlint.fixes import unified_diff
 
-    def read_line(path: str, line: int) -> str | None:
-        if path not in cache:
-            try:
-                with open(path, encoding="utf-8", errors="replace") as fh:
-                    cache[path] = fh.read().splitlines()
-            except OSError:
-                cache[path] = []
-        lines = cache[path]
-        return lines[line - 1] if 0 < line <= len(lines) else None
-
-    return read_line
-
-
-def _statistics(result: "object", fmt: str, unsafe: bool) -> str:
-    from ckptlint.fixes import applicable
-
-    findings = result.findings  # type: ignore[attr-defined]
-    counts: dict[str, list[int]] = {}
-    unsafe_only = 0
-    for f in findings:
-        entry = counts.setdefault(f.code, [0, 0])
-        entry[0] += 1
-        if applicable(f, unsafe=unsafe):
-            entry[1] += 1
-        elif applicable(f, unsafe=True):
-            unsafe_only += 1
-    by_code = _documented_rules()[1]
-    names = {code: getattr(by_code.get(code), "NAME", "") for code in counts}
-    rows = sorted(counts.items(), key=lambda kv: (-kv[1][0], kv[0]))
-    if fmt == "json":
-        return json.dumps(
-            [{"code": c, "name": names.get(c, ""), "count": n, "fixable": fx} for c, (n, fx) in rows], indent=2
-        ) + "\n"
-    if not rows:
-        return "No findings.\n"
-    width = max(len(str(n)) for _, (n, _f) in rows)
-    lines = [
-        f"{n:>{width}}\t{c}\t{'[*] ' if fx else '    '}{names.get(c, '')}" for c, (n, fx) in rows
-    ]
-    total = sum(n for _, (n, _f) in rows)
-    fixable = sum(fx for _, (_n, fx) in rows)
-    lines.append(f"Found {total} finding{'s' if total != 1 else ''}.")
-    if fixable:
-        flag = "--fix" if not unsafe else "--unsafe-fixes"
-        lines.append(f"[*] {fixable} fixable with {flag}.")
-    if unsafe_only:
-        lines.append(f"{unsafe_only} more fixable with --unsafe-fixes (they change behaviour a caller may see).")
-    return "\n".join(lines) + "\n"
+    ((name, original),) = sources.items()
+    text, result, n = fix_in_memory(name, original, settings, unsafe=args.unsafe_fixes)  # type: ignore[arg-type]
+    for path, error in result.errors:
+        print(f"ckptlint: internal error while checking {path}:\n{error}", file=sys.stderr)
+    if args.diff:
+        if not args.silent and text != original:
+            sys.stdout.write(unified_diff(display_path(name), original, text))
+    else:
+        sys.stdout.write(text)
+    if not args.silent:
+        report = _render(args, result, False, {display_path(name): text})
+        if not args.quiet:
+            verb = "Would fix" if args.diff else "Fixed"
+            report += f"{verb} {n} finding{'s' if n != 1 else ''}.\n"
+        sys.stderr.write(report)
+    if result.errors:
+        return EXIT_ERROR
+    changed = args.diff and text != original
+    return EXIT_FINDINGS if (result.findings or changed) and not args.exit_zero else EXIT_OK
 
 
-def _render(args: argparse.Namespace, result: "object", color: bool) -> str:
-    from ckptlint.report import format_json, format_text
-    from ckptlint.report.json import finding_to_json
-
-    findings = result.findings  # type: ignore[attr-defined]
-    suppressed = result.suppressed if args.show_suppressed else []  # type: ignore[attr-defined]
-    if args.statistics:
-        return _statistics(result, args.format, args.unsafe_fixes)
-    if args.format == "json":
-        if not suppressed:
-            return format_json(findings)
-        items = [finding_to_json(f) | {"suppressed": False} for f in findings]
-        items += [finding_to_json(f) | {"suppressed": True} for f in suppressed]
-        items.sort(key=lambda d: (d["path"], d["line"], d["column"], d["code"]))
-        return json.dumps(items, indent=2) + "\n"
-    if args.format == "sarif":
-        from ckptlint.report import sarif
-
-        return sarif.render(findings, suppressed=suppressed, errors=result.errors)  # type: ignore[attr-defined]
-    if args.format == "github":
-        from ckptlint.report import github
-
-        # Suppressed findings are deliberately not annotated on pull requests.
-        return github.render(findings)
-    text = format_text(findings, _line_reader(), color, result.files_checked)  # type: ignore[attr-defined]
-    if suppressed:
-        lines = [f"\nSuppressed ({len(suppressed)}):"]
-        lines += [f"{f.path}:{f.line}:{f.column + 1}: {f.code} {f.message}" for f in suppressed]
-        text += "\n".join(lines) + "\n"
-    return text
-
-
-def _progress(stream: TextIO) -> Callable[[int, int], None] | None:
-    """A one-line progress counter on a terminal, for long runs only."""
-    if not stream.isatty():
-        return None
-
-    def show(done: int, total: int) -> None:
-        if total < 200:
-            return
-        if done == total:
-            stream.write("\r\x1b[K")
-        elif done % 10 == 0:
-            stream.write(f"\rckptlint: {done}/{total} files analysed")
-        stream.flush()
-
-    return show
+def _stdin_mode(args: argparse.Namespace) -> bool:
+    """``check -``, or ``--stdin-filename`` with no paths (as ruff reads stdin then)."""
+    return args.paths == ["-"] or (args.paths is None and args.stdin_filename is not None)
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    from ckptlint.cli_support import read_stdin, show_files, show_settings
     from ckptlint.config import ConfigError, load_config
-    from ckptlint.runner import RunSettings, run
+    from ckptlint.runner import RunSettings, list_files, run
 
-    for p in args.paths:
-        if not os.path.exists(p):
-            print(f"ckptlint: error: path {p!r} does not exist", file=sys.stderr)
-            return EXIT_ERROR
+    args.quiet = args.quiet or args.silent
+    if args.format == "text":
+        args.format = "full"
+    stdin = _stdin_mode(args)
+    if args.paths is None:
+        args.paths = ["."]
+    if "-" in args.paths and not stdin:
+        print("ckptlint: error: '-' (stdin) cannot be combined with other paths", file=sys.stderr)
+        return EXIT_ERROR
+    sources: dict[str, str] = {}
+    if stdin:
+        name = args.stdin_filename or "-"
+        sources[name] = read_stdin()
+        # The configuration is found from where the file would live.
+        args.paths = []
+        config_start = [name if name != "-" else "."]
+    else:
+        for p in args.paths:
+            if not os.path.exists(p):
+                print(f"ckptlint: error: path {p!r} does not exist", file=sys.stderr)
+                return EXIT_ERROR
+        config_start = args.paths
     if args.config and args.isolated:
         print("ckptlint: error: --config and --isolated exclude each other", file=sys.stderr)
         return EXIT_ERROR
     try:
-        config = load_config(args.paths, config_file=args.config, isolated=args.isolated)
+        config = load_config(config_start, config_file=args.config, isolated=args.isolated)
         config = config.with_cli(
             select=args.select,
             extend_select=[c for group in args.extend_select for c in group],
@@ -263,10 +254,17 @@ def _cmd_check(args: argparse.Namespace) -> int:
             extend_exclude=args.extend_exclude,
             checkpoint_functions=args.checkpoint_function,
             max_helper_depth=args.max_helper_depth,
+            cache_dir=args.cache_dir,
         )
     except ConfigError as exc:
         print(f"ckptlint: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    if args.show_settings:
+        show_settings(config, config_start[0], sys.stdout)
+        return EXIT_OK
+    if args.show_files:
+        show_files(sorted({*list_files(args.paths, config), *sources}) if args.paths else sorted(sources), sys.stdout)
+        return EXIT_OK
     fixing = args.fix or args.unsafe_fixes
     settings = RunSettings(
         config=config,
@@ -278,8 +276,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
         fix=fixing and not args.diff,
         unsafe_fixes=args.unsafe_fixes,
         diff=args.diff,
-        progress=_progress(sys.stderr),
+        progress=None if args.quiet else _progress(sys.stderr),
+        sources=sources,
     )
+    if stdin and (fixing or args.diff):
+        return _fix_stdin(args, settings, sources)
     result = run(args.paths, settings)
     for path, error in result.errors:
         print(f"ckptlint: internal error while checking {path}:\n{error}", file=sys.stderr)
@@ -290,35 +291,54 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
     if args.diff:
         assert report is not None
-        sys.stdout.write("".join(report.diffs))
+        if not args.silent:
+            sys.stdout.write("".join(report.diffs))
         n = len({f.fix for f in report.applied})
-        print(
-            f"Would fix {n} finding{'s' if n != 1 else ''} in {len(report.changed_files)} "
-            f"file{'s' if len(report.changed_files) != 1 else ''} ({len(result.findings)} would remain).",
-            file=sys.stderr,
-        )
+        if not args.quiet:
+            print(
+                f"Would fix {n} finding{'s' if n != 1 else ''} in {len(report.changed_files)} "
+                f"file{'s' if len(report.changed_files) != 1 else ''} ({len(result.findings)} would remain).",
+                file=sys.stderr,
+            )
         if result.errors:
             return EXIT_ERROR
         return EXIT_FINDINGS if (report.diffs or result.findings) and not args.exit_zero else EXIT_OK
 
+    from ckptlint.cli_support import use_color
+    from ckptlint.files import display_path
+
     to_file = args.output_file is not None
     stream = sys.stdout
-    color = (
-        not to_file
-        and args.format == "text"
-        and (args.color == "always" or (args.color == "auto" and stream.isatty() and not os.environ.get("NO_COLOR")))
-    )
-    text = _render(args, result, color)
+    shown = {display_path(k): v for k, v in sources.items()}
+    color = not to_file and args.format == "full" and use_color(args.color, stream)
+    text = _render(args, result, color, shown)
+    if result.files_checked == 0:
+        # As ruff: a warning, exit 0 (a mistyped path that exists but holds no Python);
+        # stdin whose --stdin-filename is excluded is silently not checked.
+        if not args.quiet and not stdin:
+            print(f"ckptlint: warning: no Python files found under {' '.join(map(repr, args.paths))}", file=sys.stderr)
+        if args.format in ("full", "concise") and not args.statistics:
+            text = ""
     if report is not None:
         n = len({f.fix for f in report.applied})
         summary = (
             f"Fixed {n} finding{'s' if n != 1 else ''} in {len(report.changed_files)} "
             f"file{'s' if len(report.changed_files) != 1 else ''}."
         )
-        if args.format == "text" and not args.statistics and not to_file:
+        unsafe_only = sum(1 for f in result.findings if f.fix is not None and f.fix.edits and f.fix.applicability == "unsafe")
+        if unsafe_only and not args.unsafe_fixes:
+            summary += (
+                f" {unsafe_only} finding{'s have' if unsafe_only != 1 else ' has'} only an unsafe fix"
+                " (it changes behaviour a caller may see): rerun with --unsafe-fixes to apply."
+            )
+        if args.quiet:
+            pass
+        elif args.format in ("full", "concise") and not args.statistics and not to_file:
             text += summary + "\n"
         else:
             print(summary, file=sys.stderr)
+    if args.silent and not to_file:
+        text = ""
     if to_file:
         try:
             folder = os.path.dirname(os.path.abspath(args.output_file))
@@ -374,8 +394,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_rule(args)
         if args.command == "check":
             return _cmd_check(args)
+        if args.command == "server":
+            return _cmd_server()
+        if args.command == "clean":
+            return _cmd_clean(args)
     except KeyboardInterrupt:
-        return EXIT_ERROR
+        # One line, whatever was running (workers ignore SIGINT; see runner).
+        print("ckptlint: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # `ckptlint check | head`: the reader left; say nothing more.
         try:

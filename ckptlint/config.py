@@ -60,6 +60,7 @@ _KEYS = (
     "extend-exclude",
     "checkpoint-functions",
     "max-helper-depth",
+    "cache-dir",
 )
 
 _RELEASED_CODES = (
@@ -105,6 +106,8 @@ class Config:
     checkpoint_functions: tuple[str, ...] = ()
     max_helper_depth: int = DEFAULT_MAX_HELPER_DEPTH
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # `cache-dir` / --cache-dir / CKPTLINT_CACHE_DIR; None: <project_root>/.ckptlint_cache
+    cache_dir: str | None = None
 
     def with_cli(
         self,
@@ -116,6 +119,7 @@ class Config:
         extend_exclude: Sequence[str] = (),
         checkpoint_functions: Sequence[str] = (),
         max_helper_depth: int | None = None,
+        cache_dir: str | None = None,
     ) -> "Config":
         """Return this config with command-line overrides applied on top."""
         validate_selectors(select or (), "--select")
@@ -145,7 +149,29 @@ class Config:
             max_helper_depth=(
                 max_helper_depth if max_helper_depth is not None else self.max_helper_depth
             ),
+            cache_dir=os.path.abspath(cache_dir) if cache_dir else self.cache_dir,
         )
+
+    def cache_directory(self) -> str:
+        """Where the result cache lives for this configuration."""
+        from ckptlint.cache import CACHE_DIR_NAME
+
+        return self.cache_dir or os.path.join(self.project_root, CACHE_DIR_NAME)
+
+    def describe(self) -> list[tuple[str, str]]:
+        """The resolved settings, as ``--show-settings`` prints them."""
+        return [
+            ("config file", self.source or "(none: defaults)"),
+            ("root", self.root),
+            ("project root", self.project_root),
+            ("cache dir", self.cache_directory()),
+            ("enabled rules", " ".join(sorted(self.enabled()))),
+            ("per-file-ignores", "; ".join(f"{p} = {' '.join(c)}" for p, c in self.per_file_ignores) or "(none)"),
+            ("exclude", " ".join(self.exclude) or "(none)"),
+            ("extend-exclude", " ".join(self.extend_exclude) or "(none)"),
+            ("checkpoint-functions", " ".join(self.checkpoint_functions) or "(none)"),
+            ("max-helper-depth", str(self.max_helper_depth)),
+        ]
 
     def enabled(self) -> frozenset[str]:
         """The set of enabled rule codes after all selection layers."""
@@ -416,10 +442,17 @@ def parse_table(data: Mapping[str, Any], source: str, root: str) -> Config:
             raise _fail(
                 "max-helper-depth", depth, source, f"expected an integer from 0 to {MAX_HELPER_DEPTH_LIMIT}"
             )
+    cache_dir: str | None = None
+    if "cache-dir" in data:
+        value = data["cache-dir"]
+        if not isinstance(value, str) or not value:
+            raise _fail("cache-dir", value, source, "expected a folder path")
+        cache_dir = os.path.normpath(os.path.join(root, os.path.expanduser(value)))
     layers: tuple[SelectionLayer, ...] = ()
     if select is not None or extend_select or ignore:
         layers = (SelectionLayer(select=select, extend_select=extend_select, ignore=ignore),)
     return Config(
+        cache_dir=cache_dir,
         root=root,
         source=source,
         layers=layers,

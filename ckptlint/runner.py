@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ckptlint.cache import Facts, ResultCache, content_hash
 from ckptlint.config import Config, code_matches
@@ -56,6 +57,9 @@ class RunSettings:
     unsafe_fixes: bool = False
     diff: bool = False
     progress: Callable[[int, int], None] | None = None
+    # In-memory texts that win over the disk (stdin, an editor's unsaved
+    # buffers), keyed by path; a path here is checked even if no file exists.
+    sources: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -88,6 +92,10 @@ def _engine() -> Any:
 
 
 def _init_worker(files: list[str], sources: dict[str, str], options: Any) -> None:
+    if multiprocessing.parent_process() is not None:
+        # Ctrl-C reaches the whole process group: the parent alone reports it
+        # and ends the pool, so no worker prints a traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     engine = _engine()
     _WORKER["args"] = (files, sources)
     _WORKER["project"] = engine.Project(files, sources=dict(sources))
@@ -233,6 +241,7 @@ def _lint_pass(
         # In-memory fixed sources (--diff) are not what is on disk: use the
         # cache, but store nothing learnt from them.
         read_only=bool(overlay),
+        directory=config.cache_directory(),
     )
     for key, text in overlay.items():
         cache.override(key, content_hash(text.encode("utf-8", "surrogatepass")))
@@ -468,13 +477,36 @@ def list_files(paths: Sequence[str], config: Config) -> list[str]:
     return files
 
 
+def _with_sources(files: list[str], settings: RunSettings) -> tuple[list[str], dict[str, str]]:
+    """``files`` plus the in-memory ones, and the overlay under every spelling."""
+    matcher = settings.config.exclude_matcher()
+    listed = {os.path.normpath(f) for f in files}
+    extra = [
+        os.path.normpath(p)
+        for p in settings.sources
+        if os.path.normpath(p) not in listed and not (matcher and matcher.matches(p))
+    ]
+    # Every spelling under which the engine and the filters may look a path up.
+    base = {
+        key: text
+        for path, text in settings.sources.items()
+        for key in (path, os.path.normpath(path), os.path.abspath(path), display_path(path))
+    }
+    return sorted([*files, *extra], key=display_path), base
+
+
 def run(paths: Sequence[str], settings: RunSettings) -> RunResult:
     """Lint ``paths`` (and fix, if asked) under ``settings``."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    files = list_files(paths, settings.config)
+    # With in-memory sources, paths may name files that exist only there.
+    on_disk = [p for p in paths if os.path.exists(p)] if settings.sources else list(paths)
+    files = list_files(on_disk, settings.config) if on_disk or not settings.sources else []
+    files, base = _with_sources(files, settings)
     timings["listing"] = time.perf_counter() - t0
     fixing = settings.fix or settings.diff or settings.unsafe_fixes
+    if fixing and base:
+        raise ValueError("in-memory sources are linted, never fixed, by run(): see cli_support.fix_in_memory")
     report: FixReport | None = None
     passes: list[_Pass] = []
 
@@ -492,7 +524,7 @@ def run(paths: Sequence[str], settings: RunSettings) -> RunResult:
             lint=lint_with,
         )
     else:
-        findings, hidden = lint_with({})
+        findings, hidden = lint_with(base)
     lint = passes[-1]
     analysed = max(p.analysed for p in passes)
     timings["total"] = time.perf_counter() - t0

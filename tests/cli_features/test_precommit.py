@@ -45,6 +45,26 @@ def _pre_commit() -> list[str]:
     pytest.skip("pre-commit is not installed")
 
 
+def _index_reachable(tmp: Path) -> str | None:
+    """None if pip can fetch from the configured package index, else why not.
+
+    ``try-repo`` builds the hook's environment with pip; a bounded probe (one
+    small download, no retries, a short timeout) tells "no registry here"
+    apart from a real failure before the slow part starts.
+    """
+    env = dict(os.environ, PIP_DEFAULT_TIMEOUT="10", PIP_RETRIES="0", PIP_DISABLE_PIP_VERSION_CHECK="1")
+    try:
+        probe = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", str(tmp / "probe"), "libcst"],
+            capture_output=True, text=True, env=env, timeout=60,
+        )
+    except subprocess.TimeoutExpired:
+        return "pip download libcst timed out after 60 s"
+    if probe.returncode != 0:
+        return "pip download libcst failed: " + (probe.stderr.strip().splitlines() or ["?"])[-1]
+    return None
+
+
 def _git(cwd: Path, *args: str) -> None:
     subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
 
@@ -72,6 +92,10 @@ def _try_repo(tmp: Path, body: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.slow
 def test_hook_fails_on_hazard_and_passes_on_clean(tmp_path: Path) -> None:
     assert (REPO / ".pre-commit-hooks.yaml").is_file()
+    _pre_commit()
+    why = _index_reachable(tmp_path)
+    if why is not None:
+        pytest.skip(f"the package index is unreachable, so pre-commit cannot build the hook env ({why})")
     bad = _try_repo(tmp_path / "bad", HAZARD)
     out = bad.stdout + bad.stderr
     if "Could not find a version" in out or "Network is unreachable" in out:

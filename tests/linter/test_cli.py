@@ -65,7 +65,8 @@ def test_text_output_has_location_source_and_caret(tmp_path: Path, capsys: pytes
     assert "3 |     x.add_(1)" in out
     assert "  |     ^^^^^^^^^" in out
     assert "\x1b[" not in out  # no colour when not a TTY
-    assert lines[-1].startswith("Found 1 finding")
+    assert lines[-2].startswith("Found 1 finding")
+    assert lines[-1] == "No fixes available with --fix (1 with --unsafe-fixes)."
 
 
 def test_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:

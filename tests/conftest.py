@@ -1,0 +1,25 @@
+"""Suite-wide test setup."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _inner_pytest_asyncio_scope(request: pytest.FixtureRequest) -> None:
+    """Sessions run through ``pytester`` get the pytest-asyncio setting pyproject.toml gives ours.
+
+    pytest-asyncio (installed with pytest-lsp for tests/lsp) warns in every
+    session whose ini lacks ``asyncio_default_fixture_loop_scope``; a pytester
+    session has its own, empty ini. Pytester clears PYTEST_ADDOPTS when it is
+    set up, so it is set afterwards.
+    """
+    if "pytester" not in request.fixturenames or importlib.util.find_spec("pytest_asyncio") is None:
+        return
+    request.getfixturevalue("pytester")
+    mp = request.getfixturevalue("monkeypatch")
+    extra = "-o asyncio_default_fixture_loop_scope=function"
+    mp.setenv("PYTEST_ADDOPTS", f"{os.environ.get('PYTEST_ADDOPTS', '')} {extra}".strip())
