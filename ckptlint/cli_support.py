@@ -123,8 +123,9 @@ def fix_in_memory(path: str, text: str, settings: "RunSettings", *, unsafe: bool
     from dataclasses import replace
 
     from ckptlint.files import display_path
-    from ckptlint.fixes import applicable, apply_fixes, reparses
-    from ckptlint.runner import MAX_FIX_PASSES, run
+    from ckptlint.fixes import applicable, apply_fixes, compile_problem, reparses
+    from ckptlint.fixing import MAX_FIX_PASSES
+    from ckptlint.runner import run
 
     lint = replace(settings, fix=False, unsafe_fixes=False, diff=False)
     shown = display_path(path)
@@ -135,8 +136,10 @@ def fix_in_memory(path: str, text: str, settings: "RunSettings", *, unsafe: bool
         if not todo:
             break
         outcome = apply_fixes(text, todo)
-        if not outcome.applied or outcome.text == text or reparses(outcome.text) is not None:
+        if not outcome.applied or outcome.text == text:
             break
+        if reparses(outcome.text) is not None or compile_problem(outcome.text, path) is not None:
+            break  # as for files: a fix that Python would not compile is never applied
         text = outcome.text
         fixed += len({f.fix for f in outcome.applied})
     else:

@@ -39,6 +39,8 @@ DELEGATED = {
     ("runtime.md", "python"): "tests/runtime/test_docs.py runs every python block of this page",
     ("pytest.md", "python"): "pytest test-module fragments needing the plugin's fixtures and markers; the complete "
     "example is examples/test_example_equivalence.py (shown verbatim, checked by tests/plugin)",
+    ("distributed.md", "python"): "tests/distributed/test_docs.py runs the script and the pytest example "
+    "(each spawns rank processes)",
 }
 
 
