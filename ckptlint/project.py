@@ -257,6 +257,7 @@ class ModuleInfo:
         self.source = source
         self.parse_error: tuple[str, int, int] | None = None  # message, line, column (0-based)
         self.imports: dict[str, list[str]] = {}
+        self.star_imports: list[str] = []  # modules of ``from m import *``, in order
         self.class_bases: dict[str, list[str]] = {}  # top-level class -> base expressions as written
         # Module-level names bound to checkpoint or a partial of it (``ckpt = partial(checkpoint, ...)``).
         self.checkpoint_aliases: set[str] = set()
@@ -342,6 +343,7 @@ class ModuleInfo:
             base = self._absolute_name(st.module or "", st.level)
             for alias in st.names:
                 if alias.name == "*":
+                    self.star_imports.append(base)
                     continue
                 local = alias.asname or alias.name
                 self.imports.setdefault(local, []).append(f"{base}.{alias.name}" if base else alias.name)
@@ -442,6 +444,8 @@ class ModuleInfo:
         level = len(stmt.relative)
         base = self._absolute(stmt.module, level)
         if isinstance(stmt.names, cst.ImportStar):
+            if table is self.imports and base not in self.star_imports:
+                self.star_imports.append(base)
             return
         for alias in stmt.names:
             name = dotted_name(alias.name) or ""
@@ -662,7 +666,17 @@ class Project:
             for value in mod.assigns[name]:
                 out.extend(self.resolve_expr(mod, value, _depth + 1))
             return out or [f"{mod.name}.{name}"]
+        if mod.star_imports and _depth < 4:
+            # ``from ._blocks import *``: the name as the star-imported module binds it.
+            for star in mod.star_imports:
+                target = self.find_module(star, mod)
+                if target is not None and target is not mod and self._binds(target, name):
+                    return self.resolve_name(target, name, _depth + 1)
         return [name]
+
+    @staticmethod
+    def _binds(mod: ModuleInfo, name: str) -> bool:
+        return name in mod.imports or name in mod.defs or name in mod.assigns
 
     def resolve_expr(self, mod: ModuleInfo, expr: cst.BaseExpression, _depth: int = 0) -> list[str]:
         """Qualified names of a Name/Attribute chain at module scope."""

@@ -18,9 +18,9 @@ from typing import Callable, Iterator, Sequence
 import libcst as cst
 
 from ckptlint.analysis import names as N
-from ckptlint.analysis.values import Instance, literal_truth
+from ckptlint.infer.lattice import Instance, literal_truth
 from ckptlint.analysis.walk import iter_children, walk
-from ckptlint.discovery.callables import CallableRef, Ctx, Resolver, first_param
+from ckptlint.infer.resolver import CallableRef, Ctx, Resolver, first_param
 from ckptlint.project import ModuleInfo, dotted_name
 
 __all__ = ["CallEvent", "Event", "FlowAnalyzer", "GlobalWriteEvent", "Root", "Visit", "WriteEvent"]

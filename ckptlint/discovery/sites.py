@@ -22,8 +22,8 @@ import libcst as cst
 from ckptlint.analysis import names as N
 from ckptlint.analysis.params import input_params
 from ckptlint.analysis.walk import iter_children, walk
-from ckptlint.analysis.values import Evaluator, Instance, literal_truth
-from ckptlint.discovery.callables import CallableRef, Ctx, Resolver, first_param
+from ckptlint.infer import Evaluator, Instance, literal_truth
+from ckptlint.infer.resolver import CallableRef, Ctx, Resolver, first_param
 from ckptlint.project import ClassInfo, ModuleInfo, Project, dotted_name
 
 __all__ = ["CheckedCallable", "Discovery", "SiteCall"]

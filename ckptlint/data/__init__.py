@@ -1,0 +1,1 @@
+"""Data files shipped with ckptlint (known out-of-tree classes)."""
