@@ -164,7 +164,7 @@ class Discovery:
         """Qualified names of checkpoint wrappers defined in ``mod``."""
         cached = self._wrapper_names.get(mod.path)
         if cached is None:
-            from ckptlint.engine import find_wrappers
+            from ckptlint.discovery.wrappers import find_wrappers
 
             # Recorded as read so a cache keyed on dependencies stays correct.
             self.project.module(mod.path)

@@ -29,13 +29,12 @@ from ckptlint.analysis import names as N
 from ckptlint.infer import known
 from ckptlint.infer.lattice import ClassRef, Frame, Instance
 from ckptlint.infer.scope import Env, attr_path, first_param, scope_env, self_attr
-from ckptlint.infer.sequences import Sequences
+from ckptlint.infer.sequences import DEFAULT_BUDGET, Sequences
 from ckptlint.project import ClassInfo, FunctionInfo, ModuleInfo, Project, dotted_name
 
 __all__ = ["DEFAULT_BUDGET", "Evaluator"]
 
 MAX_DEPTH = 40  # a recursion guard only; the cost bound is the budget
-DEFAULT_BUDGET = 400  # bound calls (helper bodies evaluated for one call site) per checkpoint site
 
 
 class Evaluator(Sequences):

@@ -27,7 +27,9 @@ from ckptlint.project import FunctionInfo, ModuleInfo, Project, dotted_name
 if TYPE_CHECKING:
     from ckptlint.project import ClassInfo
 
-__all__ = ["Sequences", "Source"]
+__all__ = ["DEFAULT_BUDGET", "Sequences", "Source"]
+
+DEFAULT_BUDGET = 400  # bound calls (helper bodies evaluated for one call site) per checkpoint site
 
 Source = tuple[cst.BaseExpression, Frame]
 _PASS_THROUGH = frozenset({"list", "tuple", "reversed", "iter", "sorted", "set", "frozenset"})
@@ -48,8 +50,6 @@ class Sequences:
 
     def reset_budget(self, budget: int | None = None) -> None:
         """Give the next query (one checkpoint site) ``budget`` bound calls to spend."""
-        from ckptlint.infer.evaluator import DEFAULT_BUDGET
-
         self.budget = DEFAULT_BUDGET if budget is None else budget
 
     def env_of(self, fn: cst.FunctionDef | cst.Lambda, self_name: str | None = None) -> Env:
