@@ -28,8 +28,9 @@ import libcst as cst
 from ckptlint.analysis import names as N
 from ckptlint.infer import known
 from ckptlint.infer.lattice import ClassRef, Frame, Instance
-from ckptlint.infer.scope import Env, attr_path, first_param, scope_env, self_attr
-from ckptlint.infer.sequences import DEFAULT_BUDGET, Sequences
+from ckptlint.infer.scope import Env, attr_path, first_param, self_attr
+from ckptlint.infer.sequences import DEFAULT_BUDGET
+from ckptlint.infer.tables import Tables
 from ckptlint.project import ClassInfo, FunctionInfo, ModuleInfo, Project, dotted_name
 
 __all__ = ["DEFAULT_BUDGET", "Evaluator"]
@@ -37,12 +38,11 @@ __all__ = ["DEFAULT_BUDGET", "Evaluator"]
 MAX_DEPTH = 40  # a recursion guard only; the cost bound is the budget
 
 
-class Evaluator(Sequences):
+class Evaluator(Tables):
     """Abstract evaluation of module-building expressions, memoised per scope."""
 
     def __init__(self, project: Project) -> None:
         super().__init__(project)
-        self._attr_tables: dict[int, dict[str, list[Instance]]] = {}
         self._memo: dict[tuple[int, int, int], tuple[cst.BaseExpression, list[Instance]]] = {}
         self._active: set[tuple[int, int, int]] = set()
         self._ref_memo: dict[tuple[int, int, int], tuple[cst.BaseExpression, list[ClassRef]]] = {}
@@ -241,25 +241,6 @@ class Evaluator(Sequences):
             return out
         return []
 
-    def self_attribute(self, cls: ClassInfo, attr: str, depth: int = 0) -> list[Instance] | None:
-        """``self.<attr>`` of ``cls``: registered in ``__init__``, else a property/getter's result.
-
-        None when the class says nothing about ``attr``.
-        """
-        table = self.attr_table(cls)
-        if attr in table:
-            return list(table[attr])
-        prop = self.project.find_method(cls, attr)
-        if prop is not None and _is_property(prop.node):
-            out: list[Instance] = []
-            env = self.env_of(prop.node, first_param(prop.node))
-            for ret in env.returns:
-                out.extend(self.instances_in(ret, Frame(prop.module, env, cls), depth + 1))
-            return out
-        if "*" in table and "." not in attr:
-            return list(table["*"])  # registered under a computed name (``f"layer{i}"``)
-        return None
-
     def _decorate(
         self,
         inst: Instance,
@@ -291,7 +272,7 @@ class Evaluator(Sequences):
         if owner is not None and env is not None and isinstance(func, cst.Attribute) and self_attr(func, env.self_name) is not None:
             name = func.attr.value
             if name in ("children", "modules", "values") and not call.args:
-                return [self._all_children(owner, fr, call)]
+                return [self.all_children(owner, fr, call)]
             method = self.project.find_method(owner, name)
             if method is not None:
                 # ``self._make_layer(...)``: what the factory method returns, its arguments bound.
@@ -307,7 +288,7 @@ class Evaluator(Sequences):
                     for name in names:
                         out.extend(self.self_attribute(owner, name, depth) or ())
                     return out
-                return list(self._all_children(owner, fr, call).elements)
+                return list(self.all_children(owner, fr, call).elements)
         refs = self._class_refs(func, fr, depth + 1)
         out = []
         for ref in refs:
@@ -339,17 +320,6 @@ class Evaluator(Sequences):
                     for ret, rfr in self.return_sources(method, call, fr, depth, bound_self=True, owner=obj.cls):
                         out.extend(self.instances_in(ret, rfr, depth + 1))
         return out
-
-    def _all_children(self, cls: ClassInfo, fr: Frame, call: cst.Call) -> Instance:
-        """``self.children()``: every module ``__init__`` registered, as one unordered container."""
-        seen: set[int] = set()
-        elements: list[Instance] = []
-        for insts in self.attr_table(cls).values():
-            for inst in insts:
-                if id(inst) not in seen:
-                    seen.add(id(inst))
-                    elements.append(inst)
-        return Instance(("torch.nn.Sequential",), None, fr.module, call, elements=tuple(elements), is_container=True, frame=fr)
 
     def _elements(self, args: Sequence[cst.Arg], fr: Frame, depth: int) -> tuple[list[Instance], bool]:
         out: list[Instance] = []
@@ -426,62 +396,3 @@ class Evaluator(Sequences):
         for ret in env.returns:
             out.extend(self.instances_in(ret, Frame(fn.module, env, fn.cls), depth + 1))
         return out
-
-    # -- per-class attribute tables ---------------------------------------------------
-
-    def attr_table(self, cls: ClassInfo) -> dict[str, list[Instance]]:
-        """``self.<attr>`` -> the module objects ``__init__`` puts there (bases first).
-
-        Modules registered under a computed name (``self.add_module(*stage)``,
-        ``setattr(self, name, m)``) are kept under ``"*"``.
-        """
-        key = id(cls.node)
-        table = self._attr_tables.get(key)
-        if table is not None:
-            return table
-        table = {}
-        self._attr_tables[key] = table  # guards recursion through self-referencing classes
-        for base in reversed(list(self.project.base_classes(cls))):
-            for name, insts in self.attr_table(base).items():
-                table[name] = list(insts)
-        init = cls.methods.get("__init__")
-        if init is None:
-            return table
-        env = self.env_of(init, first_param(init))
-        fr = Frame(cls.module, env, cls)
-        for attr, exprs in env.self_attrs.items():
-            found: list[Instance] = []
-            for e in exprs:
-                found.extend(self.instances_in(e, fr, 1))
-            if found:
-                table[attr] = found
-        for attr, exprs in env.self_appended.items():
-            extra: list[Instance] = []
-            for e in exprs:
-                extra.extend(self.instances_in(e, fr, 1))
-            if extra:
-                merged = [
-                    replace(inst, elements=inst.elements + tuple(extra), ordered=False) if inst.is_container else inst
-                    for inst in table.get(attr, [])
-                ]
-                table[attr] = merged or [
-                    Instance(("torch.nn.ModuleList",), None, cls.module, None, elements=tuple(extra), is_container=True)
-                ]
-        dynamic: list[Instance] = []
-        for e, star in env.dynamic_attrs:
-            if star:
-                for value, vfr in self.position_sources(e, fr, 1, 1):
-                    dynamic.extend(self.instances_in(value, vfr, 1))
-            else:
-                dynamic.extend(self.instances_in(e, fr, 1))
-        if dynamic:
-            table["*"] = table.get("*", []) + dynamic
-        return table
-
-
-def _is_property(node: cst.FunctionDef) -> bool:
-    for dec in node.decorators:
-        name = dotted_name(dec.decorator) or ""
-        if name.rsplit(".", 1)[-1] in ("property", "cached_property"):
-            return True
-    return False
