@@ -86,7 +86,10 @@ class FlowAnalyzer:
         self, ref: CallableRef, taint: dict[str, str], chain: tuple[str, ...], depth: int, memo_extra: object,
         fresh: frozenset[str] = frozenset(), consts: frozenset[tuple[str, bool]] = frozenset(),
     ) -> Returns | None:
-        key = (ref.key, frozenset(taint.items()), memo_extra, id(ref.outer) if ref.outer else None, fresh, consts)
+        inst = ref.instance
+        # A module built with arguments (``Residual(nn.Sequential(...))``) is analysed per construction.
+        built = (id(inst.call), id(inst.frame.env)) if inst is not None and inst.call is not None and inst.call.args and inst.frame is not None else None
+        key = (ref.key, frozenset(taint.items()), memo_extra, id(ref.outer) if ref.outer else None, fresh, consts, built)
         if key in self._done:
             return self._returns.get(key)
         if ref.key in self._stack:
@@ -100,7 +103,7 @@ class FlowAnalyzer:
             env = self.resolver.evaluator.env_of(ref.node, self_name)
             ctx = Ctx(
                 ref.module, ref.cls, ref.node, env, self_name, ref.name,
-                closure=ref.closure, closure_refs=ref.closure_refs, outer=ref.outer,
+                closure=ref.closure, closure_refs=ref.closure_refs, outer=ref.outer, instance=ref.instance,
             )
             state = _FunctionState(ref, ctx, taint, fresh)
             state.consts = dict(consts)

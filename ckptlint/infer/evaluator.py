@@ -43,10 +43,10 @@ class Evaluator(Tables):
 
     def __init__(self, project: Project) -> None:
         super().__init__(project)
-        self._memo: dict[tuple[int, int, int], tuple[cst.BaseExpression, list[Instance]]] = {}
-        self._active: set[tuple[int, int, int]] = set()
-        self._ref_memo: dict[tuple[int, int, int], tuple[cst.BaseExpression, list[ClassRef]]] = {}
-        self._ref_active: set[tuple[int, int, int]] = set()
+        self._memo: dict[tuple[int, int, int, int], tuple[cst.BaseExpression, list[Instance]]] = {}
+        self._active: set[tuple[int, int, int, int]] = set()
+        self._ref_memo: dict[tuple[int, int, int, int], tuple[cst.BaseExpression, list[ClassRef]]] = {}
+        self._ref_active: set[tuple[int, int, int, int]] = set()
 
     # -- class references ----------------------------------------------------------
 
@@ -63,7 +63,7 @@ class Evaluator(Tables):
             return []
         if local_table:
             return self._class_refs_uncached(expr, fr, depth, local_table)
-        key = (id(expr), id(fr.env), id(fr.owner))
+        key = (id(expr), id(fr.env), id(fr.owner), id(fr.instance))
         memo = self._ref_memo.get(key)
         if memo is not None and memo[0] is expr:
             return list(memo[1])
@@ -89,6 +89,17 @@ class Evaluator(Tables):
             if not out and expr.value in env.params and expr.value not in env.bound:
                 out.extend(self._param_flow(expr.value, fr, depth))
             return out
+        if isinstance(expr, cst.Attribute) and fr.owner is not None and env is not None and self_attr(expr, env.self_name):
+            # ``self.norm_layer`` (a class stored by ``__init__``, its arguments bound when known).
+            found = self.init_env(fr.owner, fr.instance)
+            if found is not None:
+                init_cls, init_env = found
+                init_fr = Frame(init_cls.module, init_env, fr.owner, fr.instance)
+                refs: list[ClassRef] = []
+                for value in init_env.self_attrs.get(expr.attr.value, ()):
+                    refs.extend(self._class_refs(value, init_fr, depth + 1))
+                if refs:
+                    return refs
         if isinstance(expr, (cst.Name, cst.Attribute)):
             dotted = dotted_name(expr)
             if dotted is None:
@@ -174,14 +185,15 @@ class Evaluator(Tables):
         env: Env | None,
         owner: ClassInfo | None = None,
         depth: int = 0,
+        instance: Instance | None = None,
     ) -> list[Instance]:
-        """Module objects ``expr`` may evaluate to, in the scope of ``env``."""
-        return self.instances_in(expr, Frame(mod, env, owner), depth)
+        """Module objects ``expr`` may evaluate to, in the scope of ``env`` (``self`` being ``instance``)."""
+        return self.instances_in(expr, Frame(mod, env, owner, instance), depth)
 
     def instances_in(self, expr: cst.BaseExpression, fr: Frame, depth: int = 0) -> list[Instance]:
         if depth > MAX_DEPTH:
             return []
-        key = (id(expr), id(fr.env), id(fr.owner))
+        key = (id(expr), id(fr.env), id(fr.owner), id(fr.instance))
         memo = self._memo.get(key)
         if memo is not None and memo[0] is expr:
             return list(memo[1])
@@ -216,7 +228,7 @@ class Evaluator(Tables):
         if isinstance(expr, cst.Attribute) and owner is not None and env is not None:
             attr = self_attr(expr, env.self_name) or attr_path(expr, env.self_name)
             if attr is not None:
-                found = self.self_attribute(owner, attr, depth)
+                found = self.self_attribute(owner, attr, depth, fr.instance)
                 if found is not None:
                     return found
         if isinstance(expr, cst.Attribute):
@@ -224,7 +236,7 @@ class Evaluator(Tables):
             out = []
             for inst in self.instances_in(expr.value, fr, depth + 1):
                 if inst.cls is not None:
-                    out.extend(self.self_attribute(inst.cls, expr.attr.value, depth) or ())
+                    out.extend(self.self_attribute(inst.cls, expr.attr.value, depth, inst) or ())
                 else:
                     out.extend(dict(inst.attrs).get(expr.attr.value, ()))
             return out
@@ -277,7 +289,7 @@ class Evaluator(Tables):
             if method is not None:
                 # ``self._make_layer(...)``: what the factory method returns, its arguments bound.
                 out: list[Instance] = []
-                for ret, rfr in self.return_sources(method, call, fr, depth, bound_self=True):
+                for ret, rfr in self.return_sources(method, call, fr, depth, bound_self=True, instance=fr.instance):
                     out.extend(self.instances_in(ret, rfr, depth + 1))
                 return out
         if isinstance(func, cst.Name) and func.value == "getattr" and len(call.args) >= 2 and owner is not None and env is not None:
@@ -286,7 +298,7 @@ class Evaluator(Tables):
                 if names is not None:
                     out = []
                     for name in names:
-                        out.extend(self.self_attribute(owner, name, depth) or ())
+                        out.extend(self.self_attribute(owner, name, depth, fr.instance) or ())
                     return out
                 return list(self.all_children(owner, fr, call).elements)
         refs = self._class_refs(func, fr, depth + 1)
@@ -317,7 +329,7 @@ class Evaluator(Tables):
                     continue
                 method = self.project.find_method(obj.cls, "__call__")
                 if method is not None:
-                    for ret, rfr in self.return_sources(method, call, fr, depth, bound_self=True, owner=obj.cls):
+                    for ret, rfr in self.return_sources(method, call, fr, depth, bound_self=True, owner=obj.cls, instance=obj):
                         out.extend(self.instances_in(ret, rfr, depth + 1))
         return out
 

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from ckptlint.infer.scope import Env
     from ckptlint.project import ClassInfo, FunctionInfo, ModuleInfo
 
-__all__ = ["ClassRef", "Frame", "Instance", "literal_truth"]
+__all__ = ["ClassRef", "Frame", "Instance", "literal_truth", "truth_in"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -36,6 +36,7 @@ class Frame:
     module: ModuleInfo
     env: Env | None
     owner: ClassInfo | None = None
+    instance: Instance | None = None  # the object ``self`` is, when known (its constructor arguments bound)
 
 
 @dataclass(frozen=True, eq=False)
@@ -100,6 +101,13 @@ class Instance:
             return self.cls.short
         return self.qualnames[0].rsplit(".", 1)[-1] if self.qualnames else "?"
 
+    def truth(self, name: str, position: int | None = None) -> bool | None:
+        """The truth of a constructor argument (``track_running_stats=track`` followed to its literal)."""
+        value = self.kwarg(name, position)
+        if value is None or self.frame is None:
+            return literal_truth(value)
+        return truth_in(value, self.frame)
+
     def kwarg(self, name: str, position: int | None = None) -> cst.BaseExpression | None:
         for key, value in reversed(self.kwargs):
             if key == name:
@@ -118,6 +126,17 @@ class ClassRef:
     func: FunctionInfo | None
     kwargs: tuple[tuple[str, cst.BaseExpression], ...] = ()
     frame: Frame | None = None  # scope of the name (its factory's bound arguments)
+
+
+def truth_in(expr: cst.BaseExpression, frame: Frame, _depth: int = 0) -> bool | None:
+    """Truth of ``expr`` where a name is followed through its scope's assignments and bound arguments."""
+    found = literal_truth(expr)
+    if found is not None or not isinstance(expr, cst.Name) or frame.env is None or _depth > 8:
+        return found
+    env = frame.env
+    candidates = [(v, frame) for v in env.values.get(expr.value, ())] + list(env.bound.get(expr.value, ()))
+    results = {truth_in(v, f, _depth + 1) for v, f in candidates if v is not expr}
+    return results.pop() if len(results) == 1 else None
 
 
 def literal_truth(expr: cst.BaseExpression | None) -> bool | None:

@@ -38,6 +38,7 @@ class Ctx:
     closure_refs: dict[str, list[CallableRef]] = field(default_factory=dict)
     local_imports: dict[str, list[str]] = field(default_factory=dict)
     outer: Ctx | None = None  # enclosing function scope for closures/lambdas
+    instance: Instance | None = None  # the object ``self`` is, when known
 
 
 @dataclass
@@ -116,12 +117,12 @@ class Resolver:
             out = []
             for inst in self.instances(expr.value, ctx):
                 if inst.cls is not None:
-                    out.extend(self.evaluator.attr_table(inst.cls).get(expr.attr.value, ()))
+                    out.extend(self.evaluator.self_attribute(inst.cls, expr.attr.value, 0, inst) or ())
             if out:
                 return out
         if isinstance(expr, cst.Attribute) and ctx.outer is not None and ctx.cls is None:
             return self.instances(expr, ctx.outer)
-        return self.evaluator.instances(expr, ctx.module, ctx.env, ctx.cls)
+        return self.evaluator.instances(expr, ctx.module, ctx.env, ctx.cls, instance=ctx.instance)
 
     def _iter_items(self, it: cst.BaseExpression, ctx: Ctx) -> list[Instance]:
         if isinstance(it, cst.Call) and dotted_name(it.func) in ("enumerate", "zip", "reversed", "list", "tuple", "iter"):
@@ -224,7 +225,7 @@ class Resolver:
                 if method is not None:
                     return [CallableRef(method.node, method.module, ctx.cls, f"{ctx.cls.short}.{expr.attr.value}", bound=True)]
                 out = []
-                for inst in self.evaluator.attr_table(ctx.cls).get(expr.attr.value, ()):
+                for inst in self.evaluator.self_attribute(ctx.cls, expr.attr.value, 0, ctx.instance) or ():
                     out.extend(self.forward_refs(inst))
                 return out
             if (

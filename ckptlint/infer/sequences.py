@@ -102,9 +102,19 @@ class Sequences:
         if isinstance(expr, cst.SimpleString):
             value = expr.evaluated_value
             return [value] if isinstance(value, str) else None
-        if not isinstance(expr, cst.Name) or fr.env is None or depth > _MAX_SEQ_DEPTH:
+        if fr.env is None or depth > _MAX_SEQ_DEPTH:
             return None
-        found = self.sources(expr.value, fr, depth + 1)
+        if isinstance(expr, cst.Attribute) and fr.owner is not None and isinstance(expr.value, cst.Name) and expr.value.value == fr.env.self_name:
+            init = self.init_env(fr.owner, fr.instance)  # type: ignore[attr-defined]
+            if init is None:
+                return None
+            init_cls, init_env = init
+            init_fr = Frame(init_cls.module, init_env, fr.owner, fr.instance)
+            found = [(v, init_fr) for v in init_env.self_attrs.get(expr.attr.value, ())]
+        elif isinstance(expr, cst.Name):
+            found = self.sources(expr.value, fr, depth + 1)
+        else:
+            return None
         if not found:
             return None
         out: list[str] = []
@@ -168,8 +178,8 @@ class Sequences:
         if isinstance(call.func, cst.Attribute) and call.func.attr.value == "values" and not call.args:
             return [(v, vfr) for v, vfr in self.dict_value_sources(call.func.value, fr, None, depth + 1)]
         out: list[Source] = []
-        for fn, bound_self, owner in self.callees(call, fr):
-            for ret, rfr in self.return_sources(fn, call, fr, depth, bound_self=bound_self, owner=owner):
+        for fn, bound_self, owner, obj in self.callees(call, fr):
+            for ret, rfr in self.return_sources(fn, call, fr, depth, bound_self=bound_self, owner=owner, instance=obj):
                 out.extend(self.element_sources(ret, rfr, depth + 1))
         return out
 
@@ -194,8 +204,8 @@ class Sequences:
             return self.position_sources(expr.body, fr, k, depth + 1) + self.position_sources(expr.orelse, fr, k, depth + 1)
         if isinstance(expr, cst.Call):
             out = []
-            for fn, bound_self, owner in self.callees(expr, fr):
-                for ret, rfr in self.return_sources(fn, expr, fr, depth, bound_self=bound_self, owner=owner):
+            for fn, bound_self, owner, obj in self.callees(expr, fr):
+                for ret, rfr in self.return_sources(fn, expr, fr, depth, bound_self=bound_self, owner=owner, instance=obj):
                     out.extend(self.position_sources(ret, rfr, k, depth + 1))
             return out
         return []
@@ -236,8 +246,10 @@ class Sequences:
         if len(expr.slice) != 1 or not isinstance(expr.slice[0].slice, cst.Index):
             return []
         index = expr.slice[0].slice.value
-        key = index.evaluated_value if isinstance(index, cst.SimpleString) else None
-        out = self.dict_value_sources(expr.value, fr, key if isinstance(key, str) else None, depth + 1)
+        keys = self.constant_strings(index, fr) if not isinstance(index, cst.Integer) else None
+        out: list[Source] = []
+        for key in keys or [None]:
+            out.extend(self.dict_value_sources(expr.value, fr, key, depth + 1))
         if out:
             return out
         if isinstance(index, cst.Integer):
@@ -246,8 +258,8 @@ class Sequences:
 
     # -- calls -------------------------------------------------------------------------
 
-    def callees(self, call: cst.Call, fr: Frame) -> list[tuple[FunctionInfo, bool, ClassInfo | None]]:
-        """In-tree functions a call runs: module functions and ``self.method(...)``."""
+    def callees(self, call: cst.Call, fr: Frame) -> list[tuple[FunctionInfo, bool, ClassInfo | None, Instance | None]]:
+        """In-tree functions a call runs (module functions, ``self.method(...)``, ``obj(...)``), with the object ``self`` is."""
         func = call.func
         env, owner = fr.env, fr.owner
         if (
@@ -255,30 +267,30 @@ class Sequences:
             and isinstance(func.value, cst.Name) and func.value.value == env.self_name
         ):
             method = self.project.find_method(owner, func.attr.value)
-            return [(method, True, owner)] if method is not None else []
+            return [(method, True, owner, fr.instance)] if method is not None else []
         if not isinstance(func, (cst.Name, cst.Attribute)):
             return []
         if isinstance(func, cst.Name) and env is not None and self.is_bound_local(func.value, env):
             # ``builder(in_chs, args)``: a local in-tree object whose ``__call__`` builds things.
-            out: list[tuple[FunctionInfo, bool, ClassInfo | None]] = []
+            out: list[tuple[FunctionInfo, bool, ClassInfo | None, Instance | None]] = []
             for obj in self.instances_in(func, fr):  # type: ignore[attr-defined]
                 if obj.cls is None or self.project.find_method(obj.cls, "forward") is not None:
                     continue
                 method = self.project.find_method(obj.cls, "__call__")
                 if method is not None:
-                    out.append((method, True, obj.cls))
+                    out.append((method, True, obj.cls, obj))
             return out
         for q in self.project.resolve_expr(fr.module, func):
             found = self.project.lookup(q, fr.module)
             if isinstance(found, FunctionInfo):
-                return [(found, False, found.cls)]
+                return [(found, False, found.cls, None)]
             if found is not None:
                 return []
         return []
 
     def return_sources(
         self, fn: FunctionInfo, call: cst.Call, caller: Frame, depth: int = 0,
-        bound_self: bool = False, owner: ClassInfo | None = None,
+        bound_self: bool = False, owner: ClassInfo | None = None, instance: Instance | None = None,
     ) -> list[Source]:
         """The return expressions of ``fn`` in a scope where ``call``'s arguments are bound."""
         self_name = fn.node.params.params[0].name.value if (bound_self or fn.cls is not None) and fn.node.params.params else None
@@ -294,7 +306,7 @@ class Sequences:
         else:
             bound = None
         use = bound if bound is not None else env
-        frame = Frame(fn.module, use, owner if owner is not None else fn.cls)
+        frame = Frame(fn.module, use, owner if owner is not None else fn.cls, instance)
         return [(ret, frame) for ret in use.returns]
 
     def keyword_values(self, mod: ModuleInfo, keyword: str) -> list[cst.BaseExpression]:

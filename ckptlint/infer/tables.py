@@ -15,7 +15,7 @@ from dataclasses import replace
 import libcst as cst
 
 from ckptlint.infer.lattice import Frame, Instance
-from ckptlint.infer.scope import first_param
+from ckptlint.infer.scope import Env, bind, first_param
 from ckptlint.infer.sequences import Sequences
 from ckptlint.project import ClassInfo, Project, dotted_name
 
@@ -28,13 +28,20 @@ class Tables(Sequences):
     def __init__(self, project: Project) -> None:
         super().__init__(project)
         self._attr_tables: dict[int, dict[str, list[Instance]]] = {}
+        self._bound_tables: dict[tuple[int, int, int], dict[str, list[Instance]] | None] = {}
+        self._init_envs: dict[tuple[int, int, int], Env | None] = {}
 
-    def self_attribute(self, cls: ClassInfo, attr: str, depth: int = 0) -> list[Instance] | None:
+    def self_attribute(
+        self, cls: ClassInfo, attr: str, depth: int = 0, instance: Instance | None = None
+    ) -> list[Instance] | None:
         """``self.<attr>`` of ``cls``: registered in ``__init__``, else a property/getter's result.
 
+        With ``instance`` (the object ``self`` is), its constructor arguments are
+        bound: ``Residual(nn.Sequential(...))`` makes ``self.fn`` that Sequential,
+        ``Block(norm_layer=nn.GroupNorm)`` makes ``self.norm`` a GroupNorm.
         None when the class says nothing about ``attr``.
         """
-        table = self.attr_table(cls)
+        table = self.attr_table(cls, instance)
         if attr in table:
             return list(table[attr])
         prop = self.project.find_method(cls, attr)
@@ -52,7 +59,7 @@ class Tables(Sequences):
         """``self.children()``: every module ``__init__`` registered, as one unordered container."""
         seen: set[int] = set()
         elements: list[Instance] = []
-        for insts in self.attr_table(cls).values():
+        for insts in self.attr_table(cls, fr.instance).values():
             for inst in insts:
                 if id(inst) not in seen:
                     seen.add(id(inst))
@@ -61,12 +68,17 @@ class Tables(Sequences):
 
     # -- per-class attribute tables ---------------------------------------------------
 
-    def attr_table(self, cls: ClassInfo) -> dict[str, list[Instance]]:
+    def attr_table(self, cls: ClassInfo, instance: Instance | None = None) -> dict[str, list[Instance]]:
         """``self.<attr>`` -> the module objects ``__init__`` puts there (bases first).
 
         Modules registered under a computed name (``self.add_module(*stage)``,
-        ``setattr(self, name, m)``) are kept under ``"*"``.
+        ``setattr(self, name, m)``) are kept under ``"*"``. With ``instance``,
+        ``__init__`` runs with that object's constructor arguments bound.
         """
+        if instance is not None:
+            bound = self._instance_table(cls, instance)
+            if bound is not None:
+                return bound
         key = id(cls.node)
         table = self._attr_tables.get(key)
         if table is not None:
@@ -79,7 +91,43 @@ class Tables(Sequences):
         init = cls.methods.get("__init__")
         if init is None:
             return table
-        env = self.env_of(init, first_param(init))
+        self._fill(table, cls, self.env_of(init, first_param(init)))
+        return table
+
+    def init_env(self, cls: ClassInfo, instance: Instance | None = None) -> tuple[ClassInfo, Env] | None:
+        """The scope of the ``__init__`` that builds ``cls`` objects (bound to ``instance``'s arguments)."""
+        init = self.project.find_method(cls, "__init__")
+        if init is None or init.cls is None:
+            return None
+        env = self.env_of(init.node, first_param(init.node))
+        if instance is None or instance.call is None or instance.frame is None:
+            return init.cls, env
+        key = (id(init.node), id(instance.call), id(instance.frame.env))
+        if key not in self._init_envs:
+            self._init_envs[key] = bind(env, init.node, instance.call, instance.frame, skip_self=True)
+        return init.cls, self._init_envs[key] or env
+
+    def _instance_table(self, cls: ClassInfo, instance: Instance) -> dict[str, list[Instance]] | None:
+        """The table of one constructed object; None when its arguments change nothing."""
+        init = cls.methods.get("__init__")
+        if init is None or instance.call is None or instance.frame is None or instance.cls is not cls:
+            return None
+        key = (id(cls.node), id(instance.call), id(instance.frame.env))
+        if key in self._bound_tables:
+            return self._bound_tables[key]
+        self._bound_tables[key] = None  # recursion guard: the class table meanwhile
+        env = bind(self.env_of(init, first_param(init)), init, instance.call, instance.frame, skip_self=True)
+        if env is None or self.budget <= 0:
+            return None
+        self.budget -= 1
+        table = {name: list(insts) for name, insts in self.attr_table(cls).items() if name not in env.self_attrs}
+        table.pop("*", None)
+        self._fill(table, cls, env)
+        self._bound_tables[key] = table
+        return table
+
+    def _fill(self, table: dict[str, list[Instance]], cls: ClassInfo, env: Env) -> None:
+        """Evaluate what one ``__init__`` body registers on ``self`` into ``table``."""
         fr = Frame(cls.module, env, cls)
         for attr, exprs in env.self_attrs.items():
             found: list[Instance] = []
@@ -108,7 +156,6 @@ class Tables(Sequences):
                 dynamic.extend(self.instances_in(e, fr, 1))
         if dynamic:
             table["*"] = table.get("*", []) + dynamic
-        return table
 
 
 def _is_property(node: cst.FunctionDef) -> bool:

@@ -43,7 +43,7 @@ _BN_FUNCTIONAL = frozenset({"torch.nn.functional.batch_norm", "torch.batch_norm"
 
 
 def _tracks(inst: Instance, bases: set[str]) -> bool:
-    flag = literal_truth(inst.kwarg("track_running_stats", 4 if N.matches(inst.qualnames, N.BATCHNORM_CLASSES) else None))
+    flag = inst.truth("track_running_stats", 4 if N.matches(inst.qualnames, N.BATCHNORM_CLASSES) else None)
     if N.matches(inst.qualnames, N.BATCHNORM_CLASSES | known.batchnorm_names()) or bases & N.BATCHNORM_CLASSES:
         return flag is not False
     if N.matches(inst.qualnames, N.INSTANCENORM_CLASSES) or bases & N.INSTANCENORM_CLASSES:
