@@ -87,8 +87,11 @@ class FlowAnalyzer:
         fresh: frozenset[str] = frozenset(), consts: frozenset[tuple[str, bool]] = frozenset(),
     ) -> Returns | None:
         inst = ref.instance
-        # A module built with arguments (``Residual(nn.Sequential(...))``) is analysed per construction.
-        built = (id(inst.call), id(inst.frame.env)) if inst is not None and inst.call is not None and inst.call.args and inst.frame is not None else None
+        # A checked module built with arguments (``Residual(nn.Sequential(...))``) is analysed per
+        # construction; helpers below it once per class (their first construction's arguments).
+        built = None
+        if depth == 0 and inst is not None and inst.call is not None and inst.call.args and inst.frame is not None:
+            built = (id(inst.call), id(inst.frame.env))
         key = (ref.key, frozenset(taint.items()), memo_extra, id(ref.outer) if ref.outer else None, fresh, consts, built)
         if key in self._done:
             return self._returns.get(key)
