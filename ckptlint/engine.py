@@ -77,6 +77,7 @@ _TRIGGERS = (
     r"_gradient_checkpointing_func",
     r"GradientCheckpointingLayer",
     r"apply_activation_checkpointing",
+    r"activation_checkpointing",  # policies: set_activation_checkpointing, FSDPStrategy(activation_checkpointing_policy=)
     r"checkpoint_wrapper",
 )
 _BASE_PREFILTER = re.compile("|".join(_TRIGGERS))

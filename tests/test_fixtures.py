@@ -109,6 +109,9 @@ DISCOVERY_SHAPES: dict[str, str] = {
     "add_module(f'b{i}', ...) / setattr(self, name, ...) + self.children(); track_running_stats=False twin": (
         "shape_children_computed_names.py"
     ),
+    "policies: ModuleWrapPolicy({Block}), torchtune set_activation_checkpointing, Lightning FSDPStrategy": (
+        "shape_checkpoint_policies.py"
+    ),
 }
 
 # Every benign lookalike of issue 2 (items 3 and 5) -> the fixture asserting it is NOT flagged. Checked by

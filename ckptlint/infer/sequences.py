@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_BUDGET", "Sequences", "Source"]
 
-DEFAULT_BUDGET = 400  # bound calls (helper bodies evaluated for one call site) per checkpoint site
+DEFAULT_BUDGET = 128  # bound calls (helper bodies evaluated for one call site) per checkpoint site
 
 Source = tuple[cst.BaseExpression, Frame]
 _PASS_THROUGH = frozenset({"list", "tuple", "reversed", "iter", "sorted", "set", "frozenset"})
