@@ -5,8 +5,7 @@ Code imports ``torchvision.ops.Conv2dNormActivation``, timm's
 checked; the data file says what each such class contains that matters under
 checkpoint (running-stat norms, in-place activations, dropout) and how its
 constructor arguments change that. The file is versioned with ckptlint;
-projects add entries with ``[tool.ckptlint.known-classes]`` (same tables),
-merged through :func:`extend`.
+more entries (same tables) are merged in through :func:`extend`.
 """
 
 from __future__ import annotations
@@ -53,7 +52,7 @@ def _base() -> dict[str, Any]:
 
 
 def extend(extra: Mapping[str, Any]) -> None:
-    """Merge a ``[tool.ckptlint.known-classes]`` table (same layout as the data file) over the defaults."""
+    """Merge a table with the data file's layout over the defaults."""
     _EXTRA.append(extra)
     table.cache_clear()
 
