@@ -111,6 +111,8 @@ DISCOVERY_SHAPES: dict[str, str] = {
     ),
     "policies: ModuleWrapPolicy({Block}), torchtune set_activation_checkpointing, Lightning FSDPStrategy": (
         "shape_checkpoint_policies.py"
+    ),    "known out-of-tree classes: torchvision Conv2dNormActivation, mmcv ConvModule(norm_cfg=...)": (
+        "known_classes_out_of_tree.py"
     ),
 }
 

@@ -14,7 +14,7 @@ import tomllib
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import libcst as cst
 
@@ -137,3 +137,49 @@ def factory_classes(qualnames: tuple[str, ...] | list[str], call: cst.Call) -> l
                 return hits[:1]
         return sorted(set(keys.values()))
     return []
+
+
+def _cfg_type(expr: cst.BaseExpression) -> str | None:
+    """``dict(type="BN")`` / ``{"type": "BN"}`` -> ``"BN"``."""
+    pairs: list[tuple[str | None, cst.BaseExpression]] = []
+    if isinstance(expr, cst.Call) and isinstance(expr.func, cst.Name) and expr.func.value == "dict":
+        pairs = [(a.keyword.value if a.keyword else None, a.value) for a in expr.args]
+    elif isinstance(expr, cst.Dict):
+        pairs = [
+            (el.key.evaluated_value if isinstance(el.key, cst.SimpleString) else None, el.value)  # type: ignore[misc]
+            for el in expr.elements if isinstance(el, cst.DictElement)
+        ]
+    for key, value in pairs:
+        if key == "type" and isinstance(value, cst.SimpleString) and isinstance(value.evaluated_value, str):
+            return value.evaluated_value
+    return None
+
+
+def members(
+    qualnames: tuple[str, ...], argument: Callable[[str, int], cst.BaseExpression | None],
+    resolve: Callable[[cst.BaseExpression], list[str]],
+) -> list[str]:
+    """Qualified names of the members an out-of-tree object builds, its constructor arguments applied.
+
+    ``argument(name, position)`` gives the expression passed for a parameter
+    (None when not passed); ``resolve`` turns a class expression into its
+    qualified names.
+    """
+    entry = known_class(qualnames)
+    if entry is None:
+        return []
+    out = list(entry.contains)
+    for arg, position, replaced in entry.replaces:
+        value = argument(arg, position if position >= 0 else -1)
+        if value is None:
+            continue
+        out = [m for m in out if m != replaced]
+        if not (isinstance(value, cst.Name) and value.value == "None"):
+            out.extend(resolve(value)[:1])
+    for arg, position in entry.cfg_args:
+        value = argument(arg, position)
+        type_name = _cfg_type(value) if value is not None else None
+        cls = cfg_type_class(type_name) if type_name is not None else None
+        if cls is not None:
+            out.append(cls)
+    return out

@@ -72,6 +72,22 @@ def check(event: CallEvent, ctx: RuleContext, project: object = None) -> Iterato
                 name = inst.short_name if inst is called else f"{inst.short_name} in {called.short_name}"
                 yield Hit(event.call, MESSAGE.format(module=name, where=ctx.inside))
                 return
+            if inst.cls is None:
+                # An out-of-tree composite (torchvision's Conv2dNormActivation, mmcv's ConvModule).
+                built = known.members(inst.qualnames, lambda n, p: inst.kwarg(n, p if p >= 0 else None), _resolver(ctx, inst))
+                bn = [m for m in built if m in N.BATCHNORM_CLASSES or m in known.batchnorm_names()]
+                if bn:
+                    yield Hit(event.call, MESSAGE.format(module=f"{bn[0].rsplit('.', 1)[-1]} in {inst.short_name}", where=ctx.inside))
+                    return
+
+
+def _resolver(ctx: RuleContext, inst: Instance):  # type: ignore[no-untyped-def]
+    project = getattr(ctx, "project", None)
+
+    def resolve(expr):  # type: ignore[no-untyped-def]
+        return project.resolve_expr(inst.module, expr) if project is not None else []
+
+    return resolve
 
 
 def ctx_bases(ctx: RuleContext, inst: Instance) -> set[str]:
