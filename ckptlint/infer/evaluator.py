@@ -21,7 +21,7 @@ Python sequences (lists, tuples, zips, loop variables) are tracked as the
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Sequence
+from typing import Callable, Sequence, TypeVar
 
 import libcst as cst
 
@@ -63,19 +63,7 @@ class Evaluator(Tables):
             return []
         if local_table:
             return self._class_refs_uncached(expr, fr, depth, local_table)
-        key = (id(expr), id(fr.env), id(fr.owner), id(fr.instance))
-        memo = self._ref_memo.get(key)
-        if memo is not None and memo[0] is expr:
-            return list(memo[1])
-        if key in self._ref_active:
-            return []
-        self._ref_active.add(key)
-        try:
-            found = self._class_refs_uncached(expr, fr, depth, None)
-        finally:
-            self._ref_active.discard(key)
-        self._ref_memo[key] = (expr, found)
-        return list(found)
+        return _memoised(self._ref_memo, self._ref_active, expr, fr, lambda: self._class_refs_uncached(expr, fr, depth, None))
 
     def _class_refs_uncached(
         self, expr: cst.BaseExpression, fr: Frame, depth: int, local_table: dict[str, list[str]] | None
@@ -193,19 +181,7 @@ class Evaluator(Tables):
     def instances_in(self, expr: cst.BaseExpression, fr: Frame, depth: int = 0) -> list[Instance]:
         if depth > MAX_DEPTH:
             return []
-        key = (id(expr), id(fr.env), id(fr.owner), id(fr.instance))
-        memo = self._memo.get(key)
-        if memo is not None and memo[0] is expr:
-            return list(memo[1])
-        if key in self._active:
-            return []
-        self._active.add(key)
-        try:
-            found = self._instances(expr, fr, depth)
-        finally:
-            self._active.discard(key)
-        self._memo[key] = (expr, found)
-        return list(found)
+        return _memoised(self._memo, self._active, expr, fr, lambda: self._instances(expr, fr, depth))
 
     def _instances(self, expr: cst.BaseExpression, fr: Frame, depth: int) -> list[Instance]:
         env, owner = fr.env, fr.owner
@@ -408,3 +384,27 @@ class Evaluator(Tables):
         for ret in env.returns:
             out.extend(self.instances_in(ret, Frame(fn.module, env, fn.cls), depth + 1))
         return out
+
+
+_Key = tuple[int, int, int, int]
+_T = TypeVar("_T")
+
+
+def _memoised(
+    memo: dict[_Key, tuple[cst.BaseExpression, list[_T]]], active: set[_Key],
+    expr: cst.BaseExpression, fr: Frame, compute: Callable[[], list[_T]],
+) -> list[_T]:
+    """``compute()`` once per (expression, scope); a query already in progress (a cycle) is unknown."""
+    key = (id(expr), id(fr.env), id(fr.owner), id(fr.instance))
+    hit = memo.get(key)
+    if hit is not None and hit[0] is expr:  # the node is kept alive by the entry, so its id is not reused
+        return list(hit[1])
+    if key in active:
+        return []
+    active.add(key)
+    try:
+        found = compute()
+    finally:
+        active.discard(key)
+    memo[key] = (expr, found)
+    return list(found)
