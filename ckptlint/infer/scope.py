@@ -301,7 +301,14 @@ def bind(env: Env, fn: cst.FunctionDef, call: cst.Call, caller: Frame, skip_self
     if not bound and not bound_star:
         return None
     defaults = {p.name.value: p.default for p in (*fn.params.posonly_params, *fn.params.params, *fn.params.kwonly_params)}
+    # A caller's own parameter passed through (``SeparableConv(norm_layer=norm_layer)``) may be
+    # overridden by its caller's ``**kwargs``: the callee's default stays possible beside it.
+    passed_through = {
+        k for k, v in bound.items()
+        if caller.env is not None and isinstance(v[0][0], cst.Name) and v[0][0].value in caller.env.params
+    }
     values = {
-        k: ([e for e in v if e is not defaults.get(k)] if k in bound else v) for k, v in env.values.items()
+        k: ([e for e in v if e is not defaults.get(k)] if k in bound and k not in passed_through else v)
+        for k, v in env.values.items()
     }
     return replace(env, values=values, bound=bound, bound_star=bound_star)
