@@ -241,12 +241,24 @@ class Sequences:
             chosen = [v for _, v in pairs]
         return [(v, fr) for v in chosen]
 
+    def _is_dict_literal(self, expr: cst.BaseExpression, fr: Frame) -> bool:
+        values = [v for v, _ in self.sources(expr.value, fr)] if isinstance(expr, cst.Name) and fr.env is not None and self.is_bound_local(expr.value, fr.env) else (
+            list(fr.module.assigns.get(expr.value, ())) if isinstance(expr, cst.Name) and expr.value in fr.module.assigns else [expr]
+        )
+        return bool(values) and all(
+            isinstance(v, cst.Dict) or (isinstance(v, cst.Call) and dotted_name(v.func) == "dict") for v in values
+        )
+
     def subscript_sources(self, expr: cst.Subscript, fr: Frame, depth: int = 0) -> list[Source]:
         """``D['bn']`` / ``D[name]`` on a dict literal (module-level or local) / ``seq[i]`` on a list."""
         if len(expr.slice) != 1 or not isinstance(expr.slice[0].slice, cst.Index):
             return []
         index = expr.slice[0].slice.value
         keys = self.constant_strings(index, fr) if not isinstance(index, cst.Integer) else None
+        if keys is None and not isinstance(index, cst.Integer) and self._is_dict_literal(expr.value, fr):
+            # ``_NORM_MAP[name]`` with ``name`` computed at run time: every entry would be a guess
+            # (timm reaches it only for string configs); the lookup resolves to nothing.
+            return []
         out: list[Source] = []
         for key in keys or [None]:
             out.extend(self.dict_value_sources(expr.value, fr, key, depth + 1))
