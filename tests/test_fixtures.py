@@ -113,6 +113,8 @@ DISCOVERY_SHAPES: dict[str, str] = {
         "shape_checkpoint_policies.py"
     ),    "known out-of-tree classes: torchvision Conv2dNormActivation, mmcv ConvModule(norm_cfg=...)": (
         "known_classes_out_of_tree.py"
+    ),    "DeepSpeed deepspeed.checkpointing.checkpoint and TransformerEngine te_checkpoint known by default": (
+        "shape_known_checkpoint_functions.py"
     ),
 }
 

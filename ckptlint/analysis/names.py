@@ -48,6 +48,12 @@ CHECKPOINT_FUNCTIONS = frozenset(
         "timm.models._manipulate.checkpoint",
         "timm.models.checkpoint",
         "timm.layers.checkpoint",
+        # DeepSpeed's activation checkpointing (replays the CUDA RNG through its own tracker) and
+        # TransformerEngine's (replays CPU/CUDA and its tracker's states): fn first, inputs after.
+        "deepspeed.checkpointing.checkpoint",
+        "deepspeed.runtime.activation_checkpointing.checkpointing.checkpoint",
+        "transformer_engine.pytorch.checkpoint",
+        "transformer_engine.pytorch.distributed.checkpoint",
     }
 )
 TORCH_CHECKPOINT_NAMES = frozenset({TORCH_CHECKPOINT, "torch.utils.checkpoint.checkpoint_sequential"})
