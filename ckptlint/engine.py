@@ -20,6 +20,7 @@ import libcst as cst
 from ckptlint.analysis import names as N
 from ckptlint.analysis.flow import CallEvent, Event, FlowAnalyzer, Root, Visit, WriteEvent
 from ckptlint.discovery.sites import CheckedCallable, Discovery
+from ckptlint.discovery.wrappers import find_wrappers
 from ckptlint.files import iter_python_files
 from ckptlint.project import ModuleInfo, Project
 from ckptlint.rules import ALL_RULES
@@ -76,6 +77,7 @@ _TRIGGERS = (
     r"_gradient_checkpointing_func",
     r"GradientCheckpointingLayer",
     r"apply_activation_checkpointing",
+    r"activation_checkpointing",  # policies: set_activation_checkpointing, FSDPStrategy(activation_checkpointing_policy=)
     r"checkpoint_wrapper",
 )
 _BASE_PREFILTER = re.compile("|".join(_TRIGGERS))
@@ -102,69 +104,6 @@ def may_reach_checkpoint(source: str, options: EngineOptions = EngineOptions()) 
     classes are still parsed on demand when another file's sites use them.
     """
     return _prefilter(options).search(source) is not None
-
-
-def find_wrappers(project: Project, paths: Iterable[str], options: EngineOptions | None = None) -> tuple[str, ...]:
-    """Qualified names of functions in the tree that wrap checkpoint.
-
-    ``def my_ckpt(fn, *a): return checkpoint(fn, *a, use_reentrant=False)``:
-    callers of ``my_ckpt`` need not mention checkpoint at all, so the
-    prefilter must know the wrapper's name. Uses ``ast`` (cheap) on files
-    that call checkpoint directly.
-    """
-    out: set[str] = set()
-    call_re = re.compile(r"\b(?:checkpoint|checkpoint_sequential|_gradient_checkpointing_func)\s*\(")
-    cache = project.cache.setdefault("find_wrappers", {})
-    for path in paths:
-        if path in cache:
-            out.update(cache[path])
-            continue
-        found = _wrappers_in(project, path, call_re)
-        cache[path] = found
-        out.update(found)
-    return tuple(sorted(out))
-
-
-# Callee names whose first argument is the checkpointed callable.
-_WRAPPED_NAMES = frozenset({"checkpoint", "checkpoint_sequential", "_gradient_checkpointing_func"})
-
-
-def _wrappers_in(project: Project, path: str, call_re: re.Pattern[str]) -> tuple[str, ...]:
-    try:
-        source = project.read(path)
-    except OSError:
-        return ()
-    if not call_re.search(source):
-        return ()
-    try:
-        tree = ast.parse(source)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return ()
-    modname = project.module_name(path)
-    out: set[str] = set()
-    for node in tree.body:
-        funcs: list[tuple[str, ast.FunctionDef | ast.AsyncFunctionDef]] = []
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            funcs.append((node.name, node))
-        elif isinstance(node, ast.ClassDef):
-            funcs.extend(
-                (f"{node.name}.{f.name}", f) for f in node.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
-            )
-        for name, fn in funcs:
-            params = {a.arg for a in (*fn.args.posonlyargs, *fn.args.args)}
-            for sub in ast.walk(fn):
-                if not isinstance(sub, ast.Call) or not sub.args:
-                    continue
-                callee = sub.func.attr if isinstance(sub.func, ast.Attribute) else sub.func.id if isinstance(sub.func, ast.Name) else ""
-                if callee not in _WRAPPED_NAMES:
-                    continue
-                first = sub.args[0]
-                if isinstance(first, ast.Attribute) and first.attr in ("__call__", "forward"):
-                    first = first.value
-                if isinstance(first, ast.Name) and first.id in params:
-                    out.add(f"{modname}.{name}")
-                    break
-    return tuple(sorted(out))
 
 
 def prepare_options(project: Project, options: EngineOptions, paths: Iterable[str] | None = None) -> EngineOptions:

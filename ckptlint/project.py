@@ -14,31 +14,17 @@ the function analysis handles that by consulting its own scope first.
 
 from __future__ import annotations
 
-import ast
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence
+from typing import Iterable, Iterator
 
 import libcst as cst
-from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
 
-from ckptlint.files import display_path
+from ckptlint.sourcemodule import ModuleInfo
+from ckptlint.sourcetext import decode_source, dotted_name
 
 __all__ = ["ClassInfo", "FunctionInfo", "ModuleInfo", "Project", "decode_source", "dotted_name"]
-
-
-def dotted_name(node: cst.BaseExpression) -> str | None:
-    """``a.b.c`` for a Name/Attribute chain, else None."""
-    parts: list[str] = []
-    while isinstance(node, cst.Attribute):
-        parts.append(node.attr.value)
-        node = node.value
-    if isinstance(node, cst.Name):
-        parts.append(node.value)
-        return ".".join(reversed(parts))
-    return None
 
 
 def _module_name_for(path: str) -> tuple[str, str, bool]:
@@ -54,36 +40,6 @@ def _module_name_for(path: str) -> tuple[str, str, bool]:
         parts = [p.parent.name or "__init__"]
         d = p.parent.parent
     return ".".join(reversed(parts)), str(d), is_package
-
-
-def decode_source(data: bytes) -> str:
-    """Decode like Python does (BOM / coding cookie), falling back to UTF-8 with replacement."""
-    import io
-    import tokenize
-
-    try:
-        encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
-        return data.decode(encoding)
-    except (SyntaxError, LookupError, UnicodeDecodeError):
-        return data.decode("utf-8", errors="replace")
-
-
-def _syntax_error(source: str, exc: cst.ParserSyntaxError) -> tuple[str, int, int]:
-    """Message and position of a parse error; CPython's when it agrees (more precise)."""
-    import ast
-
-    try:
-        ast.parse(source)
-    except SyntaxError as err:
-        if err.lineno:
-            return (err.msg, err.lineno, max((err.offset or 1) - 1, 0))
-    except (ValueError, RecursionError, MemoryError):
-        pass
-    message = exc.message
-    if message.startswith("parser error: "):
-        message = message[len("parser error: "):]
-    return (message, exc.raw_line, exc.raw_column)
-
 
 @dataclass
 class FunctionInfo:
@@ -107,399 +63,6 @@ class ClassInfo:
     bases: tuple[tuple[str, ...], ...]  # each base: its candidate qualified names
     methods: dict[str, cst.FunctionDef] = field(default_factory=dict)
     class_attrs: dict[str, cst.BaseExpression] = field(default_factory=dict)
-
-
-class _LazyDefs(Mapping[str, "cst.FunctionDef | cst.ClassDef"]):
-    """Top-level defs by name, parsed only when looked up."""
-
-    def __init__(self, info: "ModuleInfo") -> None:
-        self._info = info
-
-    def __getitem__(self, name: str) -> cst.FunctionDef | cst.ClassDef:
-        seg = self._info._def_seg[name]
-        found: cst.FunctionDef | cst.ClassDef | None = None
-        for stmt in _flatten(self._info.statement(seg)):
-            if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)) and stmt.name.value == name:
-                found = stmt
-        if found is None:
-            raise KeyError(name)
-        return found
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._info._def_seg
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._info._def_seg)
-
-    def __len__(self) -> int:
-        return len(self._info._def_seg)
-
-
-class _LazyAssigns(Mapping[str, "list[cst.BaseExpression]"]):
-    """Module-level ``name = value`` bindings, parsed only when looked up."""
-
-    def __init__(self, info: "ModuleInfo") -> None:
-        self._info = info
-        self._cache: dict[str, list[cst.BaseExpression]] = {}
-
-    def __getitem__(self, name: str) -> list[cst.BaseExpression]:
-        if name in self._cache:
-            return self._cache[name]
-        segs = self._info._assign_segs[name]
-        values: list[cst.BaseExpression] = []
-        for seg in segs:
-            for stmt in _flatten(self._info.statement(seg)):
-                if not isinstance(stmt, cst.SimpleStatementLine):
-                    continue
-                for small in stmt.body:
-                    if isinstance(small, cst.Assign):
-                        if any(isinstance(t.target, cst.Name) and t.target.value == name for t in small.targets):
-                            values.append(small.value)
-                    elif (
-                        isinstance(small, cst.AnnAssign)
-                        and isinstance(small.target, cst.Name)
-                        and small.target.value == name
-                        and small.value is not None
-                    ):
-                        values.append(small.value)
-        self._cache[name] = values
-        return values
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._info._assign_segs
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._info._assign_segs)
-
-    def __len__(self) -> int:
-        return len(self._info._assign_segs)
-
-
-def _flatten(stmt: cst.CSTNode) -> Iterator[cst.CSTNode]:
-    """A top-level statement and the statements of its if/try/with blocks (which bind names too)."""
-    yield stmt
-    bodies: list[Sequence[cst.CSTNode]] = []
-    if isinstance(stmt, cst.If):
-        bodies.append(stmt.body.body)
-        orelse = stmt.orelse
-        while orelse is not None:
-            bodies.append(orelse.body.body)
-            orelse = orelse.orelse if isinstance(orelse, cst.If) else None
-    elif isinstance(stmt, (cst.Try, cst.TryStar)):
-        bodies.append(stmt.body.body)
-        bodies.extend(h.body.body for h in stmt.handlers)
-        if stmt.orelse is not None:
-            bodies.append(stmt.orelse.body.body)
-        if stmt.finalbody is not None:
-            bodies.append(stmt.finalbody.body.body)
-    elif isinstance(stmt, cst.With):
-        bodies.append(stmt.body.body)
-    for body in bodies:
-        for inner in body:
-            yield from _flatten(inner)
-
-
-def _resolve_positions(module: cst.Module) -> Mapping[cst.CSTNode, CodeRange] | None:
-    """libcst positions for ``module``; deep generated expressions get a higher recursion limit."""
-    import sys
-
-    try:
-        return MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
-    except (RecursionError, KeyError):
-        pass
-    limit = sys.getrecursionlimit()
-    try:
-        sys.setrecursionlimit(max(limit, 30000))
-        return MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
-    except (RecursionError, KeyError, MemoryError):
-        return None
-    finally:
-        sys.setrecursionlimit(limit)
-
-
-def _mentions_checkpoint(value: ast.expr) -> bool:
-    """``torch.utils.checkpoint.checkpoint`` or ``partial(checkpoint, ...)`` as an assigned value."""
-    candidates: list[ast.expr] = [value]
-    if isinstance(value, ast.Call):
-        candidates.extend(value.args)
-    for c in candidates:
-        while isinstance(c, ast.Attribute):
-            if "checkpoint" in c.attr:
-                return True
-            c = c.value
-        if isinstance(c, ast.Name) and "checkpoint" in c.id:
-            return True
-    return False
-
-
-_NEWLINE = re.compile(r"\r\n|\r|\n")
-
-
-class ModuleInfo:
-    """One file: its name table (from ``ast``) and its statements (libcst, parsed on demand).
-
-    ``ast`` indexes a file ~8x faster than libcst parses it, and most of a
-    model file (configs, registries, heads) is never needed to check its
-    checkpointed code. So the file is split into top-level statements by
-    ``ast`` line numbers and each statement is parsed with libcst only when
-    something asks for it; positions are computed per statement and shifted
-    to the file. A file ``ast`` cannot read is parsed whole by libcst (which
-    then reports the syntax error, or reads newer syntax the running Python
-    does not know).
-    """
-
-    def __init__(self, path: str, source: str, name: str, root: str, is_package: bool) -> None:
-        self.path = path
-        self.display = display_path(path)
-        self.name = name
-        self.root = root
-        self.is_package = is_package
-        self.source = source
-        self.parse_error: tuple[str, int, int] | None = None  # message, line, column (0-based)
-        self.imports: dict[str, list[str]] = {}
-        self.class_bases: dict[str, list[str]] = {}  # top-level class -> base expressions as written
-        # Module-level names bound to checkpoint or a partial of it (``ckpt = partial(checkpoint, ...)``).
-        self.checkpoint_aliases: set[str] = set()
-        self._def_seg: dict[str, int] = {}
-        self._assign_segs: dict[str, list[int]] = {}
-        self.defs: Mapping[str, cst.FunctionDef | cst.ClassDef] = _LazyDefs(self)
-        self.assigns: Mapping[str, list[cst.BaseExpression]] = _LazyAssigns(self)
-        self._offsets = [0, *(m.end() for m in _NEWLINE.finditer(source))]
-        self._lines: list[str] | None = None
-        self.starts: list[int] = []  # first line of each top-level statement
-        self._stmts: list[cst.BaseStatement | None] = []
-        self._seg_positions: dict[int, dict[cst.CSTNode, CodeRange]] = {}
-        self._seg_mods: dict[int, cst.Module] = {}
-        self._positions: dict[cst.CSTNode, CodeRange] = {}
-        self._stmt_of: dict[int, int] = {}  # id(node) -> statement index, filled as statements are walked
-        self._walked: set[int] = set()
-        self._full: cst.Module | None = None
-        try:
-            tree = ast.parse(source)
-        except (SyntaxError, ValueError, RecursionError, MemoryError):
-            self._parse_whole()
-            return
-        for st in tree.body:
-            line = min([st.lineno, *(d.lineno for d in getattr(st, "decorator_list", ()))])
-            if not self.starts or self.starts[-1] != line:
-                self.starts.append(line)  # ``a; b`` is one libcst statement line
-            self._index_ast(st, len(self.starts) - 1)
-        self._stmts = [None] * len(self.starts)
-
-    # -- parsing -------------------------------------------------------------------
-
-    def _parse_whole(self) -> None:
-        """libcst over the whole file: the fallback for files ``ast`` rejects."""
-        try:
-            module = cst.parse_module(self.source)
-        except cst.ParserSyntaxError as exc:
-            self.parse_error = _syntax_error(self.source, exc)
-            return
-        except (RecursionError, MemoryError) as exc:  # deeply nested generated code
-            self.parse_error = (f"cannot parse: {type(exc).__name__}", 1, 0)
-            return
-        self._full = module
-        self.starts = []
-        self._stmts = list(module.body)
-        self._def_seg.clear()
-        self._assign_segs.clear()
-        for i, stmt in enumerate(module.body):
-            for inner in _flatten(stmt):
-                if isinstance(inner, (cst.FunctionDef, cst.ClassDef)):
-                    self._def_seg[inner.name.value] = i
-                    if isinstance(inner, cst.ClassDef):
-                        self.class_bases[inner.name.value] = [
-                            module.code_for_node(a.value) for a in inner.bases if a.keyword is None
-                        ]
-                elif isinstance(inner, cst.SimpleStatementLine):
-                    for small in inner.body:
-                        if isinstance(small, (cst.Import, cst.ImportFrom)):
-                            self.add_import(small, self.imports)
-                        elif isinstance(small, cst.Assign):
-                            for t in small.targets:
-                                if isinstance(t.target, cst.Name):
-                                    self._assign_segs.setdefault(t.target.value, []).append(i)
-                                    value = small.value
-                                    candidates = [value, *(a.value for a in value.args)] if isinstance(value, cst.Call) else [value]
-                                    if any("checkpoint" in (dotted_name(c) or "") for c in candidates):
-                                        self.checkpoint_aliases.add(t.target.value)
-                        elif isinstance(small, cst.AnnAssign) and isinstance(small.target, cst.Name):
-                            self._assign_segs.setdefault(small.target.value, []).append(i)
-
-    def _index_ast(self, st: ast.stmt, seg: int) -> None:
-        if isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            self._def_seg[st.name] = seg
-            if isinstance(st, ast.ClassDef):
-                self.class_bases[st.name] = [ast.unparse(b) for b in st.bases]
-        elif isinstance(st, ast.Import):
-            for alias in st.names:
-                if alias.asname:
-                    self.imports.setdefault(alias.asname, []).append(alias.name)
-                else:
-                    head = alias.name.split(".")[0]
-                    self.imports.setdefault(head, []).append(head)
-        elif isinstance(st, ast.ImportFrom):
-            base = self._absolute_name(st.module or "", st.level)
-            for alias in st.names:
-                if alias.name == "*":
-                    continue
-                local = alias.asname or alias.name
-                self.imports.setdefault(local, []).append(f"{base}.{alias.name}" if base else alias.name)
-        elif isinstance(st, ast.Assign):
-            for t in st.targets:
-                if isinstance(t, ast.Name):
-                    segs = self._assign_segs.setdefault(t.id, [])
-                    if seg not in segs:
-                        segs.append(seg)
-                    if _mentions_checkpoint(st.value):
-                        self.checkpoint_aliases.add(t.id)
-        elif isinstance(st, ast.AnnAssign) and isinstance(st.target, ast.Name):
-            segs = self._assign_segs.setdefault(st.target.id, [])
-            if seg not in segs:
-                segs.append(seg)
-        elif isinstance(st, ast.If):
-            for inner in (*st.body, *st.orelse):
-                self._index_ast(inner, seg)
-        elif isinstance(st, (ast.Try, getattr(ast, "TryStar", ast.Try))):
-            for inner in (*st.body, *(x for h in st.handlers for x in h.body), *st.orelse, *st.finalbody):
-                self._index_ast(inner, seg)
-        elif isinstance(st, ast.With):
-            for inner in st.body:
-                self._index_ast(inner, seg)
-
-    @property
-    def statement_count(self) -> int:
-        return len(self._stmts)
-
-    def statement(self, index: int) -> cst.BaseStatement:
-        """Top-level statement ``index`` as a libcst node (parsed on first use)."""
-        stmt = self._stmts[index]
-        if stmt is None:
-            start = self._offsets[self.starts[index] - 1]
-            end = (
-                self._offsets[self.starts[index + 1] - 1] if index + 1 < len(self.starts) else len(self.source)
-            )
-            try:
-                segment = cst.parse_module(self.source[start:end])
-            except (RecursionError, MemoryError):
-                # Too deeply nested for libcst (generated literals): nothing in it can be read.
-                segment = cst.parse_module("pass\n")
-            except cst.ParserSyntaxError:
-                segment = None
-            if segment is None or len(segment.body) != 1:
-                # libcst reads this statement differently from ast (rare grammar
-                # corners): treat it as opaque rather than fail the file.
-                segment = cst.parse_module("pass\n")
-            stmt = segment.body[0]
-            self._stmts[index] = stmt
-            self._seg_mods[index] = segment
-        return stmt
-
-    @property
-    def module(self) -> cst.Module:
-        """All statements as one module (parses every statement: avoid on hot paths)."""
-        if self._full is not None:
-            return self._full
-        return cst.Module(body=[self.statement(i) for i in range(self.statement_count)])
-
-    @property
-    def package(self) -> str:
-        if self.is_package:
-            return self.name
-        return self.name.rpartition(".")[0]
-
-    @property
-    def lines(self) -> list[str]:
-        """Source lines, split the way ``ast`` counts them."""
-        if self._lines is None:
-            offs = self._offsets
-            self._lines = [self.source[offs[i] : offs[i + 1]].rstrip("\r\n") for i in range(len(offs) - 1)]
-            if offs[-1] < len(self.source):
-                self._lines.append(self.source[offs[-1] :])
-        return self._lines
-
-    def _absolute_name(self, module: str, level: int) -> str:
-        if level == 0:
-            return module
-        pkg = self.package.split(".") if self.package else []
-        base = [] if level - 1 > len(pkg) else pkg[: len(pkg) - (level - 1)]
-        return ".".join([*base, *([module] if module else [])])
-
-    def _absolute(self, module: cst.BaseExpression | None, level: int) -> str:
-        return self._absolute_name((dotted_name(module) or "") if module is not None else "", level)
-
-    def add_import(self, stmt: cst.Import | cst.ImportFrom, table: dict[str, list[str]]) -> None:
-        """Record the names one import statement binds into ``table``."""
-        if isinstance(stmt, cst.Import):
-            for alias in stmt.names:
-                full = dotted_name(alias.name) or ""
-                if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
-                    table.setdefault(alias.asname.name.value, []).append(full)
-                else:
-                    head = full.split(".")[0]
-                    table.setdefault(head, []).append(head)
-            return
-        level = len(stmt.relative)
-        base = self._absolute(stmt.module, level)
-        if isinstance(stmt.names, cst.ImportStar):
-            return
-        for alias in stmt.names:
-            name = dotted_name(alias.name) or ""
-            local = name
-            if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
-                local = alias.asname.name.value
-            table.setdefault(local, []).append(f"{base}.{name}" if base else name)
-
-    # -- positions ---------------------------------------------------------------
-
-    def position(self, node: cst.CSTNode) -> CodeRange | None:
-        """Source range of ``node`` (positions are computed per top-level statement)."""
-        if self.parse_error is not None:
-            return None
-        found = self._positions.get(node)
-        if found is not None:
-            return found
-        index = self._statement_index(node)
-        if index is None or index in self._seg_positions:
-            return None
-        if self._full is not None:
-            # Whole-file parse (fallback): one position pass over the file.
-            self._positions.update(_resolve_positions(self._full) or {})
-            for i in range(len(self._stmts)):
-                self._seg_positions[i] = {}
-            return self._positions.get(node)
-        segment = self._seg_mods[index]
-        positions = _resolve_positions(segment)
-        if positions is None:
-            self._seg_positions[index] = {}
-            return None
-        offset = self.starts[index] - 1  # the segment's line 1 is the statement's first line
-        for n, r in positions.items():
-            if offset:
-                r = CodeRange((r.start.line + offset, r.start.column), (r.end.line + offset, r.end.column))
-            self._positions[n] = r
-        self._seg_positions[index] = {}
-        return self._positions.get(node)
-
-    def _statement_index(self, node: cst.CSTNode) -> int | None:
-        from ckptlint.analysis.walk import walk
-
-        cached = self._stmt_of.get(id(node))
-        if cached is not None:
-            return cached
-        for i, stmt in enumerate(self._stmts):
-            if stmt is None or i in self._walked:
-                continue
-            self._walked.add(i)
-            for n in walk(stmt):
-                self._stmt_of[id(n)] = i
-            if id(node) in self._stmt_of:
-                return i
-        return self._stmt_of.get(id(node))
-
-    def code_for(self, node: cst.CSTNode) -> str:
-        return cst.Module(body=[]).code_for_node(node)
-
 
 class Project:
     """The set of files being checked, with parse-on-demand and name lookup."""
@@ -662,7 +225,17 @@ class Project:
             for value in mod.assigns[name]:
                 out.extend(self.resolve_expr(mod, value, _depth + 1))
             return out or [f"{mod.name}.{name}"]
+        if mod.star_imports and _depth < 4:
+            # ``from ._blocks import *``: the name as the star-imported module binds it.
+            for star in mod.star_imports:
+                target = self.find_module(star, mod)
+                if target is not None and target is not mod and self._binds(target, name):
+                    return self.resolve_name(target, name, _depth + 1)
         return [name]
+
+    @staticmethod
+    def _binds(mod: ModuleInfo, name: str) -> bool:
+        return name in mod.imports or name in mod.defs or name in mod.assigns
 
     def resolve_expr(self, mod: ModuleInfo, expr: cst.BaseExpression, _depth: int = 0) -> list[str]:
         """Qualified names of a Name/Attribute chain at module scope."""

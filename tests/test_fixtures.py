@@ -96,6 +96,26 @@ DISCOVERY_SHAPES: dict[str, str] = {
     ),
     "torch modules inside a checkpointed nn.Sequential literal": "sequential_of_torch_modules.py",
     "timm block_fn=Block default, nn.Sequential(*[block_fn(...) for ...])": "shape_timm_block_fn_default.py",
+    "stage builder returning (name, nn.Sequential(*blocks)) pairs + self.add_module(*stage), to_ntuple, dict(block=...)": (
+        "shape_stage_builder_named_stages.py"
+    ),
+    "the same stage builder building GroupNorm blocks (benign twin)": "benign_stage_builder_groupnorm.py",
+    "builder object __call__ + helper method + string-keyed norm factory, constant-key dict lookup": (
+        "shape_builder_object_norm_factory.py"
+    ),
+    "nn.Sequential attribute called directly; Residual(nn.Sequential(...)) constructor argument bound": (
+        "shape_sequential_attribute_called.py"
+    ),
+    "add_module(f'b{i}', ...) / setattr(self, name, ...) + self.children(); track_running_stats=False twin": (
+        "shape_children_computed_names.py"
+    ),
+    "policies: ModuleWrapPolicy({Block}), torchtune set_activation_checkpointing, Lightning FSDPStrategy": (
+        "shape_checkpoint_policies.py"
+    ),    "known out-of-tree classes: torchvision Conv2dNormActivation, mmcv ConvModule(norm_cfg=...)": (
+        "known_classes_out_of_tree.py"
+    ),    "DeepSpeed deepspeed.checkpointing.checkpoint and TransformerEngine te_checkpoint known by default": (
+        "shape_known_checkpoint_functions.py"
+    ),
 }
 
 # Every benign lookalike of issue 2 (items 3 and 5) -> the fixture asserting it is NOT flagged. Checked by
@@ -524,6 +544,11 @@ RUNTIME_CASES: list[tuple[str, str, tuple[int, ...], tuple[tuple[int, ...], ...]
     ("benign_conditional_inplace_helpers.py", "Net", (8,), ((4, 8),), "benign"),
     ("benign_data_dependent_control_flow.py", "Model", (8,), ((4, 8), (4,)), "benign"),
     ("benign_out_of_place_twins.py", "Net", (8,), ((4, 8), (4, 8), (4, 8)), "benign"),
+    ("shape_stage_builder_named_stages.py", "Net", (), ((2, 3, 8, 8),), "hazard"),
+    ("benign_stage_builder_groupnorm.py", "Net", (), ((2, 3, 8, 8),), "benign"),
+    ("shape_builder_object_norm_factory.py", "TinyEfficientNet", (), ((2, 4, 8, 8),), "hazard"),
+    ("shape_sequential_attribute_called.py", "GhostNet", (), ((2, 4, 8, 8),), "hazard"),
+    ("shape_children_computed_names.py", "Net", (), ((2, 4, 8, 8),), "hazard"),
 ]
 
 

@@ -11,6 +11,7 @@ __all__ = [
     "BATCHNORM_CLASSES",
     "CHECKPOINT_FUNCTIONS",
     "CHECKPOINT_OWN_KWARGS",
+    "CHECKPOINT_POLICIES",
     "CHECKPOINT_SEQ",
     "CHECKPOINT_SEQUENTIAL",
     "CHECKPOINT_WRAPPER",
@@ -24,8 +25,10 @@ __all__ = [
     "INPLACE_NO_TWIN",
     "INPLACE_POSITION",
     "INSTANCENORM_CLASSES",
+    "MODULE_WRAP_POLICY",
     "NON_TENSOR_ATTRS",
     "OWNED_ITER_METHODS",
+    "POLICY_KEYWORDS",
     "PARTIAL",
     "RANDOM_FUNCTIONS",
     "RANDOM_METHODS",
@@ -45,6 +48,12 @@ CHECKPOINT_FUNCTIONS = frozenset(
         "timm.models._manipulate.checkpoint",
         "timm.models.checkpoint",
         "timm.layers.checkpoint",
+        # DeepSpeed's activation checkpointing (replays the CUDA RNG through its own tracker) and
+        # TransformerEngine's (replays CPU/CUDA and its tracker's states): fn first, inputs after.
+        "deepspeed.checkpointing.checkpoint",
+        "deepspeed.runtime.activation_checkpointing.checkpointing.checkpoint",
+        "transformer_engine.pytorch.checkpoint",
+        "transformer_engine.pytorch.distributed.checkpoint",
     }
 )
 TORCH_CHECKPOINT_NAMES = frozenset({TORCH_CHECKPOINT, "torch.utils.checkpoint.checkpoint_sequential"})
@@ -53,6 +62,25 @@ CHECKPOINT_SEQ = frozenset({"timm.models._manipulate.checkpoint_seq", "timm.mode
 _CW = "torch.distributed.algorithms._checkpoint.checkpoint_wrapper"
 CHECKPOINT_WRAPPER = frozenset({f"{_CW}.checkpoint_wrapper", "torch.distributed.algorithms._checkpoint.checkpoint_wrapper"})
 APPLY_ACTIVATION_CHECKPOINTING = frozenset({f"{_CW}.apply_activation_checkpointing"})
+# Calls that switch checkpointing on for every module of the classes a policy names:
+# torchtune's set_activation_checkpointing(model, auto_wrap_policy={Layer}), Lightning's
+# FSDPStrategy(activation_checkpointing_policy={Block}) / (activation_checkpointing=Block).
+CHECKPOINT_POLICIES = frozenset(
+    {
+        "torchtune.training.set_activation_checkpointing",
+        "torchtune.training._activation_checkpointing.set_activation_checkpointing",
+        "torchtune.utils.set_activation_checkpointing",
+        "lightning.pytorch.strategies.FSDPStrategy",
+        "lightning.fabric.strategies.FSDPStrategy",
+        "lightning.pytorch.strategies.fsdp.FSDPStrategy",
+        "lightning.fabric.strategies.fsdp.FSDPStrategy",
+        "pytorch_lightning.strategies.FSDPStrategy",
+    }
+)
+POLICY_KEYWORDS = ("auto_wrap_policy", "activation_checkpointing_policy", "activation_checkpointing")
+MODULE_WRAP_POLICY = frozenset(
+    {"torch.distributed.fsdp.wrap.ModuleWrapPolicy", "torch.distributed.fsdp.ModuleWrapPolicy"}
+)
 # Keyword arguments checkpoint() consumes itself; any other keyword is passed
 # through to the checkpointed function (and raises under use_reentrant=True).
 CHECKPOINT_OWN_KWARGS = frozenset(

@@ -9,7 +9,7 @@ import libcst as cst
 from ckptlint.project import dotted_name
 
 if TYPE_CHECKING:
-    from ckptlint.discovery.callables import CallableRef
+    from ckptlint.infer.resolver import CallableRef
 
 __all__ = ["input_params"]
 

@@ -1,5 +1,7 @@
 """Data files shipped with the linter, read without importing torch.
 
+``known_classes.toml``: well-known module classes outside the checked tree (see ``ckptlint.infer.known``).
+
 ``inplace_pairs.json``: PyTorch's in-place -> out-of-place pairs (``Tensor.add_``
 -> ``add``, ``torch.relu_`` -> ``torch.relu``, ``F.elu_`` -> ``F.elu``), each
 verified on a real torch by ``tools/inplace_pairs.py`` (and re-verified against

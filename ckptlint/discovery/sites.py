@@ -22,8 +22,8 @@ import libcst as cst
 from ckptlint.analysis import names as N
 from ckptlint.analysis.params import input_params
 from ckptlint.analysis.walk import iter_children, walk
-from ckptlint.analysis.values import Evaluator, Instance, literal_truth
-from ckptlint.discovery.callables import CallableRef, Ctx, Resolver, first_param
+from ckptlint.infer import Evaluator, Instance, literal_truth
+from ckptlint.infer.resolver import CallableRef, Ctx, Resolver, first_param
 from ckptlint.project import ClassInfo, ModuleInfo, Project, dotted_name
 
 __all__ = ["CheckedCallable", "Discovery", "SiteCall"]
@@ -126,7 +126,7 @@ class Discovery:
             return _Spec("seq", False, 0, written)
         if N.matches(quals, N.CHECKPOINT_WRAPPER):
             return _Spec("wrapper", False, 0, written)
-        if N.matches(quals, N.APPLY_ACTIVATION_CHECKPOINTING):
+        if N.matches(quals, N.APPLY_ACTIVATION_CHECKPOINTING) or N.matches(quals, N.CHECKPOINT_POLICIES):
             return _Spec("apply", False, 0, written)
         if N.matches(quals, N.PARTIAL) and call.args:
             inner = call.args[0].value
@@ -164,7 +164,7 @@ class Discovery:
         """Qualified names of checkpoint wrappers defined in ``mod``."""
         cached = self._wrapper_names.get(mod.path)
         if cached is None:
-            from ckptlint.engine import find_wrappers
+            from ckptlint.discovery.wrappers import find_wrappers
 
             # Recorded as read so a cache keyed on dependencies stays correct.
             self.project.module(mod.path)
@@ -333,7 +333,11 @@ class Discovery:
         alt = "|".join(re.escape(n) for n in sorted(names))
         # A call (``ckpt(``), a decorator, a partial's argument or an alias
         # assignment; docstrings that merely say "checkpoint" do not match.
-        pattern = re.compile(rf"\b(?:{alt})\(|partial\([^)]*\b(?:{alt})\b|=\s*[\w.]*\b(?:{alt})\s*(?:#.*)?$")
+        # Policies name classes as keywords: ``FSDPStrategy(activation_checkpointing_policy={...})``.
+        pattern = re.compile(
+            rf"\b(?:{alt})\(|partial\([^)]*\b(?:{alt})\b|=\s*[\w.]*\b(?:{alt})\s*(?:#.*)?$"
+            r"|\bactivation_checkpointing(?:_policy)?\s*="
+        )
         starts = mod.starts
         if not starts:
             return None
@@ -426,8 +430,14 @@ class Discovery:
                         out.append(CheckedCallable(ref, input_params(ref), mod, call, True, "checkpoint_wrapper", ctx.qualname))
             elif spec.kind == "apply":
                 check_fn = _kwarg(call, "check_fn")
-                if check_fn is not None:
-                    for cls in self._isinstance_classes(check_fn, ctx):
+                classes = self._isinstance_classes(check_fn, ctx) if check_fn is not None else []
+                policy = next((v for k in N.POLICY_KEYWORDS if (v := _kwarg(call, k)) is not None), None)
+                if policy is None and "set_activation_checkpointing" in spec.name:
+                    policy = _fn_arg(call, 1)
+                if policy is not None:
+                    classes.extend(self._policy_classes(policy, ctx))
+                if classes:
+                    for cls in classes:
                         inst = Instance((cls.qualname,), cls, cls.module)
                         for ref in self.resolver.forward_refs(inst):
                             out.append(CheckedCallable(ref, input_params(ref), mod, call, True, "apply_activation_checkpointing", ctx.qualname))
@@ -578,6 +588,26 @@ class Discovery:
                             if isinstance(found, ClassInfo):
                                 out.append(found)
                                 break
+        return out
+
+    def _policy_classes(self, policy: cst.BaseExpression, ctx: Ctx) -> list[ClassInfo]:
+        """Classes a wrap policy names: ``ModuleWrapPolicy({Block})``, ``{Layer}``, ``[A, B]``, ``Block``."""
+        if isinstance(policy, cst.Call) and N.matches(self.resolver.qualnames(policy.func, ctx), N.MODULE_WRAP_POLICY):
+            inner = _fn_arg(policy, 0) or _kwarg(policy, "module_classes")
+            return self._policy_classes(inner, ctx) if inner is not None else []
+        if isinstance(policy, (cst.Set, cst.List, cst.Tuple)):
+            exprs: list[cst.BaseExpression] = [el.value for el in policy.elements]
+        elif isinstance(policy, cst.Call) and dotted_name(policy.func) in ("set", "frozenset", "list", "tuple") and policy.args:
+            return self._policy_classes(policy.args[0].value, ctx)
+        elif isinstance(policy, (cst.Name, cst.Attribute)):
+            exprs = [policy]
+        else:
+            return []
+        out: list[ClassInfo] = []
+        for e in exprs:
+            for ref in self.evaluator.class_refs(e, ctx.module, ctx.env):
+                if ref.cls is not None and ref.cls not in out:
+                    out.append(ref.cls)
         return out
 
     def is_checkpoint_call(self, call: cst.Call, ctx: Ctx) -> bool:

@@ -6,7 +6,7 @@ import libcst as cst
 
 from ckptlint.analysis import names as N
 from ckptlint.analysis.flow import CallEvent, Root
-from ckptlint.analysis.values import Instance, literal_truth
+from ckptlint.infer.lattice import Instance, literal_truth
 
 __all__ = ["first_positional", "inplace_method", "inplace_torch_function", "is_input", "written"]
 

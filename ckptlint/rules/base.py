@@ -96,7 +96,7 @@ def kwarg(call: cst.Call, name: str) -> cst.Arg | None:
 
 
 def literal(expr: cst.BaseExpression | None) -> bool | None:
-    from ckptlint.analysis.values import literal_truth
+    from ckptlint.infer.lattice import literal_truth
 
     return literal_truth(expr)
 

@@ -31,7 +31,8 @@ from typing import Iterator
 
 from ckptlint.analysis import names as N
 from ckptlint.analysis.flow import CallEvent
-from ckptlint.analysis.values import Instance, literal_truth
+from ckptlint.infer import known
+from ckptlint.infer.lattice import Instance, literal_truth
 from ckptlint.rules.base import Hit, RuleContext, kwarg
 
 CODE = "CKP204"
@@ -42,8 +43,8 @@ _BN_FUNCTIONAL = frozenset({"torch.nn.functional.batch_norm", "torch.batch_norm"
 
 
 def _tracks(inst: Instance, bases: set[str]) -> bool:
-    flag = literal_truth(inst.kwarg("track_running_stats", 4 if N.matches(inst.qualnames, N.BATCHNORM_CLASSES) else None))
-    if N.matches(inst.qualnames, N.BATCHNORM_CLASSES) or bases & N.BATCHNORM_CLASSES:
+    flag = inst.truth("track_running_stats", 4 if N.matches(inst.qualnames, N.BATCHNORM_CLASSES) else None)
+    if N.matches(inst.qualnames, N.BATCHNORM_CLASSES | known.batchnorm_names()) or bases & N.BATCHNORM_CLASSES:
         return flag is not False
     if N.matches(inst.qualnames, N.INSTANCENORM_CLASSES) or bases & N.INSTANCENORM_CLASSES:
         return flag is True
@@ -63,13 +64,30 @@ def check(event: CallEvent, ctx: RuleContext, project: object = None) -> Iterato
             return
         yield Hit(event.call, MESSAGE.format(module="F.batch_norm(training=...)", where=ctx.inside))
         return
-    for inst in event.instances:
-        if inst.is_container:
-            continue
-        bases = ctx_bases(ctx, inst)
-        if _tracks(inst, bases):
-            yield Hit(event.call, MESSAGE.format(module=inst.short_name, where=ctx.inside))
-            return
+    for called in event.instances:
+        # A Sequential called directly (``self.primary_conv(x)``) runs each of its members.
+        for inst in called.leaves():
+            bases = ctx_bases(ctx, inst)
+            if _tracks(inst, bases):
+                name = inst.short_name if inst is called else f"{inst.short_name} in {called.short_name}"
+                yield Hit(event.call, MESSAGE.format(module=name, where=ctx.inside))
+                return
+            if inst.cls is None:
+                # An out-of-tree composite (torchvision's Conv2dNormActivation, mmcv's ConvModule).
+                built = known.members(inst.qualnames, lambda n, p: inst.kwarg(n, p if p >= 0 else None), _resolver(ctx, inst))
+                bn = [m for m in built if m in N.BATCHNORM_CLASSES or m in known.batchnorm_names()]
+                if bn:
+                    yield Hit(event.call, MESSAGE.format(module=f"{bn[0].rsplit('.', 1)[-1]} in {inst.short_name}", where=ctx.inside))
+                    return
+
+
+def _resolver(ctx: RuleContext, inst: Instance):  # type: ignore[no-untyped-def]
+    project = getattr(ctx, "project", None)
+
+    def resolve(expr):  # type: ignore[no-untyped-def]
+        return project.resolve_expr(inst.module, expr) if project is not None else []
+
+    return resolve
 
 
 def ctx_bases(ctx: RuleContext, inst: Instance) -> set[str]:

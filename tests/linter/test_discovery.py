@@ -290,3 +290,10 @@ class Encoder(nn.Module):
     sites, checked = discover(tmp_path, {"mod.py": src})
     assert len(sites) == 2
     assert names(checked) == {("Block.forward", ("mask", "x"))}
+
+
+def test_policies_name_the_checkpointed_classes(tmp_path: Path) -> None:
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "shape_checkpoint_policies.py"
+    sites, checked = discover(tmp_path, {"mod.py": fixture.read_text()})
+    assert {c.name for c in checked} == {"ConvLayer.forward", "MixerLayer.forward", "DecoderLayer.forward"}
+    assert len(sites) == 4

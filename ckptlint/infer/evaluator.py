@@ -1,0 +1,410 @@
+"""What module objects and classes an expression may evaluate to.
+
+Modules are built in ``__init__`` and called in ``forward``, often through
+helpers: ``blocks.append(block_fn(...))`` in a stage builder that returns
+``nn.Sequential(*blocks)`` or ``[(name, stage)]`` lists registered with
+``self.add_module(*stage)``; class references flowing in through parameter
+defaults, ``partial``, ``to_ntuple``, ``x or Default``, constant-key dict
+lookups and factory functions (``get_norm_act_layer``). The evaluator follows
+them interprocedurally: a call to an in-tree function binds the caller's
+arguments to its parameters (:func:`ckptlint.infer.scope.bind`) and evaluates
+its return values in that bound scope. Results are memoised per (expression,
+scope), and each site gets a budget of bound calls instead of a fixed depth,
+so deep helper chains cost little more than shallow ones.
+
+Python sequences (lists, tuples, zips, loop variables) are tracked as the
+*expressions* they hold, with the scope each is evaluated in
+(:mod:`ckptlint.infer.sequences`); only module objects become
+:class:`Instance` values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Callable, Sequence, TypeVar
+
+import libcst as cst
+
+from ckptlint.analysis import names as N
+from ckptlint.infer import known
+from ckptlint.infer.lattice import ClassRef, Frame, Instance
+from ckptlint.infer.scope import Env, attr_path, first_param, self_attr
+from ckptlint.infer.sequences import DEFAULT_BUDGET
+from ckptlint.infer.tables import Tables
+from ckptlint.project import ClassInfo, FunctionInfo, ModuleInfo, Project, dotted_name
+
+__all__ = ["DEFAULT_BUDGET", "Evaluator"]
+
+MAX_DEPTH = 40  # a recursion guard only; the cost bound is the budget
+
+
+class Evaluator(Tables):
+    """Abstract evaluation of module-building expressions, memoised per scope."""
+
+    def __init__(self, project: Project) -> None:
+        super().__init__(project)
+        self._memo: dict[tuple[int, int, int, int], tuple[cst.BaseExpression, list[Instance]]] = {}
+        self._active: set[tuple[int, int, int, int]] = set()
+        self._ref_memo: dict[tuple[int, int, int, int], tuple[cst.BaseExpression, list[ClassRef]]] = {}
+        self._ref_active: set[tuple[int, int, int, int]] = set()
+
+    # -- class references ----------------------------------------------------------
+
+    def class_refs(
+        self, expr: cst.BaseExpression, mod: ModuleInfo, env: Env | None, depth: int = 0, local_table: dict[str, list[str]] | None = None
+    ) -> list[ClassRef]:
+        """Classes/functions ``expr`` may name (``norm_layer`` -> its default ``nn.BatchNorm2d``)."""
+        return self._class_refs(expr, Frame(mod, env, None), depth, local_table)
+
+    def _class_refs(
+        self, expr: cst.BaseExpression, fr: Frame, depth: int, local_table: dict[str, list[str]] | None = None
+    ) -> list[ClassRef]:
+        if depth > MAX_DEPTH:
+            return []
+        if local_table:
+            return self._class_refs_uncached(expr, fr, depth, local_table)
+        return _memoised(self._ref_memo, self._ref_active, expr, fr, lambda: self._class_refs_uncached(expr, fr, depth, None))
+
+    def _class_refs_uncached(
+        self, expr: cst.BaseExpression, fr: Frame, depth: int, local_table: dict[str, list[str]] | None
+    ) -> list[ClassRef]:
+        env = fr.env
+        if isinstance(expr, cst.Name) and env is not None and (self.is_bound_local(expr.value, env) or expr.value in env.params):
+            out: list[ClassRef] = []
+            for value, vfr in self.sources(expr.value, fr):
+                if value is not expr:
+                    out.extend(self._class_refs(value, vfr, depth + 1))
+            if not out and expr.value in env.params and expr.value not in env.bound:
+                out.extend(self._param_flow(expr.value, fr, depth))
+            return out
+        if isinstance(expr, cst.Attribute) and fr.owner is not None and env is not None and self_attr(expr, env.self_name):
+            # ``self.norm_layer`` (a class stored by ``__init__``, its arguments bound when known).
+            found = self.init_env(fr.owner, fr.instance)
+            if found is not None:
+                init_cls, init_env = found
+                init_fr = Frame(init_cls.module, init_env, fr.owner, fr.instance)
+                refs: list[ClassRef] = []
+                for value in init_env.self_attrs.get(expr.attr.value, ()):
+                    refs.extend(self._class_refs(value, init_fr, depth + 1))
+                if refs:
+                    return refs
+        if isinstance(expr, (cst.Name, cst.Attribute)):
+            dotted = dotted_name(expr)
+            if dotted is None:
+                return []
+            if local_table and dotted.split(".")[0] in local_table:
+                head, _, rest = dotted.partition(".")
+                quals = [f"{q}.{rest}" if rest else q for q in local_table[head]]
+            else:
+                quals = self.project.resolve_expr(fr.module, expr)
+            if not quals:
+                return []
+            cls: ClassInfo | None = None
+            func: FunctionInfo | None = None
+            for q in quals:
+                found = self.project.lookup(q, fr.module)
+                if isinstance(found, ClassInfo):
+                    cls = found
+                    break
+                if isinstance(found, FunctionInfo):
+                    func = found
+                    break
+            if cls is None and func is None and len(quals) == 1 and "." not in dotted:
+                # A module-level constant: ``_NORM_MAP = dict(bn=nn.BatchNorm2d, ...)`` seen through.
+                values = fr.module.assigns.get(dotted) if dotted in fr.module.assigns else None
+                if values and not any(isinstance(v, (cst.Name, cst.Attribute)) for v in values):
+                    out = []
+                    for v in values:
+                        out.extend(self._class_refs(v, Frame(fr.module, None), depth + 1))
+                    if out:
+                        return out
+            return [ClassRef(tuple(quals), cls, func, frame=fr)]
+        if isinstance(expr, cst.Call):
+            return self._call_class_refs(expr, fr, depth)
+        if isinstance(expr, cst.IfExp):
+            return self._class_refs(expr.body, fr, depth + 1) + self._class_refs(expr.orelse, fr, depth + 1)
+        if isinstance(expr, cst.BooleanOperation):
+            return self._class_refs(expr.left, fr, depth + 1) + self._class_refs(expr.right, fr, depth + 1)
+        if isinstance(expr, cst.Subscript):
+            out = []
+            for value, vfr in self.subscript_sources(expr, fr, depth + 1):
+                out.extend(self._class_refs(value, vfr, depth + 1))
+            return out
+        return []
+
+    def _call_class_refs(self, call: cst.Call, fr: Frame, depth: int) -> list[ClassRef]:
+        """Classes a call returns: ``partial(Block, ...)``, a factory function's return value."""
+        inner = self._class_refs(call.func, fr, depth + 1)
+        if any(N.matches(r.qualnames, N.PARTIAL) for r in inner) and call.args:
+            kwargs = tuple((a.keyword.value, a.value) for a in call.args if a.keyword is not None)
+            return [
+                ClassRef(r.qualnames, r.cls, r.func, kwargs + r.kwargs, r.frame)
+                for r in self._class_refs(call.args[0].value, fr, depth + 1)
+            ]
+        out: list[ClassRef] = []
+        for ref in inner:
+            if ref.func is not None:
+                for ret, rfr in self.return_sources(ref.func, call, fr, depth):
+                    out.extend(r for r in self._class_refs(ret, rfr, depth + 1) if r.cls is not None or r.func is None)
+            elif ref.cls is None and ref.func is None:
+                for q in known.factory_classes(ref.qualnames, call):
+                    out.append(ClassRef((q,), None, None, frame=fr))
+        return out
+
+    def _param_flow(self, param: str, fr: Frame, depth: int) -> list[ClassRef]:
+        """A constructor parameter without a default: the classes its module passes under that keyword.
+
+        ``ResNet(block=...)`` is only ever built from ``dict(block=Bottleneck, layers=...)``
+        model configs in the same file; every such keyword value is a candidate.
+        """
+        if fr.owner is None:
+            return []
+        out: list[ClassRef] = []
+        for value in self.keyword_values(fr.owner.module, param):
+            out.extend(r for r in self._class_refs(value, Frame(fr.owner.module, None), depth + 1) if r.cls is not None)
+        return out
+
+    # -- instances -------------------------------------------------------------------
+
+    def instances(
+        self,
+        expr: cst.BaseExpression,
+        mod: ModuleInfo,
+        env: Env | None,
+        owner: ClassInfo | None = None,
+        depth: int = 0,
+        instance: Instance | None = None,
+    ) -> list[Instance]:
+        """Module objects ``expr`` may evaluate to, in the scope of ``env`` (``self`` being ``instance``)."""
+        return self.instances_in(expr, Frame(mod, env, owner, instance), depth)
+
+    def instances_in(self, expr: cst.BaseExpression, fr: Frame, depth: int = 0) -> list[Instance]:
+        if depth > MAX_DEPTH:
+            return []
+        return _memoised(self._memo, self._active, expr, fr, lambda: self._instances(expr, fr, depth))
+
+    def _instances(self, expr: cst.BaseExpression, fr: Frame, depth: int) -> list[Instance]:
+        env, owner = fr.env, fr.owner
+        if isinstance(expr, cst.Call):
+            return self._call_instances(expr, fr, depth)
+        if isinstance(expr, cst.IfExp):
+            return self.instances_in(expr.body, fr, depth + 1) + self.instances_in(expr.orelse, fr, depth + 1)
+        if isinstance(expr, cst.BooleanOperation):
+            return self.instances_in(expr.left, fr, depth + 1) + self.instances_in(expr.right, fr, depth + 1)
+        if isinstance(expr, cst.Name) and env is not None:
+            out: list[Instance] = []
+            for value, vfr in self.sources(expr.value, fr):
+                if value is not expr:
+                    out.extend(self.instances_in(value, vfr, depth + 1))
+            extra_attrs = env.obj_attrs.get(expr.value)
+            appended = env.appended.get(expr.value)
+            if extra_attrs or appended:
+                out = [self._decorate(inst, extra_attrs, appended, fr, depth) for inst in out]
+            return out
+        if isinstance(expr, cst.Attribute) and owner is not None and env is not None:
+            attr = self_attr(expr, env.self_name) or attr_path(expr, env.self_name)
+            if attr is not None:
+                found = self.self_attribute(owner, attr, depth, fr.instance)
+                if found is not None:
+                    return found
+        if isinstance(expr, cst.Attribute):
+            # ``<module object>.attr``: an attribute of a known class or namespace module.
+            out = []
+            for inst in self.instances_in(expr.value, fr, depth + 1):
+                if inst.cls is not None:
+                    out.extend(self.self_attribute(inst.cls, expr.attr.value, depth, inst) or ())
+                else:
+                    out.extend(dict(inst.attrs).get(expr.attr.value, ()))
+            return out
+        if isinstance(expr, cst.Subscript):
+            out = []
+            for inst in self.instances_in(expr.value, fr, depth + 1):
+                if inst.is_container and len(expr.slice) == 1:
+                    out.extend(inst.select(expr.slice[0].slice))
+                else:
+                    out.extend(inst.elements)
+            if not out:
+                for value, vfr in self.subscript_sources(expr, fr, depth + 1):
+                    out.extend(self.instances_in(value, vfr, depth + 1))
+            return out
+        return []
+
+    def _decorate(
+        self,
+        inst: Instance,
+        attrs: dict[str, list[cst.BaseExpression]] | None,
+        appended: list[tuple[cst.BaseExpression, bool]] | None,
+        fr: Frame,
+        depth: int,
+    ) -> Instance:
+        """A local module object plus what the function later attached/appended to it."""
+        if inst.is_container and appended:
+            extra: list[Instance] = []
+            for value, star in appended:
+                if star:
+                    items, _ = self.list_items(value, fr, depth + 1)
+                    extra.extend(items)
+                else:
+                    extra.extend(self.instances_in(value, fr, depth + 1))
+            return replace(inst, elements=inst.elements + tuple(extra), ordered=False)
+        if attrs and inst.cls is None and not inst.is_container:
+            evaluated = tuple(
+                (name, tuple(i for v in values for i in self.instances_in(v, fr, depth + 1)))
+                for name, values in sorted(attrs.items())
+            )
+            return replace(inst, attrs=inst.attrs + evaluated)
+        return inst
+
+    def _call_instances(self, call: cst.Call, fr: Frame, depth: int) -> list[Instance]:
+        func, env, owner = call.func, fr.env, fr.owner
+        if owner is not None and env is not None and isinstance(func, cst.Attribute) and self_attr(func, env.self_name) is not None:
+            name = func.attr.value
+            if name in ("children", "modules", "values") and not call.args:
+                return [self.all_children(owner, fr, call)]
+            method = self.project.find_method(owner, name)
+            if method is not None:
+                # ``self._make_layer(...)``: what the factory method returns, its arguments bound.
+                out: list[Instance] = []
+                for ret, rfr in self.return_sources(method, call, fr, depth, bound_self=True, instance=fr.instance):
+                    out.extend(self.instances_in(ret, rfr, depth + 1))
+                return out
+        if isinstance(func, cst.Name) and func.value == "getattr" and len(call.args) >= 2 and owner is not None and env is not None:
+            if isinstance(call.args[0].value, cst.Name) and call.args[0].value.value == env.self_name:
+                names = self.constant_strings(call.args[1].value, fr)
+                if names is not None:
+                    out = []
+                    for name in names:
+                        out.extend(self.self_attribute(owner, name, depth, fr.instance) or ())
+                    return out
+                return list(self.all_children(owner, fr, call).elements)
+        refs = self._class_refs(func, fr, depth + 1)
+        out = []
+        for ref in refs:
+            if N.matches(ref.qualnames, N.CONTAINER_CLASSES) or known.is_container(ref.qualnames):
+                elements, ordered = self._elements(call.args, fr, depth)
+                keys = self._dict_keys(call.args, fr, depth)
+                qualnames = ref.qualnames if N.matches(ref.qualnames, N.CONTAINER_CLASSES) else known.container_kind(ref.qualnames)
+                out.append(
+                    Instance(qualnames, None, fr.module, call, elements=tuple(elements), ordered=ordered, is_container=True,
+                             prefix=self._prefix(call.args, env), keys=keys if len(keys) == len(elements) else (), frame=fr)
+                )
+            elif N.matches(ref.qualnames, N.CHECKPOINT_WRAPPER) and call.args:
+                for inner in self.instances_in(call.args[0].value, fr, depth + 1):
+                    out.append(replace(inner, wrapped_by=call, wrapped_module=fr.module))
+            elif ref.func is not None:
+                for ret, rfr in self.return_sources(ref.func, call, fr, depth):
+                    out.extend(self.instances_in(ret, rfr, depth + 1))
+            else:
+                kwargs = ref.kwargs + tuple((a.keyword.value, a.value) for a in call.args if a.keyword is not None)
+                args = tuple(a.value for a in call.args if a.keyword is None and not a.star)
+                out.append(Instance(ref.qualnames, ref.cls, fr.module, call, kwargs, args, frame=fr))
+        if not refs:
+            # ``builder(in_chs, block_args)``: an in-tree object whose ``__call__`` builds modules.
+            for obj in self.instances_in(func, fr, depth + 1) if isinstance(func, (cst.Name, cst.Attribute)) else ():
+                if obj.cls is None or self.project.find_method(obj.cls, "forward") is not None:
+                    continue
+                method = self.project.find_method(obj.cls, "__call__")
+                if method is not None:
+                    for ret, rfr in self.return_sources(method, call, fr, depth, bound_self=True, owner=obj.cls, instance=obj):
+                        out.extend(self.instances_in(ret, rfr, depth + 1))
+        return out
+
+    def _elements(self, args: Sequence[cst.Arg], fr: Frame, depth: int) -> tuple[list[Instance], bool]:
+        out: list[Instance] = []
+        ordered = True
+        for arg in args:
+            if arg.keyword is not None:
+                continue
+            value = arg.value
+            if arg.star == "*" or isinstance(value, (cst.List, cst.Tuple)):
+                items, ok = self.list_items(value, fr, depth + 1)
+                out.extend(items)
+                ordered = ordered and ok
+            elif isinstance(value, (cst.ListComp, cst.GeneratorExp)):
+                out.extend(self.instances_in(value.elt, fr, depth + 1))
+                ordered = False
+            elif isinstance(value, cst.Dict):
+                for el in value.elements:
+                    if isinstance(el, cst.DictElement):
+                        out.extend(self.instances_in(el.value, fr, depth + 1))
+                ordered = False
+            elif isinstance(value, cst.DictComp):
+                out.extend(self.instances_in(value.value, fr, depth + 1))
+                ordered = False
+            elif isinstance(value, cst.Name) and fr.env is not None and value.value in fr.env.appended:
+                items, _ = self.list_items(value, fr, depth + 1)
+                out.extend(items)
+                ordered = False
+            elif isinstance(value, cst.Call) and dotted_name(value.func) in ("OrderedDict", "collections.OrderedDict", "dict"):
+                for sub in value.args:
+                    items, _ = self.list_items(sub.value, fr, depth + 1)
+                    out.extend(items)
+                ordered = False
+            else:
+                found = self.instances_in(value, fr, depth + 1)
+                if not found:
+                    items, _ = self.list_items(value, fr, depth + 1)
+                    found = items
+                    ordered = False
+                out.extend(found)
+                ordered = ordered and len(found) == 1
+        return out, ordered
+
+    def _dict_keys(self, args: Sequence[cst.Arg], fr: Frame, depth: int) -> tuple[str | None, ...]:
+        """Keys of ``nn.ModuleDict({"a": A(), ...})``, one per element found."""
+        out: list[str | None] = []
+        for arg in args:
+            if arg.keyword is None and isinstance(arg.value, cst.Dict):
+                for el in arg.value.elements:
+                    if isinstance(el, cst.DictElement):
+                        key = el.key.evaluated_value if isinstance(el.key, cst.SimpleString) else None
+                        n = len(self.instances_in(el.value, fr, depth + 1))
+                        out.extend([key if isinstance(key, str) else None] * n)
+        return tuple(out)
+
+    def _prefix(self, args: Sequence[cst.Arg], env: Env | None) -> int:
+        """Exact leading elements of ``nn.ModuleList(name)`` where ``name = [A(), B()]`` then appends."""
+        positional = [a for a in args if a.keyword is None]
+        if len(positional) != 1 or env is None:
+            return 0
+        value = positional[0].value
+        if isinstance(value, cst.Name) and len(env.values.get(value.value, ())) == 1:
+            literal = env.values[value.value][0]
+            if isinstance(literal, (cst.List, cst.Tuple)) and all(
+                not isinstance(el, cst.StarredElement) for el in literal.elements
+            ):
+                return len(literal.elements)
+        return 0
+
+    def _returns(self, fn: FunctionInfo, depth: int) -> list[Instance]:
+        """What ``fn`` returns, its parameters at their defaults."""
+        self_name = first_param(fn.node) if fn.cls is not None else None
+        env = self.env_of(fn.node, self_name)
+        out: list[Instance] = []
+        for ret in env.returns:
+            out.extend(self.instances_in(ret, Frame(fn.module, env, fn.cls), depth + 1))
+        return out
+
+
+_Key = tuple[int, int, int, int]
+_T = TypeVar("_T")
+
+
+def _memoised(
+    memo: dict[_Key, tuple[cst.BaseExpression, list[_T]]], active: set[_Key],
+    expr: cst.BaseExpression, fr: Frame, compute: Callable[[], list[_T]],
+) -> list[_T]:
+    """``compute()`` once per (expression, scope); a query already in progress (a cycle) is unknown."""
+    key = (id(expr), id(fr.env), id(fr.owner), id(fr.instance))
+    hit = memo.get(key)
+    if hit is not None and hit[0] is expr:  # the node is kept alive by the entry, so its id is not reused
+        return list(hit[1])
+    if key in active:
+        return []
+    active.add(key)
+    try:
+        found = compute()
+    finally:
+        active.discard(key)
+    memo[key] = (expr, found)
+    return list(found)

@@ -1,0 +1,166 @@
+"""What ``self.<attr>`` holds: per-class tables of the modules ``__init__`` registers.
+
+``self.bn = norm_layer(c)``, ``self.add_module("norm1", layer)``,
+``setattr(self, name, m)`` and ``self.add_module(*stage)`` (registered under
+a computed name, kept as ``"*"``), base classes first; properties and simple
+getters (``@property def norm1(self): return getattr(self, self.norm1_name)``)
+are evaluated on demand; ``self.children()``/``modules()`` is every
+registered module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import libcst as cst
+
+from ckptlint.infer.lattice import Frame, Instance
+from ckptlint.infer.scope import Env, bind, first_param
+from ckptlint.infer.sequences import Sequences
+from ckptlint.project import ClassInfo, Project, dotted_name
+
+__all__ = ["Tables"]
+
+
+class Tables(Sequences):
+    """Per-class attribute tables (the evaluator's ``instances_in`` evaluates their expressions)."""
+
+    def __init__(self, project: Project) -> None:
+        super().__init__(project)
+        self._attr_tables: dict[int, dict[str, list[Instance]]] = {}
+        self._bound_tables: dict[tuple[int, int, int], dict[str, list[Instance]] | None] = {}
+        self._init_envs: dict[tuple[int, int, int], Env | None] = {}
+
+    def self_attribute(
+        self, cls: ClassInfo, attr: str, depth: int = 0, instance: Instance | None = None
+    ) -> list[Instance] | None:
+        """``self.<attr>`` of ``cls``: registered in ``__init__``, else a property/getter's result.
+
+        With ``instance`` (the object ``self`` is), its constructor arguments are
+        bound: ``Residual(nn.Sequential(...))`` makes ``self.fn`` that Sequential,
+        ``Block(norm_layer=nn.GroupNorm)`` makes ``self.norm`` a GroupNorm.
+        None when the class says nothing about ``attr``.
+        """
+        table = self.attr_table(cls, instance)
+        if attr in table:
+            return list(table[attr])
+        prop = self.project.find_method(cls, attr)
+        if prop is not None and _is_property(prop.node):
+            out: list[Instance] = []
+            env = self.env_of(prop.node, first_param(prop.node))
+            for ret in env.returns:
+                out.extend(self.instances_in(ret, Frame(prop.module, env, cls), depth + 1))
+            return out
+        if "*" in table and "." not in attr:
+            return list(table["*"])  # registered under a computed name (``f"layer{i}"``)
+        return None
+
+    def all_children(self, cls: ClassInfo, fr: Frame, call: cst.Call) -> Instance:
+        """``self.children()``: every module ``__init__`` registered, as one unordered container."""
+        seen: set[int] = set()
+        elements: list[Instance] = []
+        for insts in self.attr_table(cls, fr.instance).values():
+            for inst in insts:
+                if id(inst) not in seen:
+                    seen.add(id(inst))
+                    elements.append(inst)
+        return Instance(("torch.nn.Sequential",), None, fr.module, call, elements=tuple(elements), is_container=True, frame=fr)
+
+    # -- per-class attribute tables ---------------------------------------------------
+
+    def attr_table(self, cls: ClassInfo, instance: Instance | None = None) -> dict[str, list[Instance]]:
+        """``self.<attr>`` -> the module objects ``__init__`` puts there (bases first).
+
+        Modules registered under a computed name (``self.add_module(*stage)``,
+        ``setattr(self, name, m)``) are kept under ``"*"``. With ``instance``,
+        ``__init__`` runs with that object's constructor arguments bound.
+        """
+        if instance is not None:
+            bound = self._instance_table(cls, instance)
+            if bound is not None:
+                return bound
+        key = id(cls.node)
+        table = self._attr_tables.get(key)
+        if table is not None:
+            return table
+        table = {}
+        self._attr_tables[key] = table  # guards recursion through self-referencing classes
+        for base in reversed(list(self.project.base_classes(cls))):
+            for name, insts in self.attr_table(base).items():
+                table[name] = list(insts)
+        init = cls.methods.get("__init__")
+        if init is None:
+            return table
+        self._fill(table, cls, self.env_of(init, first_param(init)))
+        return table
+
+    def init_env(self, cls: ClassInfo, instance: Instance | None = None) -> tuple[ClassInfo, Env] | None:
+        """The scope of the ``__init__`` that builds ``cls`` objects (bound to ``instance``'s arguments)."""
+        init = self.project.find_method(cls, "__init__")
+        if init is None or init.cls is None:
+            return None
+        env = self.env_of(init.node, first_param(init.node))
+        if instance is None or instance.call is None or instance.frame is None:
+            return init.cls, env
+        key = (id(init.node), id(instance.call), id(instance.frame.env))
+        if key not in self._init_envs:
+            self._init_envs[key] = bind(env, init.node, instance.call, instance.frame, skip_self=True)
+        return init.cls, self._init_envs[key] or env
+
+    def _instance_table(self, cls: ClassInfo, instance: Instance) -> dict[str, list[Instance]] | None:
+        """The table of one constructed object; None when its arguments change nothing."""
+        init = cls.methods.get("__init__")
+        if init is None or instance.call is None or instance.frame is None or instance.cls is not cls:
+            return None
+        key = (id(cls.node), id(instance.call), id(instance.frame.env))
+        if key in self._bound_tables:
+            return self._bound_tables[key]
+        self._bound_tables[key] = None  # recursion guard: the class table meanwhile
+        env = bind(self.env_of(init, first_param(init)), init, instance.call, instance.frame, skip_self=True)
+        if env is None or self.budget <= 0:
+            return None
+        self.budget -= 1
+        table = {name: list(insts) for name, insts in self.attr_table(cls).items() if name not in env.self_attrs}
+        table.pop("*", None)
+        self._fill(table, cls, env)
+        self._bound_tables[key] = table
+        return table
+
+    def _fill(self, table: dict[str, list[Instance]], cls: ClassInfo, env: Env) -> None:
+        """Evaluate what one ``__init__`` body registers on ``self`` into ``table``."""
+        fr = Frame(cls.module, env, cls)
+        for attr, exprs in env.self_attrs.items():
+            found: list[Instance] = []
+            for e in exprs:
+                found.extend(self.instances_in(e, fr, 1))
+            if found:
+                table[attr] = found
+        for attr, exprs in env.self_appended.items():
+            extra: list[Instance] = []
+            for e in exprs:
+                extra.extend(self.instances_in(e, fr, 1))
+            if extra:
+                merged = [
+                    replace(inst, elements=inst.elements + tuple(extra), ordered=False) if inst.is_container else inst
+                    for inst in table.get(attr, [])
+                ]
+                table[attr] = merged or [
+                    Instance(("torch.nn.ModuleList",), None, cls.module, None, elements=tuple(extra), is_container=True)
+                ]
+        dynamic: list[Instance] = []
+        for e, star in env.dynamic_attrs:
+            if star:
+                for value, vfr in self.position_sources(e, fr, 1, 1):
+                    dynamic.extend(self.instances_in(value, vfr, 1))
+            else:
+                dynamic.extend(self.instances_in(e, fr, 1))
+        if dynamic:
+            table["*"] = table.get("*", []) + dynamic
+
+
+def _is_property(node: cst.FunctionDef) -> bool:
+    for dec in node.decorators:
+        name = dotted_name(dec.decorator) or ""
+        if name.rsplit(".", 1)[-1] in ("property", "cached_property"):
+            return True
+    return False

@@ -1,0 +1,295 @@
+"""One file of the checked tree: its name table (``ast``) and statements (libcst, parsed on demand)."""
+
+from __future__ import annotations
+
+import ast
+import re
+from typing import Mapping
+
+import libcst as cst
+from libcst.metadata import CodeRange
+
+from ckptlint.files import display_path
+from ckptlint.sourcetext import (
+    LazyAssigns,
+    LazyDefs,
+    dotted_name,
+    flatten,
+    mentions_checkpoint,
+    resolve_positions,
+    syntax_error,
+)
+
+__all__ = ["ModuleInfo"]
+
+_NEWLINE = re.compile(r"\r\n|\r|\n")
+
+
+class ModuleInfo:
+    """One file: its name table (from ``ast``) and its statements (libcst, parsed on demand).
+
+    ``ast`` indexes a file ~8x faster than libcst parses it, and most of a
+    model file (configs, registries, heads) is never needed to check its
+    checkpointed code. So the file is split into top-level statements by
+    ``ast`` line numbers and each statement is parsed with libcst only when
+    something asks for it; positions are computed per statement and shifted
+    to the file. A file ``ast`` cannot read is parsed whole by libcst (which
+    then reports the syntax error, or reads newer syntax the running Python
+    does not know).
+    """
+
+    def __init__(self, path: str, source: str, name: str, root: str, is_package: bool) -> None:
+        self.path = path
+        self.display = display_path(path)
+        self.name = name
+        self.root = root
+        self.is_package = is_package
+        self.source = source
+        self.parse_error: tuple[str, int, int] | None = None  # message, line, column (0-based)
+        self.imports: dict[str, list[str]] = {}
+        self.star_imports: list[str] = []  # modules of ``from m import *``, in order
+        self.class_bases: dict[str, list[str]] = {}  # top-level class -> base expressions as written
+        # Module-level names bound to checkpoint or a partial of it (``ckpt = partial(checkpoint, ...)``).
+        self.checkpoint_aliases: set[str] = set()
+        self._def_seg: dict[str, int] = {}
+        self._assign_segs: dict[str, list[int]] = {}
+        self.defs: Mapping[str, cst.FunctionDef | cst.ClassDef] = LazyDefs(self)
+        self.assigns: Mapping[str, list[cst.BaseExpression]] = LazyAssigns(self)
+        self._offsets = [0, *(m.end() for m in _NEWLINE.finditer(source))]
+        self._lines: list[str] | None = None
+        self.starts: list[int] = []  # first line of each top-level statement
+        self._stmts: list[cst.BaseStatement | None] = []
+        self._seg_positions: dict[int, dict[cst.CSTNode, CodeRange]] = {}
+        self._seg_mods: dict[int, cst.Module] = {}
+        self._positions: dict[cst.CSTNode, CodeRange] = {}
+        self._stmt_of: dict[int, int] = {}  # id(node) -> statement index, filled as statements are walked
+        self._walked: set[int] = set()
+        self._full: cst.Module | None = None
+        try:
+            tree = ast.parse(source)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            self._parse_whole()
+            return
+        for st in tree.body:
+            line = min([st.lineno, *(d.lineno for d in getattr(st, "decorator_list", ()))])
+            if not self.starts or self.starts[-1] != line:
+                self.starts.append(line)  # ``a; b`` is one libcst statement line
+            self._index_ast(st, len(self.starts) - 1)
+        self._stmts = [None] * len(self.starts)
+
+    # -- parsing -------------------------------------------------------------------
+
+    def _parse_whole(self) -> None:
+        """libcst over the whole file: the fallback for files ``ast`` rejects."""
+        try:
+            module = cst.parse_module(self.source)
+        except cst.ParserSyntaxError as exc:
+            self.parse_error = syntax_error(self.source, exc)
+            return
+        except (RecursionError, MemoryError) as exc:  # deeply nested generated code
+            self.parse_error = (f"cannot parse: {type(exc).__name__}", 1, 0)
+            return
+        self._full = module
+        self.starts = []
+        self._stmts = list(module.body)
+        self._def_seg.clear()
+        self._assign_segs.clear()
+        for i, stmt in enumerate(module.body):
+            for inner in flatten(stmt):
+                if isinstance(inner, (cst.FunctionDef, cst.ClassDef)):
+                    self._def_seg[inner.name.value] = i
+                    if isinstance(inner, cst.ClassDef):
+                        self.class_bases[inner.name.value] = [
+                            module.code_for_node(a.value) for a in inner.bases if a.keyword is None
+                        ]
+                elif isinstance(inner, cst.SimpleStatementLine):
+                    for small in inner.body:
+                        if isinstance(small, (cst.Import, cst.ImportFrom)):
+                            self.add_import(small, self.imports)
+                        elif isinstance(small, cst.Assign):
+                            for t in small.targets:
+                                if isinstance(t.target, cst.Name):
+                                    self._assign_segs.setdefault(t.target.value, []).append(i)
+                                    value = small.value
+                                    candidates = [value, *(a.value for a in value.args)] if isinstance(value, cst.Call) else [value]
+                                    if any("checkpoint" in (dotted_name(c) or "") for c in candidates):
+                                        self.checkpoint_aliases.add(t.target.value)
+                        elif isinstance(small, cst.AnnAssign) and isinstance(small.target, cst.Name):
+                            self._assign_segs.setdefault(small.target.value, []).append(i)
+
+    def _index_ast(self, st: ast.stmt, seg: int) -> None:
+        if isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            self._def_seg[st.name] = seg
+            if isinstance(st, ast.ClassDef):
+                self.class_bases[st.name] = [ast.unparse(b) for b in st.bases]
+        elif isinstance(st, ast.Import):
+            for alias in st.names:
+                if alias.asname:
+                    self.imports.setdefault(alias.asname, []).append(alias.name)
+                else:
+                    head = alias.name.split(".")[0]
+                    self.imports.setdefault(head, []).append(head)
+        elif isinstance(st, ast.ImportFrom):
+            base = self._absolute_name(st.module or "", st.level)
+            for alias in st.names:
+                if alias.name == "*":
+                    self.star_imports.append(base)
+                    continue
+                local = alias.asname or alias.name
+                self.imports.setdefault(local, []).append(f"{base}.{alias.name}" if base else alias.name)
+        elif isinstance(st, ast.Assign):
+            for t in st.targets:
+                if isinstance(t, ast.Name):
+                    segs = self._assign_segs.setdefault(t.id, [])
+                    if seg not in segs:
+                        segs.append(seg)
+                    if mentions_checkpoint(st.value):
+                        self.checkpoint_aliases.add(t.id)
+        elif isinstance(st, ast.AnnAssign) and isinstance(st.target, ast.Name):
+            segs = self._assign_segs.setdefault(st.target.id, [])
+            if seg not in segs:
+                segs.append(seg)
+        elif isinstance(st, ast.If):
+            for inner in (*st.body, *st.orelse):
+                self._index_ast(inner, seg)
+        elif isinstance(st, (ast.Try, getattr(ast, "TryStar", ast.Try))):
+            for inner in (*st.body, *(x for h in st.handlers for x in h.body), *st.orelse, *st.finalbody):
+                self._index_ast(inner, seg)
+        elif isinstance(st, ast.With):
+            for inner in st.body:
+                self._index_ast(inner, seg)
+
+    @property
+    def statement_count(self) -> int:
+        return len(self._stmts)
+
+    def statement(self, index: int) -> cst.BaseStatement:
+        """Top-level statement ``index`` as a libcst node (parsed on first use)."""
+        stmt = self._stmts[index]
+        if stmt is None:
+            start = self._offsets[self.starts[index] - 1]
+            end = (
+                self._offsets[self.starts[index + 1] - 1] if index + 1 < len(self.starts) else len(self.source)
+            )
+            try:
+                segment = cst.parse_module(self.source[start:end])
+            except (RecursionError, MemoryError):
+                # Too deeply nested for libcst (generated literals): nothing in it can be read.
+                segment = cst.parse_module("pass\n")
+            except cst.ParserSyntaxError:
+                segment = None
+            if segment is None or len(segment.body) != 1:
+                # libcst reads this statement differently from ast (rare grammar
+                # corners): treat it as opaque rather than fail the file.
+                segment = cst.parse_module("pass\n")
+            stmt = segment.body[0]
+            self._stmts[index] = stmt
+            self._seg_mods[index] = segment
+        return stmt
+
+    @property
+    def module(self) -> cst.Module:
+        """All statements as one module (parses every statement: avoid on hot paths)."""
+        if self._full is not None:
+            return self._full
+        return cst.Module(body=[self.statement(i) for i in range(self.statement_count)])
+
+    @property
+    def package(self) -> str:
+        if self.is_package:
+            return self.name
+        return self.name.rpartition(".")[0]
+
+    @property
+    def lines(self) -> list[str]:
+        """Source lines, split the way ``ast`` counts them."""
+        if self._lines is None:
+            offs = self._offsets
+            self._lines = [self.source[offs[i] : offs[i + 1]].rstrip("\r\n") for i in range(len(offs) - 1)]
+            if offs[-1] < len(self.source):
+                self._lines.append(self.source[offs[-1] :])
+        return self._lines
+
+    def _absolute_name(self, module: str, level: int) -> str:
+        if level == 0:
+            return module
+        pkg = self.package.split(".") if self.package else []
+        base = [] if level - 1 > len(pkg) else pkg[: len(pkg) - (level - 1)]
+        return ".".join([*base, *([module] if module else [])])
+
+    def _absolute(self, module: cst.BaseExpression | None, level: int) -> str:
+        return self._absolute_name((dotted_name(module) or "") if module is not None else "", level)
+
+    def add_import(self, stmt: cst.Import | cst.ImportFrom, table: dict[str, list[str]]) -> None:
+        """Record the names one import statement binds into ``table``."""
+        if isinstance(stmt, cst.Import):
+            for alias in stmt.names:
+                full = dotted_name(alias.name) or ""
+                if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
+                    table.setdefault(alias.asname.name.value, []).append(full)
+                else:
+                    head = full.split(".")[0]
+                    table.setdefault(head, []).append(head)
+            return
+        level = len(stmt.relative)
+        base = self._absolute(stmt.module, level)
+        if isinstance(stmt.names, cst.ImportStar):
+            if table is self.imports and base not in self.star_imports:
+                self.star_imports.append(base)
+            return
+        for alias in stmt.names:
+            name = dotted_name(alias.name) or ""
+            local = name
+            if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
+                local = alias.asname.name.value
+            table.setdefault(local, []).append(f"{base}.{name}" if base else name)
+
+    # -- positions ---------------------------------------------------------------
+
+    def position(self, node: cst.CSTNode) -> CodeRange | None:
+        """Source range of ``node`` (positions are computed per top-level statement)."""
+        if self.parse_error is not None:
+            return None
+        found = self._positions.get(node)
+        if found is not None:
+            return found
+        index = self._statement_index(node)
+        if index is None or index in self._seg_positions:
+            return None
+        if self._full is not None:
+            # Whole-file parse (fallback): one position pass over the file.
+            self._positions.update(resolve_positions(self._full) or {})
+            for i in range(len(self._stmts)):
+                self._seg_positions[i] = {}
+            return self._positions.get(node)
+        segment = self._seg_mods[index]
+        positions = resolve_positions(segment)
+        if positions is None:
+            self._seg_positions[index] = {}
+            return None
+        offset = self.starts[index] - 1  # the segment's line 1 is the statement's first line
+        for n, r in positions.items():
+            if offset:
+                r = CodeRange((r.start.line + offset, r.start.column), (r.end.line + offset, r.end.column))
+            self._positions[n] = r
+        self._seg_positions[index] = {}
+        return self._positions.get(node)
+
+    def _statement_index(self, node: cst.CSTNode) -> int | None:
+        from ckptlint.analysis.walk import walk
+
+        cached = self._stmt_of.get(id(node))
+        if cached is not None:
+            return cached
+        for i, stmt in enumerate(self._stmts):
+            if stmt is None or i in self._walked:
+                continue
+            self._walked.add(i)
+            for n in walk(stmt):
+                self._stmt_of[id(n)] = i
+            if id(node) in self._stmt_of:
+                return i
+        return self._stmt_of.get(id(node))
+
+    def code_for(self, node: cst.CSTNode) -> str:
+        return cst.Module(body=[]).code_for_node(node)
