@@ -185,7 +185,7 @@ def _apply(text: str, edits) -> str:
 def test_configured_checkpoint_function(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     src = """
-import deepspeed
+import teamlib
 import torch.nn as nn
 
 class Block(nn.Module):
@@ -199,11 +199,11 @@ class Model(nn.Module):
         self.block = Block()
 
     def forward(self, x):
-        return deepspeed.checkpointing.checkpoint(self.block, x)
+        return teamlib.memory.recompute(self.block, x)
 """
     _write(tmp_path, {"m.py": src})
     assert lint(["."]).findings == ()
-    options = EngineOptions(checkpoint_functions=("deepspeed.checkpointing.checkpoint",))
+    options = EngineOptions(checkpoint_functions=("teamlib.memory.recompute",))
     found = lint(["."], options).findings
     # Configured functions are not torch's: no CKP401 for the missing use_reentrant.
     assert [(f.code, f.line, f.callable) for f in found] == [("CKP101", 7, "Block.forward")]
