@@ -524,6 +524,8 @@ RUNTIME_CASES: list[tuple[str, str, tuple[int, ...], tuple[tuple[int, ...], ...]
     ("benign_conditional_inplace_helpers.py", "Net", (8,), ((4, 8),), "benign"),
     ("benign_data_dependent_control_flow.py", "Model", (8,), ((4, 8), (4,)), "benign"),
     ("benign_out_of_place_twins.py", "Net", (8,), ((4, 8), (4, 8), (4, 8)), "benign"),
+    ("timm_beit_kwargs_implicit_reentrant.py", "Beit", (8,), ((2, 3, 8),), "hazard"),
+    ("benign_kwargs_nonreentrant.py", "Beit", (8,), ((2, 3, 8),), "benign"),
 ]
 
 
