@@ -526,6 +526,8 @@ RUNTIME_CASES: list[tuple[str, str, tuple[int, ...], tuple[tuple[int, ...], ...]
     ("benign_out_of_place_twins.py", "Net", (8,), ((4, 8), (4, 8), (4, 8)), "benign"),
     ("timm_beit_kwargs_implicit_reentrant.py", "Beit", (8,), ((2, 3, 8),), "hazard"),
     ("benign_kwargs_nonreentrant.py", "Beit", (8,), ((2, 3, 8),), "benign"),
+    ("rule_ckp403_frozen_inputs.py", "FrozenStemModel", (8,), ((4, 8),), "hazard"),
+    ("benign_frozen_stem_nonreentrant.py", "FrozenStemModel", (8,), ((4, 8),), "benign"),
 ]
 
 

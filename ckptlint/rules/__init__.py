@@ -35,6 +35,7 @@ _MODULES = (
     "ckp305_rng_not_preserved",
     "ckp401_missing_use_reentrant",
     "ckp402_reentrant_with_kwargs",
+    "ckp403_reentrant_no_grad_inputs",
 )
 
 ALL_RULES: list[ModuleType] = sorted(
