@@ -77,6 +77,9 @@ _TRIGGERS = (
     r"GradientCheckpointingLayer",
     r"apply_activation_checkpointing",
     r"checkpoint_wrapper",
+    # Training scripts that switch checkpointing on (rules with EVENT "module"; issue 9).
+    r"(?:gradient|activation)_checkpointing_(?:enable|kwargs)",
+    r"find_unused_parameters",
 )
 _BASE_PREFILTER = re.compile("|".join(_TRIGGERS))
 
@@ -196,6 +199,7 @@ class _FileAnalysis:
         self.write_rules = _rules_for("write")
         self.global_rules = _rules_for("global")
         self.site_rules = _rules_for("site")
+        self.module_rules = _rules_for("module")
         self._site_labels: dict[int, tuple[str, int]] = {}
         self.current: CheckedCallable | None = None
 
@@ -270,6 +274,9 @@ class _FileAnalysis:
                 for hit in rule.check(site, ctx):
                     label = self.site_label(site.module, site.call, site.ctx.qualname)
                     self.add(rule.CODE, hit, site.module, None, target, (), Site(*label))
+        for rule in self.module_rules:  # whole-file rules (training scripts); the hit is its own site
+            for hit in rule.check(mod, RuleContext(None, None, "", None, self.project)):
+                self.add(rule.CODE, hit, mod, None, None, (), Site(*self.site_label(mod, hit.node)))
         analyzer = FlowAnalyzer(
             self.discovery.resolver, self.options.max_helper_depth, self._on_event, self.discovery.is_checkpoint_call
         )

@@ -11,8 +11,24 @@ turned back on (``x.requires_grad_()``, ``x.requires_grad = True``), when
 the file registers ``enable_input_require_grads()`` /
 ``make_inputs_require_grad`` hooks (for frozen outputs), with
 ``use_reentrant=False``, or when one argument may require grad (a
-parameter, a function input we cannot see). Training scripts that enable
-reentrant checkpointing on a frozen / PEFT model are CKP406.
+parameter, a function input we cannot see).
+
+Training scripts, the commonest shape: ``model.gradient_checkpointing_enable(
+gradient_checkpointing_kwargs={"use_reentrant": True})`` (or
+``TrainingArguments(gradient_checkpointing=True, gradient_checkpointing_kwargs=
+{"use_reentrant": True})``, trl's configs alike) on a model frozen by
+``get_peft_model`` / ``PeftModel.from_pretrained`` / ``requires_grad_(False)``
+/ ``p.requires_grad = False`` loops / ``freeze*()`` helpers, with no
+``enable_input_require_grads()`` / ``make_inputs_require_grad`` hook /
+``add_adapter`` in the file. The library guards are followed: PEFT hooks
+the embeddings itself when checkpointing was on before ``get_peft_model``;
+``prepare_model_for_kbit_training`` does when it enables checkpointing;
+transformers 5.x defaults to ``use_reentrant=False`` and calls
+``enable_input_require_grads()`` itself for models whose main input is
+``input_ids``, so on 5.x only vision / audio models (``ViTForImageClassification``,
+``Wav2Vec2ForCTC``, ``*VisionModel``...) are flagged; on 4.x (reentrant by
+default, no such guard) text models are too. The release is read from the
+installed transformers' metadata.
 
 Why it breaks checkpointing: the reentrant variant runs the function under
 ``no_grad`` and rebuilds the graph in backward only from its *tensor
@@ -41,6 +57,8 @@ from typing import Iterator
 import libcst as cst
 
 from ckptlint.discovery.sites import SiteCall
+from ckptlint.project import ModuleInfo, dotted_name
+from ckptlint.rules._training_scripts import Script, transformers_major
 from ckptlint.rules._grad_sources import REENABLERS, GradSources, frozen_submodules
 from ckptlint.rules.base import Hit, RuleContext, literal
 
@@ -51,10 +69,22 @@ MESSAGE = (
     "backpropagates only through its tensor inputs, so the parameters of '{target}' get no gradient; "
     "pass use_reentrant=False, or make the input require grad ({fix})"
 )
+SCRIPT_MESSAGE = (
+    "{call} enables reentrant checkpointing ({how}) on a model with frozen parameters ({frozen}){model}: each "
+    "checkpointed layer then gets inputs that do not require grad, so the trainable parameters inside it "
+    "(LoRA adapters, unfrozen layers) get no gradient; pass {kw}={{\"use_reentrant\": False}}, or call "
+    "model.enable_input_require_grads() before training"
+)
 EVENT = "site"
+EVENTS = ("site", "module")
+_SCRIPT_WORDS = ("checkpointing_enable", "gradient_checkpointing")
 
 
-def check(site: SiteCall, ctx: RuleContext) -> Iterator[Hit]:
+def check(event: SiteCall | ModuleInfo, ctx: RuleContext) -> Iterator[Hit]:
+    if isinstance(event, ModuleInfo):
+        yield from _check_script(event)
+        return
+    site = event
     if site.kind not in ("checkpoint", "gc_func"):
         return
     how = _reentrant(site)
@@ -82,6 +112,40 @@ def check(site: SiteCall, ctx: RuleContext) -> Iterator[Hit]:
     yield Hit(site.call, MESSAGE.format(
         func=site.name, of=ctx.of_callable, how=how, why="; ".join(reasons), target=checked.name, fix=fix,
     ))
+
+
+def _check_script(mod: ModuleInfo) -> Iterator[Hit]:
+    """Training scripts: transformers' reentrant gradient checkpointing on a frozen / PEFT model."""
+    if not any(w in mod.source for w in _SCRIPT_WORDS):
+        return
+    scripts = Script.of(mod)
+    if any(s.reenable_lines for s in scripts):
+        return
+    major = transformers_major()
+    for script, enable in ((s, e) for s in scripts for e in s.enables):
+        if enable.reentrant is not True:
+            continue
+        is_method = isinstance(enable.node.func, cst.Attribute) and enable.node.func.attr.value.endswith("checkpointing_enable")
+        # PEFT hooks the embeddings itself when checkpointing is already on at get_peft_model time;
+        # TrainingArguments switch it on later, inside the Trainer.
+        peft = [line for line in script.peft_lines if line < enable.line or not is_method]
+        frozen = [f"{what} at line {line}" for line, what in script.freezes] + [f"get_peft_model at line {line}" for line in peft]
+        if not frozen:
+            continue
+        model = ""
+        if major >= 5:
+            non_text = script.non_text_model()
+            if non_text is None:
+                continue  # transformers 5 calls enable_input_require_grads() for input_ids models
+            model = f", a {non_text} whose main input is not input_ids (transformers {major}.x only hooks input_ids embeddings)"
+        how = "use_reentrant=True" if enable.explicit else f"the transformers {major}.x default"
+        kw = "gradient_checkpointing_kwargs" if is_method or _has_kw(enable.node, "gradient_checkpointing") else "activation_checkpointing_kwargs"
+        name = enable.node.func.attr.value if isinstance(enable.node.func, cst.Attribute) else (dotted_name(enable.node.func) or "call")
+        yield Hit(enable.node, SCRIPT_MESSAGE.format(call=f"{name}()", how=how, frozen="; ".join(frozen[:2]), model=model, kw=kw))
+
+
+def _has_kw(call: cst.Call, name: str) -> bool:
+    return any(a.keyword is not None and a.keyword.value == name for a in call.args)
 
 
 def _reentrant(site: SiteCall) -> str | None:
