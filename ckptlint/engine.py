@@ -17,7 +17,7 @@ from typing import Iterable, Sequence
 
 import libcst as cst
 
-from ckptlint.analysis import names as N
+from ckptlint.analysis.params import gc_layer_nulled
 from ckptlint.analysis.flow import CallEvent, Event, FlowAnalyzer, Root, Visit, WriteEvent
 from ckptlint.discovery.sites import CheckedCallable, Discovery
 from ckptlint.files import iter_python_files
@@ -285,7 +285,7 @@ class _FileAnalysis:
             if item.ref is None:
                 self._member(item)
                 continue
-            analyzer.nulled = N.GC_NULLED_PARAMS if item.via == "GradientCheckpointingLayer" else frozenset()
+            analyzer.nulled = gc_layer_nulled(self.project, item.ref.cls) if item.via == "GradientCheckpointingLayer" else frozenset()
             analyzer.run(item.ref, item.inputs, memo_extra=(item.preserve_rng_state, analyzer.nulled))
         self.current = None
 

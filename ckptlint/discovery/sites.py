@@ -20,7 +20,7 @@ from typing import Iterator, Sequence
 import libcst as cst
 
 from ckptlint.analysis import names as N
-from ckptlint.analysis.params import input_params
+from ckptlint.analysis.params import gc_layer_nulled, input_params
 from ckptlint.analysis.walk import iter_children, walk
 from ckptlint.analysis.values import Evaluator, Instance, literal_truth
 from ckptlint.discovery.callables import CallableRef, Ctx, Resolver, first_param
@@ -363,7 +363,7 @@ class Discovery:
             if method is None:
                 continue
             ref = CallableRef(method.node, method.module, cls, f"{cls.short}.forward", bound=True)
-            inputs = input_params(ref, extra_nulled=N.GC_NULLED_PARAMS)
+            inputs = input_params(ref, extra_nulled=gc_layer_nulled(self.project, cls))
             yield CheckedCallable(ref, inputs, mod, node, True, "GradientCheckpointingLayer")
 
     def _may_be_gc_layer(self, mod: ModuleInfo, name: str, seen: set[tuple[str, str]]) -> bool:

@@ -25,6 +25,7 @@ from functools import lru_cache
 
 import libcst as cst
 
+from ckptlint.analysis.params import installed_major
 from ckptlint.analysis.walk import walk
 from ckptlint.project import ModuleInfo, dotted_name
 
@@ -49,16 +50,7 @@ _NOT_A_MODEL = re.compile(r"Tokenizer|Processor|Config|FeatureExtractor|PeftMode
 @lru_cache(maxsize=1)
 def transformers_major() -> int:
     """Major version of the installed transformers (metadata only); 5 when absent or unreadable."""
-    try:
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            text = version("transformers")
-        except PackageNotFoundError:
-            return 5
-        return int(text.split(".", 1)[0])
-    except (ValueError, ImportError):
-        return 5
+    return installed_major("transformers", 5)
 
 
 @dataclass(frozen=True)
