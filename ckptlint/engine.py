@@ -19,6 +19,7 @@ import libcst as cst
 
 from ckptlint.analysis.params import gc_layer_nulled
 from ckptlint.analysis.flow import CallEvent, Event, FlowAnalyzer, Root, Visit, WriteEvent
+from ckptlint.discovery.custom_functions import find_custom_functions
 from ckptlint.discovery.sites import CheckedCallable, Discovery
 from ckptlint.files import iter_python_files
 from ckptlint.project import ModuleInfo, Project
@@ -122,7 +123,7 @@ def find_wrappers(project: Project, paths: Iterable[str], options: EngineOptions
         if path in cache:
             out.update(cache[path])
             continue
-        found = _wrappers_in(project, path, call_re)
+        found = _wrappers_in(project, path, call_re) + find_custom_functions(project, [path])  # + Function.apply sites
         cache[path] = found
         out.update(found)
     return tuple(sorted(out))
