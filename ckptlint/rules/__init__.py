@@ -36,6 +36,7 @@ _MODULES = (
     "ckp401_missing_use_reentrant",
     "ckp402_reentrant_with_kwargs",
     "ckp403_reentrant_no_grad_inputs",
+    "ckp404_reentrant_under_ddp",
 )
 
 ALL_RULES: list[ModuleType] = sorted(

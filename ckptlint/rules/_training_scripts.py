@@ -73,6 +73,9 @@ class Script:
     model_classes: list[str] = field(default_factory=list)  # the module scope's, for functions
     own_models: list[str] = field(default_factory=list)
     ddp_calls: list[cst.Call] = field(default_factory=list)
+    static_graph_lines: list[int] = field(default_factory=list)
+    reentrant_checkpoints: list[int] = field(default_factory=list)  # torch checkpoint calls running reentrant
+    ddp_unused_args: list[cst.Call] = field(default_factory=list)  # TrainingArguments(ddp_find_unused_parameters=True)
 
     @classmethod
     def of(cls, mod: ModuleInfo) -> list[Script]:
@@ -87,8 +90,8 @@ class Script:
                 out.model_classes = parent.own_models  # a module-level model used inside a function
             scopes.append(out)
             for node in walk(root, into_defs=False):
-                if node is not root and isinstance(node, (cst.FunctionDef, cst.Lambda)):
-                    if isinstance(node, cst.FunctionDef):
+                if node is not root and isinstance(node, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
+                    if isinstance(node, (cst.FunctionDef, cst.ClassDef)):
                         stack.append((node, out if parent is None else parent))
                     continue
                 if isinstance(node, cst.Call):
@@ -141,6 +144,16 @@ class Script:
                 self.own_models.append(owner)
         elif last in ("DistributedDataParallel", "DDP"):
             self.ddp_calls.append(call)
+            if _true(_kwarg(call, "static_graph")):
+                self.static_graph_lines.append(self._line(call))
+        elif last == "_set_static_graph":
+            self.static_graph_lines.append(self._line(call))
+        elif last in ("checkpoint", "checkpoint_sequential") and not any(a.star == "**" for a in call.args):
+            flag = _kwarg(call, "use_reentrant")
+            if (flag is None and call.args) or _true(flag):
+                self.reentrant_checkpoints.append(self._line(call))
+        if _true(_kwarg(call, "ddp_find_unused_parameters")):
+            self.ddp_unused_args.append(call)
 
     def non_text_model(self) -> str | None:
         """The model class this scope loads when its main input is not ``input_ids`` (None: text or unknown)."""
@@ -200,6 +213,10 @@ def _last(expr: cst.BaseExpression) -> str | None:
 
 def _owner(expr: cst.BaseExpression) -> cst.BaseExpression:
     return expr.value if isinstance(expr, cst.Attribute) else expr
+
+
+def _true(expr: cst.BaseExpression | None) -> bool:
+    return isinstance(expr, cst.Name) and expr.value == "True"
 
 
 def _false(expr: cst.BaseExpression | None) -> bool:
