@@ -528,6 +528,8 @@ RUNTIME_CASES: list[tuple[str, str, tuple[int, ...], tuple[tuple[int, ...], ...]
     ("benign_kwargs_nonreentrant.py", "Beit", (8,), ((2, 3, 8),), "benign"),
     ("rule_ckp403_frozen_inputs.py", "FrozenStemModel", (8,), ((4, 8),), "hazard"),
     ("benign_frozen_stem_nonreentrant.py", "FrozenStemModel", (8,), ((4, 8),), "benign"),
+    ("moe_aux_loss_hook.py", "Model", (8,), ((4, 8),), "hazard"),
+    ("benign_hook_reads_only.py", "Model", (8,), ((4, 8),), "benign"),
 ]
 
 

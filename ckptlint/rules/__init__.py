@@ -28,6 +28,7 @@ _MODULES = (
     "ckp203_outer_container_mutation",
     "ckp204_batchnorm_running_stats",
     "ckp205_torch_global_setter",
+    "ckp206_hook_state_write",
     "ckp301_python_random",
     "ckp302_numpy_random",
     "ckp303_explicit_generator",
