@@ -29,6 +29,7 @@ _MODULES = (
     "ckp204_batchnorm_running_stats",
     "ckp205_torch_global_setter",
     "ckp206_hook_state_write",
+    "ckp207_outer_tracker_update",
     "ckp301_python_random",
     "ckp302_numpy_random",
     "ckp303_explicit_generator",
