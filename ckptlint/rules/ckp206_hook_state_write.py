@@ -67,7 +67,13 @@ def check(event: CallEvent, ctx: RuleContext) -> Iterator[Hit]:
     cls = visit.ref.cls
     if cls is None or func.value.value != _first_param(visit.ref.node):
         return
-    hooks = _hooks_on(cls, func.attr.value)
+    if "register_forward" not in cls.module.source:
+        return
+    cache = ctx.project.cache.setdefault("ckp206_hooks", {}) if ctx.project is not None else {}
+    key = (cls.qualname, func.attr.value)
+    if key not in cache:
+        cache[key] = _hooks_on(cls, func.attr.value)
+    hooks = cache[key]
     if not hooks:
         return
     reentrant = _reentrant(ctx)

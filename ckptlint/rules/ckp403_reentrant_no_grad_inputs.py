@@ -77,7 +77,8 @@ SCRIPT_MESSAGE = (
 )
 EVENT = "site"
 EVENTS = ("site", "module")
-_SCRIPT_WORDS = ("checkpointing_enable", "gradient_checkpointing")
+# Cheap text gate: model files mention gradient_checkpointing everywhere, scripts switch it on.
+_SCRIPT_WORDS = ("checkpointing_enable(", "gradient_checkpointing=True", "checkpointing_kwargs=")
 
 
 def check(event: SiteCall | ModuleInfo, ctx: RuleContext) -> Iterator[Hit]:
