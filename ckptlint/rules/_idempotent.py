@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import libcst as cst
 
-__all__ = ["idempotent_assignment", "idempotent_update"]
+__all__ = ["code_of", "idempotent_assignment", "idempotent_update"]
 
 _METADATA = frozenset({"dtype", "device", "is_cuda", "layout"})  # not .shape: it follows the input
 _METADATA_CALLS = frozenset({"get_device"})
 _CONVERSIONS = frozenset({"to", "float", "half", "bfloat16", "double", "type", "cuda", "cpu", "contiguous", "type_as"})
 
 
-def _code(node: cst.CSTNode) -> str:
+def code_of(node: cst.CSTNode) -> str:
+    """Source text of a node (for messages and same-expression tests)."""
     return cst.Module(body=[]).code_for_node(node)
 
 
@@ -40,7 +41,7 @@ def idempotent_assignment(stmt: cst.CSTNode, target: cst.BaseExpression) -> bool
         expr: cst.BaseExpression = value
         while isinstance(expr, cst.Call) and isinstance(expr.func, cst.Attribute) and expr.func.attr.value in _CONVERSIONS:
             expr = expr.func.value
-        return expr is not value and _code(expr) == _code(target)
+        return expr is not value and code_of(expr) == code_of(target)
     return False
 
 
@@ -59,7 +60,7 @@ def idempotent_update(call: cst.Call) -> bool:
     func = call.func
     if not (isinstance(func, cst.Attribute) and func.attr.value == "update") or not call.args:
         return False
-    receiver = _code(func.value)
+    receiver = code_of(func.value)
     pairs: list[tuple[str | None, cst.BaseExpression]] = []
     for arg in call.args:
         if arg.star:
@@ -79,8 +80,8 @@ def idempotent_update(call: cst.Call) -> bool:
 def _reads_back(value: cst.BaseExpression, receiver: str, key: str) -> bool:
     if isinstance(value, cst.Subscript) and len(value.slice) == 1 and isinstance(value.slice[0].slice, cst.Index):
         index = value.slice[0].slice.value
-        return _code(value.value) == receiver and isinstance(index, cst.SimpleString) and repr(index.evaluated_value) == key
+        return code_of(value.value) == receiver and isinstance(index, cst.SimpleString) and repr(index.evaluated_value) == key
     if isinstance(value, cst.Call) and isinstance(value.func, cst.Attribute) and value.func.attr.value == "get" and value.args:
         first = value.args[0].value
-        return _code(value.func.value) == receiver and isinstance(first, cst.SimpleString) and repr(first.evaluated_value) == key
+        return code_of(value.func.value) == receiver and isinstance(first, cst.SimpleString) and repr(first.evaluated_value) == key
     return False

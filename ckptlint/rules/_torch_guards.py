@@ -41,6 +41,7 @@ import libcst as cst
 
 from ckptlint.analysis.walk import iter_children
 from ckptlint.project import ModuleInfo, dotted_name
+from ckptlint.rules._idempotent import code_of
 
 __all__ = ["legacy_only"]
 
@@ -169,7 +170,7 @@ def _comparison(test: cst.Comparison) -> Constraint | None:
     target = test.comparisons[0]
     if isinstance(target.operator, (cst.In, cst.NotIn)):
         # "use_reentrant" in inspect.signature(checkpoint).parameters: true exactly on torch >= 1.11.
-        if _string(test.left) == "use_reentrant" and "signature" in (dotted_name(_call_func(target.comparator)) or _text(target.comparator)):
+        if _string(test.left) == "use_reentrant" and "signature" in (dotted_name(_call_func(target.comparator)) or code_of(target.comparator)):
             return (">=", USE_REENTRANT_SINCE) if isinstance(target.operator, cst.In) else ("<", USE_REENTRANT_SINCE)
         return None
     op = _CMP_OPS.get(type(target.operator))
@@ -238,6 +239,3 @@ def _call_func(expr: cst.BaseExpression) -> cst.BaseExpression:
         expr = expr.value
     return expr.func if isinstance(expr, cst.Call) else expr
 
-
-def _text(expr: cst.BaseExpression) -> str:
-    return cst.Module(body=[]).code_for_node(expr)

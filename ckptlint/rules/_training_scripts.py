@@ -29,7 +29,7 @@ from ckptlint.analysis.params import installed_major
 from ckptlint.analysis.walk import walk
 from ckptlint.project import ModuleInfo, dotted_name
 
-__all__ = ["Script", "transformers_major"]
+__all__ = ["Script", "keyword_value", "transformers_major"]
 
 _ENABLE = frozenset({"gradient_checkpointing_enable", "activation_checkpointing_enable"})
 _GC_KWARGS = frozenset({"gradient_checkpointing_kwargs", "activation_checkpointing_kwargs"})
@@ -108,24 +108,17 @@ class Script:
 
     def _call(self, call: cst.Call) -> None:
         last = _last(call.func)
-        if last in _ENABLE:
+        # model.gradient_checkpointing_enable(...) / TrainingArguments(gradient_checkpointing=True, ...)
+        if last in _ENABLE or _true(keyword_value(call, "gradient_checkpointing")):
             value = _gc_kwargs_reentrant(call)
-            if value is _UNSET:
+            if value is _UNSET:  # no use_reentrant written: the release's default
                 self.enables.append(Enable(call, self._line(call), transformers_major() < 5, False))
             else:
                 self.enables.append(Enable(call, self._line(call), value, True))  # type: ignore[arg-type]
-        elif _kwarg(call, "gradient_checkpointing") is not None and _false(_kwarg(call, "gradient_checkpointing")) is False:
-            flag = _kwarg(call, "gradient_checkpointing")
-            if isinstance(flag, cst.Name) and flag.value == "True":
-                value = _gc_kwargs_reentrant(call)
-                if value is _UNSET:
-                    self.enables.append(Enable(call, self._line(call), transformers_major() < 5, False))
-                else:
-                    self.enables.append(Enable(call, self._line(call), value, True))  # type: ignore[arg-type]
         if last in _PEFT or (last == "from_pretrained" and _last(_owner(call.func)) == "PeftModel"):
             self.peft_lines.append(self._line(call))
         elif last == "prepare_model_for_kbit_training":
-            gc = _kwarg(call, "use_gradient_checkpointing")
+            gc = keyword_value(call, "use_gradient_checkpointing")
             if gc is not None and _false(gc):
                 self.freezes.append((self._line(call), "prepare_model_for_kbit_training"))
             else:
@@ -144,15 +137,15 @@ class Script:
                 self.own_models.append(owner)
         elif last in ("DistributedDataParallel", "DDP"):
             self.ddp_calls.append(call)
-            if _true(_kwarg(call, "static_graph")):
+            if _true(keyword_value(call, "static_graph")):
                 self.static_graph_lines.append(self._line(call))
         elif last == "_set_static_graph":
             self.static_graph_lines.append(self._line(call))
         elif last in ("checkpoint", "checkpoint_sequential") and not any(a.star == "**" for a in call.args):
-            flag = _kwarg(call, "use_reentrant")
+            flag = keyword_value(call, "use_reentrant")
             if (flag is None and call.args) or _true(flag):
                 self.reentrant_checkpoints.append(self._line(call))
-        if _true(_kwarg(call, "ddp_find_unused_parameters")):
+        if _true(keyword_value(call, "ddp_find_unused_parameters")):
             self.ddp_unused_args.append(call)
 
     def non_text_model(self) -> str | None:
@@ -172,7 +165,7 @@ _UNSET = _Unset()
 
 def _gc_kwargs_reentrant(call: cst.Call) -> bool | None | _Unset:
     for name in _GC_KWARGS:
-        value = _kwarg(call, name)
+        value = keyword_value(call, name)
         if value is None:
             continue
         found = _dict_value(value, "use_reentrant")
@@ -190,13 +183,14 @@ def _dict_value(expr: cst.BaseExpression, key: str) -> cst.BaseExpression | _Uns
             if isinstance(el, cst.DictElement) and isinstance(el.key, cst.SimpleString) and el.key.evaluated_value == key:
                 return el.value
     elif isinstance(expr, cst.Call) and dotted_name(expr.func) == "dict":
-        found = _kwarg(expr, key)
+        found = keyword_value(expr, key)
         if found is not None:
             return found
     return _UNSET
 
 
-def _kwarg(call: cst.Call, name: str) -> cst.BaseExpression | None:
+def keyword_value(call: cst.Call, name: str) -> cst.BaseExpression | None:
+    """The value passed as ``name=`` (None when absent)."""
     for a in call.args:
         if a.keyword is not None and a.keyword.value == name:
             return a.value

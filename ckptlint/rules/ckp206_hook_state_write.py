@@ -46,6 +46,7 @@ import libcst as cst
 from ckptlint.analysis.flow import CallEvent
 from ckptlint.analysis.walk import iter_children, walk
 from ckptlint.project import ClassInfo, ModuleInfo
+from ckptlint.rules._idempotent import code_of
 from ckptlint.rules.base import Hit, RuleContext, literal
 
 CODE = "CKP206"
@@ -172,11 +173,11 @@ def _state_write(fn: cst.FunctionDef) -> str:
     params = {p.name.value for p in fn.params.params}
     for node in walk(fn.body):
         if isinstance(node, cst.AugAssign):
-            return _code(node.target) + " " + _code(node.operator).strip()
+            return code_of(node.target) + " " + code_of(node.operator).strip()
         if isinstance(node, cst.Assign):
             for t in node.targets:
                 if isinstance(t.target, (cst.Attribute, cst.Subscript)):
-                    return _code(t.target) + " = ..."
+                    return code_of(t.target) + " = ..."
         if isinstance(node, (cst.Global, cst.Nonlocal)):
             return "global " + ", ".join(n.name.value for n in node.names)
         if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value in _MUTATORS:
@@ -187,12 +188,9 @@ def _state_write(fn: cst.FunctionDef) -> str:
             # A write on the hook's own output/input tensors (``output.add_``) is CKP1xx territory.
             if isinstance(root, cst.Name) and root.value in params and root.value != _first_param(fn):
                 continue
-            return f"{_code(base)}.{node.func.attr.value}(...)"
+            return f"{code_of(base)}.{node.func.attr.value}(...)"
     return ""
 
-
-def _code(node: cst.CSTNode) -> str:
-    return cst.Module(body=[]).code_for_node(node)
 
 
 VALID = [

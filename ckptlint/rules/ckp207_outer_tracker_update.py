@@ -32,7 +32,7 @@ import libcst as cst
 from ckptlint.analysis.flow import CallEvent
 from ckptlint.analysis.walk import walk
 from ckptlint.project import ClassInfo, ModuleInfo
-from ckptlint.rules._idempotent import idempotent_update
+from ckptlint.rules._idempotent import code_of, idempotent_update
 from ckptlint.rules.base import Hit, RuleContext
 
 CODE = "CKP207"
@@ -93,21 +93,18 @@ def _self_write(fn: cst.FunctionDef) -> str:
 
     for node in walk(fn.body):
         if isinstance(node, cst.AugAssign) and on_self(node.target):
-            return f"{_code(node.target)} {_code(node.operator).strip()}"
+            return f"{code_of(node.target)} {code_of(node.operator).strip()}"
         if isinstance(node, cst.Assign):
             for t in node.targets:
                 if isinstance(t.target, (cst.Attribute, cst.Subscript)) and on_self(t.target):
-                    return f"{_code(t.target)} = ..."
+                    return f"{code_of(t.target)} = ..."
         if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and on_self(node.func.value):
             if isinstance(node.func.value, cst.Attribute) and node.func.attr.value in ("append", "extend", "insert", "update", "add", "setdefault", "add_", "copy_"):
                 if node.func.attr.value == "update" and idempotent_update(node):
                     continue
-                return f"{_code(node.func.value)}.{node.func.attr.value}(...)"
+                return f"{code_of(node.func.value)}.{node.func.attr.value}(...)"
     return ""
 
-
-def _code(node: cst.CSTNode) -> str:
-    return cst.Module(body=[]).code_for_node(node)
 
 
 VALID = [

@@ -59,6 +59,7 @@ import libcst as cst
 from ckptlint.discovery.sites import SiteCall
 from ckptlint.project import ModuleInfo, dotted_name
 from ckptlint.rules._training_scripts import Script, transformers_major
+from ckptlint.rules._idempotent import code_of
 from ckptlint.rules._grad_sources import REENABLERS, GradSources, frozen_submodules
 from ckptlint.rules.base import Hit, RuleContext, literal
 
@@ -180,7 +181,7 @@ def _tensor_args(call: cst.Call) -> list[cst.BaseExpression]:
 
 
 def _text(expr: cst.BaseExpression) -> str:
-    code = cst.Module(body=[]).code_for_node(expr)
+    code = code_of(expr)
     return code if len(code) <= 40 else code[:37] + "..."
 
 

@@ -37,7 +37,7 @@ from typing import Iterator
 import libcst as cst
 
 from ckptlint.project import ModuleInfo
-from ckptlint.rules._training_scripts import Script
+from ckptlint.rules._training_scripts import Script, keyword_value as _kwarg
 from ckptlint.rules.base import Hit, RuleContext
 
 CODE = "CKP404"
@@ -79,13 +79,6 @@ def _how(reentrant: list[int], enables: list[int]) -> str:
     if enables:
         parts.append("gradient checkpointing enabled at line " + ", ".join(map(str, enables[:3])))
     return "; ".join(parts)
-
-
-def _kwarg(call: cst.Call, name: str) -> cst.BaseExpression | None:
-    for a in call.args:
-        if a.keyword is not None and a.keyword.value == name:
-            return a.value
-    return None
 
 
 VALID = [
