@@ -17,7 +17,7 @@ from typing import Iterable, Sequence
 
 import libcst as cst
 
-from ckptlint.analysis import names as N
+from ckptlint.analysis.params import gc_layer_nulled
 from ckptlint.analysis.flow import CallEvent, Event, FlowAnalyzer, Root, Visit, WriteEvent
 from ckptlint.discovery.sites import CheckedCallable, Discovery
 from ckptlint.discovery.wrappers import find_wrappers
@@ -79,6 +79,9 @@ _TRIGGERS = (
     r"apply_activation_checkpointing",
     r"activation_checkpointing",  # policies: set_activation_checkpointing, FSDPStrategy(activation_checkpointing_policy=)
     r"checkpoint_wrapper",
+    # Training scripts that switch checkpointing on (rules with EVENT "module"; issue 9).
+    r"(?:gradient|activation)_checkpointing_(?:enable|kwargs)",
+    r"find_unused_parameters",
 )
 _BASE_PREFILTER = re.compile("|".join(_TRIGGERS))
 
@@ -135,6 +138,7 @@ class _FileAnalysis:
         self.write_rules = _rules_for("write")
         self.global_rules = _rules_for("global")
         self.site_rules = _rules_for("site")
+        self.module_rules = _rules_for("module")
         self._site_labels: dict[int, tuple[str, int]] = {}
         self.current: CheckedCallable | None = None
 
@@ -209,6 +213,9 @@ class _FileAnalysis:
                 for hit in rule.check(site, ctx):
                     label = self.site_label(site.module, site.call, site.ctx.qualname)
                     self.add(rule.CODE, hit, site.module, None, target, (), Site(*label))
+        for rule in self.module_rules:  # whole-file rules (training scripts); the hit is its own site
+            for hit in rule.check(mod, RuleContext(None, None, "", None, self.project)):
+                self.add(rule.CODE, hit, mod, None, None, (), Site(*self.site_label(mod, hit.node)))
         analyzer = FlowAnalyzer(
             self.discovery.resolver, self.options.max_helper_depth, self._on_event, self.discovery.is_checkpoint_call
         )
@@ -217,7 +224,7 @@ class _FileAnalysis:
             if item.ref is None:
                 self._member(item)
                 continue
-            analyzer.nulled = N.GC_NULLED_PARAMS if item.via == "GradientCheckpointingLayer" else frozenset()
+            analyzer.nulled = gc_layer_nulled(self.project, item.ref.cls) if item.via == "GradientCheckpointingLayer" else frozenset()
             analyzer.run(item.ref, item.inputs, memo_extra=(item.preserve_rng_state, analyzer.nulled))
         self.current = None
 

@@ -549,6 +549,12 @@ RUNTIME_CASES: list[tuple[str, str, tuple[int, ...], tuple[tuple[int, ...], ...]
     ("shape_builder_object_norm_factory.py", "TinyEfficientNet", (), ((2, 4, 8, 8),), "hazard"),
     ("shape_sequential_attribute_called.py", "GhostNet", (), ((2, 4, 8, 8),), "hazard"),
     ("shape_children_computed_names.py", "Net", (), ((2, 4, 8, 8),), "hazard"),
+    ("timm_beit_kwargs_implicit_reentrant.py", "Beit", (8,), ((2, 3, 8),), "hazard"),
+    ("benign_kwargs_nonreentrant.py", "Beit", (8,), ((2, 3, 8),), "benign"),
+    ("rule_ckp403_frozen_inputs.py", "FrozenStemModel", (8,), ((4, 8),), "hazard"),
+    ("benign_frozen_stem_nonreentrant.py", "FrozenStemModel", (8,), ((4, 8),), "benign"),
+    ("moe_aux_loss_hook.py", "Model", (8,), ((4, 8),), "hazard"),
+    ("benign_hook_reads_only.py", "Model", (8,), ((4, 8),), "benign"),
 ]
 
 

@@ -20,10 +20,11 @@ from typing import Iterator, Sequence
 import libcst as cst
 
 from ckptlint.analysis import names as N
-from ckptlint.analysis.params import input_params
+from ckptlint.analysis.params import gc_layer_nulled, input_params
 from ckptlint.analysis.walk import iter_children, walk
 from ckptlint.infer import Evaluator, Instance, literal_truth
 from ckptlint.infer.resolver import CallableRef, Ctx, Resolver, first_param
+from ckptlint.discovery.custom_functions import custom_checkpoint
 from ckptlint.project import ClassInfo, ModuleInfo, Project, dotted_name
 
 __all__ = ["CheckedCallable", "Discovery", "SiteCall"]
@@ -116,6 +117,10 @@ class Discovery:
             if self._is_checkpoint_attr(ctx.cls, func.attr.value):
                 return _Spec("gc_func", False, 0, written)
         quals = self.resolver.qualnames(func, ctx)
+        if isinstance(func, cst.Attribute) and func.attr.value == "apply":  # issue 9: checkpoint autograd.Functions
+            custom = custom_checkpoint(self.project, quals)
+            if custom is not None:
+                return _Spec("checkpoint", False, 0, written, custom.bound())
         if N.matches(quals, N.TORCH_CHECKPOINT_NAMES - N.CHECKPOINT_SEQUENTIAL):
             return _Spec("checkpoint", True, 0, written)
         if N.matches(quals, N.CHECKPOINT_FUNCTIONS) or N.matches(quals, self.extra):
@@ -367,7 +372,7 @@ class Discovery:
             if method is None:
                 continue
             ref = CallableRef(method.node, method.module, cls, f"{cls.short}.forward", bound=True)
-            inputs = input_params(ref, extra_nulled=N.GC_NULLED_PARAMS)
+            inputs = input_params(ref, extra_nulled=gc_layer_nulled(self.project, cls))
             yield CheckedCallable(ref, inputs, mod, node, True, "GradientCheckpointingLayer")
 
     def _may_be_gc_layer(self, mod: ModuleInfo, name: str, seen: set[tuple[str, str]]) -> bool:

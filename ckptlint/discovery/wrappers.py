@@ -11,6 +11,8 @@ import ast
 import re
 from typing import TYPE_CHECKING, Iterable
 
+from ckptlint.discovery.custom_functions import find_custom_functions
+
 if TYPE_CHECKING:
     from ckptlint.project import Project
 
@@ -32,7 +34,8 @@ def find_wrappers(project: Project, paths: Iterable[str], options: object = None
         if path in cache:
             out.update(cache[path])
             continue
-        found = _wrappers_in(project, path, call_re)
+        # custom autograd.Function checkpoints: their .apply sites are checkpoint sites too
+        found = _wrappers_in(project, path, call_re) + find_custom_functions(project, [path])
         cache[path] = found
         out.update(found)
     return tuple(sorted(out))

@@ -28,6 +28,8 @@ _MODULES = (
     "ckp203_outer_container_mutation",
     "ckp204_batchnorm_running_stats",
     "ckp205_torch_global_setter",
+    "ckp206_hook_state_write",
+    "ckp207_outer_tracker_update",
     "ckp301_python_random",
     "ckp302_numpy_random",
     "ckp303_explicit_generator",
@@ -35,6 +37,8 @@ _MODULES = (
     "ckp305_rng_not_preserved",
     "ckp401_missing_use_reentrant",
     "ckp402_reentrant_with_kwargs",
+    "ckp403_reentrant_no_grad_inputs",
+    "ckp404_reentrant_under_ddp",
 )
 
 ALL_RULES: list[ModuleType] = sorted(

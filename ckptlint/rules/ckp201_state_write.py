@@ -12,6 +12,14 @@ any code that reads the state in between sees a different value in the
 recompute than in the first forward: different branches, missing or extra
 gradients, wrong gradients.
 
+Not flagged: writes that store the same value on every run, so the
+recompute's second write is a no-op — tensor metadata
+(``self.input_dtype = x.dtype``, ``.device``), a converted copy
+of the attribute itself (``self.classifier = self.classifier.to(x.dtype)``),
+fill-once / keyed caches (``if self.cos is None`` / ``if seq_len >
+self.max_seq_len_cached: ...``), and a ``dict.update`` writing back what it
+reads from the same dict.
+
 How to fix: keep such state outside the checkpointed callable (update it in
 the caller after the checkpoint returns), or return the new value.
 
@@ -31,6 +39,7 @@ import libcst as cst
 from ckptlint.analysis import names as N
 from ckptlint.analysis.flow import CallEvent, Root, WriteEvent
 from ckptlint.rules._common import inplace_method, written
+from ckptlint.rules._idempotent import idempotent_assignment, idempotent_update
 from ckptlint.rules.base import Hit, RuleContext
 
 CODE = "CKP201"
@@ -61,6 +70,8 @@ def check(event: CallEvent | WriteEvent, ctx: RuleContext) -> Iterator[Hit]:
             pass
         elif not (isinstance(target, cst.Attribute) and _is_state(root, target)):
             return
+        if event.kind == "assign" and idempotent_assignment(event.stmt, target):
+            return  # tensor metadata / a converted copy of itself: the recompute writes the same value
         kind = {"assign": "writes", "aug": "updates", "del": "deletes"}[event.kind]
         yield Hit(target, MESSAGE.format(what=f"{kind} {written(target)}", where=ctx.inside))
         return
@@ -72,6 +83,8 @@ def check(event: CallEvent | WriteEvent, ctx: RuleContext) -> Iterator[Hit]:
     base = func.value
     if isinstance(base, cst.Name) and not event.receiver.through_attribute:
         return  # ``self.method()``: a call, not a write
+    if method == "update" and idempotent_update(event.call):
+        return
     if inplace_method(method) or method in N.CONTAINER_MUTATORS:
         yield Hit(event.call, MESSAGE.format(what=f"{method}() mutates {written(base)}", where=ctx.inside))
 

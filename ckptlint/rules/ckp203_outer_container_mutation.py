@@ -31,6 +31,7 @@ import libcst as cst
 from ckptlint.analysis import names as N
 from ckptlint.analysis.flow import CallEvent, WriteEvent
 from ckptlint.rules._common import inplace_method, written
+from ckptlint.rules._idempotent import idempotent_update
 from ckptlint.rules.base import Hit, RuleContext
 
 CODE = "CKP203"
@@ -55,6 +56,8 @@ def check(event: CallEvent | WriteEvent, ctx: RuleContext) -> Iterator[Hit]:
     r = event.receiver
     if r is None or r.kind not in _OUTER or r.through_attribute:
         return
+    if event.method == "update" and idempotent_update(event.call):
+        return  # writes back what it reads from the same dict
     if event.method in N.CONTAINER_MUTATORS or inplace_method(event.method):
         func = event.call.func
         assert isinstance(func, cst.Attribute)

@@ -32,6 +32,8 @@ from ckptlint.rules.base import Hit, RuleContext
 CODE = "CKP305"
 NAME = "rng-not-preserved"
 MESSAGE = "{what} draws random numbers {where} with preserve_rng_state=False: the recompute in backward draws different ones; keep the default preserve_rng_state=True"
+# Sites through a checkpoint autograd.Function that does not restore the RNG (discovery/custom_functions.py).
+CUSTOM_FUNCTION_MESSAGE = "{what} draws random numbers {where} through {via}(), a checkpoint autograd.Function that does not restore the RNG state: the recompute in its backward draws different ones; stash torch.get_rng_state() in forward and restore it under torch.random.fork_rng() before rerunning, or use torch.utils.checkpoint"
 EVENT = "call"
 
 
@@ -49,7 +51,9 @@ def check(event: CallEvent, ctx: RuleContext) -> Iterator[Hit]:
                 what = f"{inst.short_name} module"
                 break
     if what is not None:
-        yield Hit(event.call, MESSAGE.format(what=what, where=ctx.inside))
+        via = ctx.checked.via if ctx.checked is not None else ""
+        template = CUSTOM_FUNCTION_MESSAGE if via.endswith(".apply") else MESSAGE  # a home-made checkpoint Function
+        yield Hit(event.call, template.format(what=what, where=ctx.inside, via=via))
 
 
 VALID = [

@@ -4,7 +4,14 @@ What: ``torch.utils.checkpoint.checkpoint(...)``,
 ``checkpoint_sequential(...)`` or ``functools.partial(checkpoint, ...)``
 without a ``use_reentrant=`` keyword. Not flagged when the call passes
 ``**kwargs`` (they may carry it), nor on
-``self._gradient_checkpointing_func(...)`` (its partial carries it).
+``self._gradient_checkpointing_func(...)`` (its partial carries it), nor on a
+branch that only runs on torch < 1.11, which has no ``use_reentrant``: the
+``else:`` of ``if is_torch_version(">=", "1.11.0")``,
+``version.parse(torch.__version__) < version.parse("1.11")``,
+``_TORCH_GREATER_EQUAL_1_11``-style flags, ``"use_reentrant" in
+inspect.signature(checkpoint).parameters`` (see docs/linter.md for the
+recognised guards). A guard for a later release (``>= "2.1"``) does not
+exempt its ``else:`` branch: torch 1.11-2.0 warn there too.
 
 Why it breaks checkpointing: PyTorch warns on every such call, runs the old
 *reentrant* variant, and has announced that omitting the argument will
@@ -30,6 +37,7 @@ import libcst as cst
 
 from ckptlint.discovery.sites import SiteCall
 from ckptlint.project import ModuleInfo
+from ckptlint.rules._torch_guards import legacy_only
 from ckptlint.rules.base import Hit, RuleContext, kwarg
 from ckptlint.types import Edit, Fix
 
@@ -47,8 +55,19 @@ def check(site: SiteCall, ctx: RuleContext) -> Iterator[Hit]:
         return
     if any(a.star == "**" for a in call.args):
         return
+    if legacy_only(site.module, _outermost_fn(site), call):
+        return  # the else-branch of ``is_torch_version(">=", "1.11")``: no use_reentrant there
     fix = _fix(call) if call.args else None
     yield Hit(call, MESSAGE.format(func=site.name, of=ctx.of_callable), fix)
+
+
+def _outermost_fn(site: SiteCall) -> cst.CSTNode | None:
+    """The outermost function around the site (a guard may sit outside a closure holding the call)."""
+    ctx, fn = site.ctx, site.ctx.fn
+    while ctx.outer is not None:
+        ctx = ctx.outer
+        fn = ctx.fn or fn
+    return fn
 
 
 def _fix(call: cst.Call):  # -> FixBuilder
@@ -88,6 +107,19 @@ def block(x):
 def run(x, **kwargs):
     a = checkpoint(block, x, use_reentrant=False)
     return checkpoint(block, a, **kwargs)
+""",
+    """
+from torch.utils.checkpoint import checkpoint
+from diffusers.utils import is_torch_version
+
+def block(x):
+    return x * 2
+
+def run(x):
+    if is_torch_version(">=", "1.11.0"):
+        return checkpoint(block, x, use_reentrant=False)
+    else:
+        return checkpoint(block, x)
 """,
 ]
 

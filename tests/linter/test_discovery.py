@@ -235,7 +235,8 @@ class Derived(DecoderLayer):
 """,
     }
     _, checked = discover(tmp_path, files, "pkg/base.py")
-    assert names(checked) == {("DecoderLayer.forward", ("attention_mask", "hidden_states"))}
+    # transformers 5.x's wrapper nulls cache/layer_past/use_cache, not past_key_values (issue 9).
+    assert names(checked) == {("DecoderLayer.forward", ("attention_mask", "hidden_states", "past_key_values"))}
     _, checked = discover(tmp_path, files, "pkg/mod.py")
     assert names(checked) == {("Derived.forward", ("hidden_states", "kwargs"))}
     assert checked[0].via == "GradientCheckpointingLayer"
