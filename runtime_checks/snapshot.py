@@ -32,7 +32,7 @@ try:  # NumPy is a dependency of the runtime extra, but never required to verify
 except ImportError:  # pragma: no cover
     _np = None  # type: ignore[assignment]
 
-__all__ = ["ModelState", "ParameterWriteError", "PyState", "RngState"]
+__all__ = ["ModelState", "ParameterWriteError", "PyState", "RngState", "SnapshotError", "spill_to_disk"]
 
 
 class ParameterWriteError(RuntimeError):
@@ -46,6 +46,87 @@ class ParameterWriteError(RuntimeError):
             "checkpointing (the recompute sees the new value). Rerun with verify(..., snapshot_params=True) "
             "to have verify copy the parameters first and undo the writes"
         )
+
+
+class SnapshotError(RuntimeError):
+    """The parameter snapshot could not be written (a full or unwritable temporary folder)."""
+
+
+_SPILL_PREFIX = "ckptlint-params-"
+
+
+def spill_to_disk(tensors: dict[str, torch.Tensor]) -> str:
+    """Save ``tensors`` to a new temporary file and return its path.
+
+    The file name carries this process's id, so that files left behind by a
+    killed run (SIGKILL skips every ``finally``) are recognised and removed
+    by the next call. A write that fails (``TMPDIR`` full or unwritable)
+    removes the partial file and raises ``SnapshotError`` in one line: verify
+    never falls back to an in-memory copy on its own, which could exhaust
+    memory on exactly the models the file exists for.
+    """
+    folder = tempfile.gettempdir()
+    remove_stale_spills(folder)
+    nbytes = sum(t.numel() * t.element_size() for t in tensors.values())
+    fd, path = -1, ""
+    try:
+        fd, path = tempfile.mkstemp(prefix=f"{_SPILL_PREFIX}{os.getpid()}-", suffix=".pt", dir=folder)
+        with os.fdopen(fd, "wb") as fh:
+            fd = -1
+            torch.save(tensors, fh)
+    except BaseException as exc:
+        if fd >= 0:
+            os.close(fd)
+        if path:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        if isinstance(exc, (OSError, RuntimeError)):
+            reason = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[-1:] or [type(exc).__name__]
+            reason = reason if isinstance(reason, str) else reason[0]
+            raise SnapshotError(
+                f"snapshot_params='disk': cannot write the {_mib(nbytes)} parameter snapshot to {folder!r} "
+                f"({reason}); free space there, point TMPDIR at a folder with room, or pass "
+                "snapshot_params=True (an in-memory copy) or False (no copy; a parameter write then raises)"
+            ) from None
+        raise
+    return path
+
+
+def remove_stale_spills(folder: str) -> list[str]:
+    """Remove snapshot files whose process no longer exists; return their paths."""
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        if not (name.startswith(_SPILL_PREFIX) and name.endswith(".pt")):
+            continue
+        pid_text = name[len(_SPILL_PREFIX) :].partition("-")[0]
+        if not pid_text.isdigit() or _alive(int(pid_text)):
+            continue
+        path = os.path.join(folder, name)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid() or os.name == "nt":  # Windows: os.kill(pid, 0) is not a probe there
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError, OverflowError):
+        return True  # another user's process, or not ours to judge: keep its file
+    return True
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
 
 _MAX_CONTAINER = 10_000
 _MAX_DEPTH = 4
@@ -233,6 +314,13 @@ class PyState:
 _MISSING = object()
 
 
+def _same_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
+    try:
+        return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr() and a.storage_offset() == b.storage_offset()
+    except (RuntimeError, NotImplementedError):  # tensor subclasses without a storage
+        return a.data_ptr() == b.data_ptr()
+
+
 def _label(owner: Any, key: str) -> str:
     if isinstance(owner, dict):
         name = owner.get("__name__") if "__name__" in owner and "__builtins__" in owner else None
@@ -255,6 +343,9 @@ class ModelState:
     # "disk" mode: the parameters' values in a temporary file, read back (memory-mapped) only
     # for a parameter that was written; removed by ``restore``.
     param_spill: str | None = None
+    # The tensors the runs use (after any move): a ``p.data = ...`` assignment
+    # during a run is undone by putting these back.
+    run_data: list[torch.Tensor] = field(default_factory=list)
     moved: bool = False  # the runs used moved copies (device/dtype), not the original storage
     _spilled: dict[str, torch.Tensor] | None = None
     grads: list[torch.Tensor | None] = field(default_factory=list)
@@ -304,20 +395,15 @@ class ModelState:
         ``params=True`` copies parameters in memory; ``"disk"`` writes them to
         a temporary file (no extra memory; read back only for a parameter that
         was written); ``False`` keeps nothing. Writes are detected through the
-        version counter and a sum (which also sees ``.data`` writes); with
-        nothing kept, ``ParameterWriteError`` is raised.
+        version counter, the storage a parameter points at (``p.data = ...``)
+        and a sum (which also sees ``p.data.mul_()``); with nothing kept,
+        ``ParameterWriteError`` is raised.
         """
         with torch.no_grad():
+            self.run_data = [p.data for _, p in self.params]
             self.param_clone = [p.detach().clone() for _, p in self.params] if params is True else []
             if params == "disk" and self.params:
-                fd, path = tempfile.mkstemp(prefix="ckptlint-params-", suffix=".pt")
-                try:
-                    with os.fdopen(fd, "wb") as fh:
-                        torch.save({str(i): p.detach() for i, (_, p) in enumerate(self.params)}, fh)
-                except BaseException:
-                    os.unlink(path)
-                    raise
-                self.param_spill = path
+                self.param_spill = spill_to_disk({str(i): p.detach() for i, (_, p) in enumerate(self.params)})
             self.param_marks = [self._mark(p) for _, p in self.params]
             self.buffer_clone = [
                 (mod._buffers[b].detach().clone() if mod._buffers[b] is not None else None) for mod, b, _ in self.buffers
@@ -334,7 +420,7 @@ class ModelState:
         return (p._version, complex(total).real if p.is_complex() else float(total))
 
     def _written(self, i: int, p: torch.Tensor, full_check: bool) -> bool:
-        """Whether parameter ``i`` changed since ``clone_values`` (version counter; with ``full_check`` a sum too)."""
+        """Whether parameter ``i``'s value changed since ``clone_values`` (version counter; with ``full_check`` a sum too)."""
         version, before = self.param_marks[i]
         if p._version != version:
             return True
@@ -343,17 +429,22 @@ class ModelState:
         mark = self._mark(p)[1]
         return mark != before and not (mark != mark and before != before)  # NaN == NaN here
 
-    def _reload_param(self, i: int, p: torch.Tensor) -> None:
-        """Put parameter ``i``'s value back from the spill file (its storage, else a fresh tensor)."""
+    def _rebound(self, i: int, p: torch.Tensor) -> bool:
+        """Whether ``p.data = ...`` pointed parameter ``i`` at another tensor during the run."""
+        data = self.run_data[i]
+        return not (
+            _same_storage(p, data) and p.shape == data.shape and p.dtype == data.dtype and p.stride() == data.stride()
+        )
+
+    def _reload_param(self, i: int, p: torch.nn.Parameter) -> None:
+        """Point parameter ``i`` at its run tensor again and put its value back from the spill file."""
         assert self.param_spill is not None
         if self._spilled is None:
             self._spilled = torch.load(self.param_spill, map_location="cpu", mmap=True, weights_only=True)
-        saved = self._spilled[str(i)]
-        target = self.param_data[i] if p.data is not self.param_data[i] else p.data
-        if target.shape == saved.shape and target.dtype == saved.dtype:
-            target.copy_(saved.to(target.device))
-        else:
-            p.data = saved.to(target.device).clone()
+        target = self.run_data[i]
+        if self._rebound(i, p):
+            p.data = target
+        target.copy_(self._spilled[str(i)].to(target.device))  # through .data: p's version counter stays
         self.param_marks[i] = self._mark(p)
 
     def _drop_spill(self) -> None:
@@ -363,13 +454,15 @@ class ModelState:
                 os.unlink(self.param_spill)
             self.param_spill = None
 
-    def reset_for_run(self, *, full_check: bool = False) -> None:
+    def reset_for_run(self, *, full_check: bool = True) -> None:
         """Put values, flags and modes back to the starting point; grads to None.
 
-        Without a parameter copy, writes are looked for through the version
-        counter before every run (free) and, with ``full_check``, also
-        through the sums that see ``.data`` writes (one pass over the
-        parameters; verify does it once, at the end).
+        Without an in-memory copy, writes are looked for before every run:
+        through the version counter, the storage each parameter points at
+        (``p.data = new``) and a sum (``p.data.mul_()`` bumps no version
+        counter; one read of the parameters, cheaper than the forward that
+        follows). A write is undone from the spill file, or raises
+        ``ParameterWriteError`` when nothing was kept.
         """
         with torch.no_grad():
             for i, ((name, p), rg) in enumerate(zip(self.params, self.requires_grad)):
@@ -377,12 +470,12 @@ class ModelState:
                     p.requires_grad_(rg)
                 if self.param_clone:
                     saved = self.param_clone[i]
+                    if self._rebound(i, p):
+                        p.data = self.run_data[i]
                     # Copy only when changed: copy_ bumps the version counter.
-                    if p.shape != saved.shape or p.dtype != saved.dtype:
-                        p.data = saved.clone()
-                    elif not torch.equal(p, saved):
-                        p.data.copy_(saved)
-                elif self._written(i, p, full_check):
+                    if not torch.equal(self.run_data[i], saved):
+                        self.run_data[i].copy_(saved)
+                elif self._rebound(i, p) or self._written(i, p, full_check):
                     if self.param_spill is None:
                         raise ParameterWriteError(name)
                     self._reload_param(i, p)
@@ -397,6 +490,15 @@ class ModelState:
                     cur.copy_(saved)
         for mod, mode in self.training:
             mod.training = mode
+
+    def check_unwritten(self) -> None:
+        """Raise ``ParameterWriteError`` if a parameter was written and nothing was kept to undo it."""
+        if self.param_clone or self.param_spill is not None:
+            return
+        with torch.no_grad():
+            for i, (name, p) in enumerate(self.params):
+                if self._rebound(i, p) or self._written(i, p, full_check=True):
+                    raise ParameterWriteError(name)
 
     def buffer_values(self) -> dict[str, torch.Tensor]:
         """Current buffer values (cloned), keyed by their dotted name."""
@@ -419,13 +521,13 @@ class ModelState:
             for idx, ((_, p), data, clone, grad, rg) in enumerate(zip(
                 self.params, self.param_data, self.param_clone or [None] * len(self.params), self.grads, self.requires_grad
             )):
-                if p.data is not data:
-                    p.data = data
                 # Without a move the runs used the original storage: undo any write to it.
+                if self.param_spill is not None and not self.moved and self.run_data:
+                    if self._rebound(idx, p) or self._written(idx, p, full_check=True):
+                        self._reload_param(idx, p)
+                p.data = data
                 if clone is not None and clone.device == data.device and clone.dtype == data.dtype and not torch.equal(data, clone):
                     data.copy_(clone)
-                elif self.param_spill is not None and not self.moved and self._written(idx, data, full_check=True):
-                    self._reload_param(idx, p)
                 p.grad = grad
                 if p.requires_grad != rg:
                     p.requires_grad_(rg)

@@ -40,6 +40,7 @@ from runtime_checks.snapshot import (
     ParameterWriteError,
     PyState,
     RngState,
+    SnapshotError,
     seed_everything,
 )
 
@@ -133,6 +134,9 @@ def verify(
         raise VerifyError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
     if dtype is not None and not isinstance(dtype, torch.dtype):
         raise VerifyError(f"dtype must be a torch.dtype, got {dtype!r}")
+    _check_tolerance("rtol", rtol)
+    _check_tolerance("atol", atol)
+    _check_materialised(model)
     run_device = _resolve_device(model, device)
     ckpt_kwargs = {"use_reentrant": False, **dict(checkpoint_kwargs or {})}
     wrap = _select_modules(model, checkpoint) if checkpoint is not None else []
@@ -152,13 +156,27 @@ def verify(
                 b is not None and b.device != run_device for b in mstate.buffer_objects
             )
             mstate.move(run_device if needs_move else None, dtype)
-            mstate.clone_values(params=snapshot_params)
+            try:
+                mstate.clone_values(params=snapshot_params)
+            except SnapshotError as exc:
+                raise VerifyError(str(exc)) from None
             bypass.install()
             try:
                 engine = _Engine(
                     model, inputs, mstate, pystate, run_device, dtype, loss_fn, wrap, ckpt_kwargs, rtol, atol, seed
                 )
-                return engine.run(localize)
+                try:
+                    return engine.run(localize)
+                except ParameterWriteError:
+                    raise
+                except Exception as exc:
+                    # Without a copy, a write that a raising model made is
+                    # still the thing the user must hear about first.
+                    try:
+                        mstate.check_unwritten()
+                    except ParameterWriteError as write:
+                        raise write from exc
+                    raise
             finally:
                 _state.set_session(previous_session)
                 bypass.uninstall()
@@ -756,6 +774,23 @@ def _wrapped_modules(modules: list[torch.nn.Module], ckpt_kwargs: dict[str, Any]
                 mod.__dict__.pop("forward", None)
             else:
                 mod.__dict__["forward"] = previous
+
+
+def _check_tolerance(name: str, value: float | None) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise VerifyError(f"{name} must be a non-negative finite number, got {value!r}")
+
+
+def _check_materialised(model: torch.nn.Module) -> None:
+    for kind, named in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
+        for name, t in named:
+            if t.is_meta:
+                raise VerifyError(
+                    f"{kind} {name!r} is on the meta device (no values): materialise the model first "
+                    "(model.to_empty(device=...) and initialise or load its weights)"
+                )
 
 
 def _qualname(obj: Any) -> str:
