@@ -200,12 +200,26 @@ class PyState:
         # Attribute names each module had: attributes a run creates (lazy
         # caches, first-call flags) are removed again before the next run.
         self.module_keys: list[tuple[dict[str, Any], frozenset[str]]] = []
+        # Hook dicts (each module's and torch's global ones), restored in place:
+        # a model that installs hooks lazily on its first call (transformers'
+        # output capturing) would otherwise gain a set of hooks every run.
+        self.hook_dicts: list[tuple[dict[Any, Any], list[tuple[Any, Any]]]] = []
+        self.hook_flags: list[tuple[dict[str, Any], str, Any]] = []
         seen_namespaces: set[int] = set()
         module_paths = {id(m): n for n, m in model.named_modules(remove_duplicate=False)}
+        for key, value in vars(torch.nn.modules.module).items():
+            if key.startswith("_global_") and "hook" in key and isinstance(value, dict):
+                self._snap_hook_dict(value)
         for mod in model.modules():
             ns = mod.__dict__
             path = module_paths.get(id(mod), "")
             self.module_keys.append((ns, frozenset(ns)))
+            for key in _MODULE_INTERNAL_KEYS & ns.keys():
+                if "hook" in key:
+                    if isinstance(ns[key], dict):
+                        self._snap_hook_dict(ns[key])
+                    else:  # _is_full_backward_hook: set by the first register_full_backward_hook
+                        self.hook_flags.append((ns, key, ns[key]))
             for key, value in list(ns.items()):
                 if key in _MODULE_INTERNAL_KEYS:
                     continue
@@ -224,6 +238,18 @@ class PyState:
                 self._snap_globals(pymod.__dict__, modname)
         for obj in extra_objects:
             self._snap_callable(obj)
+
+    def _snap_hook_dict(self, hooks: dict[Any, Any]) -> None:
+        self.hook_dicts.append((hooks, list(hooks.items())))
+
+    def _restore_hooks(self) -> None:
+        for hooks, items in self.hook_dicts:
+            if len(hooks) != len(items) or any(hooks.get(k, _MISSING) is not v for k, v in items):
+                hooks.clear()
+                hooks.update(items)
+        for ns, key, value in self.hook_flags:
+            if ns.get(key, _MISSING) is not value:
+                ns[key] = value
 
     def _snap_globals(self, ns: dict[str, Any], where: str) -> None:
         for key, value in list(ns.items()):
@@ -283,6 +309,7 @@ class PyState:
         return obj
 
     def restore(self) -> None:
+        self._restore_hooks()
         for ns, keys in self.module_keys:
             for key in [k for k in ns if k not in keys and k not in _MODULE_INTERNAL_KEYS]:
                 del ns[key]

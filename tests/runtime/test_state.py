@@ -27,6 +27,18 @@ def _capture(model: torch.nn.Module) -> dict[str, Any]:
         "buffers": {n: b.clone() for n, b in model.named_buffers()},
         "training": {n: m.training for n, m in model.named_modules()},
         "attrs": {n: {k: v for k, v in vars(m).items() if isinstance(v, (int, float, str))} for n, m in model.named_modules()},
+        # Every attribute (name and object) and every hook of every module, with their counts.
+        "attr_objects": {n: {k: id(v) for k, v in vars(m).items()} for n, m in model.named_modules()},
+        "hooks": {
+            (n, h): [(k, id(fn)) for k, fn in getattr(m, h).items()]
+            for n, m in model.named_modules()
+            for h in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+        },
+        "global_hooks": [
+            (k, list(v.items()))
+            for k, v in vars(torch.nn.modules.module).items()
+            if k.startswith("_global_") and "hook" in k and isinstance(v, dict)
+        ],
         "torch_rng": torch.get_rng_state(),
         "initial_seed": torch.initial_seed(),
         "python_rng": random.getstate(),
@@ -190,3 +202,32 @@ def test_bad_arguments_raise_verify_error() -> None:
     with pytest.raises(VerifyError, match="scalar"):
         verify(Net(), make_input(), loss_fn=lambda out: out)
     assert not bypass.installed()
+
+
+def test_hooks_installed_lazily_during_a_run_are_removed_between_runs() -> None:
+    """A model that registers hooks on its first call (as transformers does) gets them once per run, never stacked."""
+
+    class LazyHooks(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.blocks = torch.nn.ModuleList(torch.nn.Linear(4, 4) for _ in range(2))
+            self.recorded: list[torch.Tensor] = []
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            if not getattr(self, "_hooked", False):
+                for b in self.blocks:
+                    b.register_forward_hook(lambda mod, args, out: self.recorded.append(out))
+                    b.register_full_backward_hook(lambda mod, gin, gout: None)
+                torch.nn.modules.module.register_module_forward_pre_hook(lambda mod, args: None)
+                self._hooked = True
+            self.recorded.clear()
+            for b in self.blocks:
+                x = torch.utils.checkpoint.checkpoint(b, x, use_reentrant=False)
+            return tuple(self.recorded)
+
+    model, x = LazyHooks(), torch.randn(2, 4)
+    before = _capture(model)
+    report = verify(model, x)
+    assert report.equivalent, str(report)
+    _assert_same(before, _capture(model))
+    assert not hasattr(model, "_hooked")

@@ -70,3 +70,73 @@ def test_gpt2_without_rng_preservation_is_caught_in_every_layer() -> None:
     # The same model in eval mode (no dropout) is equivalent.
     model.eval()
     assert verify(model, {"input_ids": _ids()}).equivalent
+
+
+# ----------------------------------------------------------------------------- leave no trace: hooks, lazy state
+_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+
+
+def _trace(model: torch.nn.Module) -> dict[str, object]:
+    """Every module's hook dicts (keys, hook objects, counts) and attribute dict (names and objects)."""
+    out: dict[str, object] = {}
+    for name, mod in model.named_modules():
+        for hooks in _HOOK_DICTS:
+            d = getattr(mod, hooks)
+            out[f"{name}:{hooks}"] = [(k, id(v)) for k, v in d.items()]
+        out[f"{name}:vars"] = {k: id(v) for k, v in vars(mod).items()}
+    out["hook_count"] = sum(len(getattr(m, h)) for m in model.modules() for h in _HOOK_DICTS)
+    return out
+
+
+def _mixtral() -> torch.nn.Module:
+    torch.manual_seed(0)
+    cfg = transformers.MixtralConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=100,
+        max_position_embeddings=16,
+        num_local_experts=4,
+        num_experts_per_tok=2,
+        output_router_logits=True,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
+    return transformers.MixtralForCausalLM(cfg)
+
+
+@pytest.mark.parametrize("called_before", [False, True], ids=["fresh", "called-before"])
+def test_lazily_installed_output_hooks_are_not_duplicated(called_before: bool) -> None:
+    model = _mixtral()
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    ids = _ids()
+    if called_before:  # transformers installs its output-capturing hooks on the first call
+        assert len(model(input_ids=ids).router_logits) == 2
+    before = _trace(model)
+    report = verify(model, {"input_ids": ids})
+    assert report.equivalent, str(report)
+    assert _trace(model) == before
+    # The model still behaves as before: one set of capturing hooks, 2 router_logits.
+    assert len(model(input_ids=ids).router_logits) == 2
+    assert _trace(model)["hook_count"] == (before["hook_count"] if called_before else 7)
+
+
+def test_bert_hidden_states_under_checkpoint_list() -> None:
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=100,
+        max_position_embeddings=16, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    )
+    model = transformers.BertModel(cfg)
+    ids = _ids()
+    before = _trace(model)
+    report = verify(
+        model, {"input_ids": ids, "output_hidden_states": True}, checkpoint=["encoder.layer.0", "encoder.layer.1"]
+    )
+    assert report.equivalent, str(report)
+    assert report.regions == ("encoder.layer.0", "encoder.layer.1")
+    assert _trace(model) == before
+    assert len(model(input_ids=ids, output_hidden_states=True).hidden_states) == 3
