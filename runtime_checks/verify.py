@@ -245,20 +245,19 @@ class _Engine:
         seen: dict[int, int] = {}
         per_region: dict[str, int] = {}
 
-        def pack(t: torch.Tensor) -> torch.Tensor:
+        def pack(t: torch.Tensor) -> tuple[torch.Tensor, int]:
             try:
                 storage = t.untyped_storage()
                 ptr, nbytes = storage.data_ptr(), storage.nbytes()
             except Exception:  # tensor subclasses without storage: not countable
-                return t
+                return t, t._version
             if ptr and ptr not in self.param_ptrs and ptr not in seen:
                 seen[ptr] = nbytes
                 if session.stack:
                     per_region[session.stack[-1]] = per_region.get(session.stack[-1], 0) + nbytes
-            return t
+            return t, t._version
 
-        def unpack(t: torch.Tensor) -> torch.Tensor:
-            return t
+        unpack = _checked_unpack
 
         if self.use_cuda:
             torch.cuda.synchronize(self.device)
@@ -691,6 +690,23 @@ def _fresh_inputs(
         f"inputs must be a tensor, a tuple/list of positional arguments or a dict of keyword arguments, "
         f"got {type(inputs).__name__}"
     )
+
+
+def _checked_unpack(packed: tuple[torch.Tensor, int]) -> torch.Tensor:
+    """Autograd's own in-place check, which it skips for tensors packed by saved-tensor hooks.
+
+    Counting saved tensors through ``saved_tensors_hooks`` must not change
+    what the model does: a model that modifies a saved tensor in place fails
+    without checkpointing (and without verify) with this error, so it must
+    fail here too, not pass silently.
+    """
+    t, version = packed
+    if t._version != version:
+        raise RuntimeError(
+            "one of the variables needed for gradient computation has been modified by an inplace operation: "
+            f"[{t.type()} {list(t.shape)}] is at version {t._version}; expected version {version} instead"
+        )
+    return t
 
 
 def _storage_ptrs(tensors: Sequence[torch.Tensor]) -> set[int]:

@@ -231,3 +231,35 @@ def test_hooks_installed_lazily_during_a_run_are_removed_between_runs() -> None:
     assert report.equivalent, str(report)
     _assert_same(before, _capture(model))
     assert not hasattr(model, "_hooked")
+
+
+def test_model_failing_without_checkpointing_raises_its_in_place_error() -> None:
+    """Counting saved tensors must not switch off autograd's in-place check in the baseline."""
+
+    class Block(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+            y = torch.sigmoid(self.lin(x))  # sigmoid saves its output for backward
+            state.copy_(y.detach())
+            y.mul_(state)  # the saved output modified in place: autograd refuses backward
+            return y
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.block = Block()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.utils.checkpoint.checkpoint(self.block, x, torch.zeros(2, 4), use_reentrant=False)
+
+    x = torch.randn(2, 4)
+    model = Net()
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        with bypass.bypass_checkpointing():
+            model(x).sum().backward()
+    model.zero_grad(set_to_none=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        verify(model, x)

@@ -140,3 +140,21 @@ def test_bert_hidden_states_under_checkpoint_list() -> None:
     assert report.regions == ("encoder.layer.0", "encoder.layer.1")
     assert _trace(model) == before
     assert len(model(input_ids=ids, output_hidden_states=True).hidden_states) == 3
+
+
+def test_rwkv_failing_without_checkpointing_is_not_blamed_on_checkpointing() -> None:
+    """RWKV with use_cache=True modifies a saved tensor in place: it fails without checkpointing, so verify raises."""
+    torch.manual_seed(0)
+    cfg = transformers.RwkvConfig(
+        vocab_size=100, context_length=16, hidden_size=32, num_hidden_layers=2, attention_hidden_size=32,
+        intermediate_size=64,
+    )
+    model = transformers.RwkvForCausalLM(cfg)
+    ids = _ids()
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        model(input_ids=ids, use_cache=True).logits.sum().backward()
+    model.zero_grad(set_to_none=True)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        verify(model, {"input_ids": ids, "use_cache": True})
