@@ -47,6 +47,15 @@ class Session:
     # Innermost region being run directly (bypass mode); memory accounting
     # attributes saved tensors to it.
     stack: list[str] = field(default_factory=list)
+    # Record mode, when not None: fingerprints of the inputs and outputs of
+    # every call of every region invocation, keyed (region, n-th invocation
+    # in this run) -> [forward, recompute, ...] (see ``fingerprint``).
+    fingerprints: dict[tuple[str, int], list[Any]] | None = None
+    _invocations: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.mode == "record" and self.fingerprints is None:
+            self.fingerprints = {}
 
     def note(self, name: str) -> None:
         if name not in self.regions:
@@ -90,7 +99,13 @@ def dispatch_checkpoint(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     # bypass.py patches the wrapper class.
     if session is None or function is None:
         return original(*args, **kwargs)
-    return _run_region(session, function, fargs, fkwargs, lambda: original(*args, **kwargs))
+
+    def checkpointed(fn: Any = function) -> Any:
+        if args:
+            return original(fn, *args[1:], **kwargs)
+        return original(**{**kwargs, "function": fn})
+
+    return _run_region(session, function, fargs, fkwargs, checkpointed)
 
 
 def dispatch_decorated(obj: Any, original_call: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -99,7 +114,8 @@ def dispatch_decorated(obj: Any, original_call: Callable[..., Any], args: tuple[
     function = getattr(obj, "__wrapped__", None)
     if session is None or function is None:
         return original_call(obj, *args, **kwargs)
-    return _run_region(session, function, args, kwargs, lambda: original_call(obj, *args, **kwargs))
+    # The wrapper object holds its function: calls through it are not fingerprinted.
+    return _run_region(session, function, args, kwargs, lambda fn=None: original_call(obj, *args, **kwargs))
 
 
 def _run_region(
@@ -107,12 +123,24 @@ def _run_region(
     function: Any,
     fargs: tuple[Any, ...],
     fkwargs: dict[str, Any],
-    checkpointed: Callable[[], Any],
+    checkpointed: Callable[..., Any],
 ) -> Any:
     name = session.namer(function)
     if session.mode == "record":
         session.note(name)
-        return checkpointed()
+        if session.fingerprints is None:
+            return checkpointed()
+        n = session._invocations.get(name, 0)
+        session._invocations[name] = n + 1
+        calls = session.fingerprints.setdefault((name, n), [])
+
+        def fingerprinted(*a: Any, **k: Any) -> Any:
+            seen = fingerprint((a, k))
+            out = function(*a, **k)
+            calls.append((seen, fingerprint(out)))  # 1st call: the forward; later calls: recomputes
+            return out
+
+        return checkpointed(fingerprinted)
     if name in session.keep:
         return checkpointed()
     session.stack.append(name)
@@ -120,6 +148,27 @@ def _run_region(
         return function(*fargs, **fkwargs)
     finally:
         session.stack.pop()
+
+
+def fingerprint(out: Any, depth: int = 0) -> list[Any]:
+    """Per output tensor: (sum, sum of absolute values) in float64, computed without touching autograd."""
+    import torch
+
+    found: list[Any] = []
+    if isinstance(out, torch.Tensor):
+        if out.is_floating_point() or out.is_complex():
+            with torch.no_grad():
+                t = out.detach()
+                t = t.abs() if t.is_complex() else t
+                sums = torch.stack([t.sum(dtype=torch.float64), t.abs().sum(dtype=torch.float64)])
+                found.append((sums, out.dtype))
+    elif depth < 4 and isinstance(out, (tuple, list)):
+        for v in out:
+            found.extend(fingerprint(v, depth + 1))
+    elif depth < 4 and isinstance(out, dict):
+        for v in out.values():
+            found.extend(fingerprint(v, depth + 1))
+    return found
 
 
 def _checkpoint_trampoline(*args, **kwargs):  # type: ignore[no-untyped-def]

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 __all__ = ["KINDS", "MemoryStats", "Mismatch", "Report", "TimingStats"]
 
 # error first (the run did not even finish), then the structural kinds, then values.
-KINDS = ("error", "missing_grad", "unexpected_grad", "output", "grad", "buffer", "rng")
+KINDS = ("error", "recompute", "missing_grad", "unexpected_grad", "output", "grad", "buffer", "rng")
 _KIND_ORDER = {k: i for i, k in enumerate(KINDS)}
 
 
@@ -20,7 +20,9 @@ class Mismatch:
     the checkpointed run ``None``), ``unexpected_grad`` (the reverse),
     ``buffer`` (after the step), ``error`` (only the checkpointed run raised;
     ``name`` is the exception type, ``detail`` its text), ``rng`` (a random
-    stream ends in a different state). Python attributes that end with a
+    stream ends in a different state), ``recompute`` (``name`` is a region
+    whose output differs between calls: its recompute in backward cannot
+    reproduce its forward). Python attributes that end with a
     different value (a call counter) are reported in ``Report.notes``.
     ``max_abs_err``/``max_rel_err`` are ``inf`` where no number applies.
     ``region`` is the checkpointed module path or function qualname found

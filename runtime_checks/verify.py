@@ -79,6 +79,7 @@ class _Run:
     cuda_max: int | None = None
     warnings: list[str] = field(default_factory=list)
     regions: list[str] = field(default_factory=list)
+    fingerprints: dict[tuple[str, int], list[Any]] = field(default_factory=dict)
 
 
 def verify(
@@ -292,6 +293,7 @@ class _Engine:
         _state.set_session(None)
         result.warnings = [str(w.message) for w in caught]
         result.regions = list(session.regions)
+        result.fingerprints = session.fingerprints or {}
         result.saved_bytes = sum(seen.values())
         result.per_region = per_region
         if forward_only:
@@ -356,13 +358,13 @@ class _Engine:
         base_seconds = base.seconds
         ckpt = self.one_run("record")
         tol = _Tolerance(self.rtol, self.atol, {})
-        mismatches = _compare(ckpt, base, tol)
+        mismatches = _compare(ckpt, base, tol) + _recompute_drift(ckpt_mem, ckpt)
         state_diffs = {
             key for key, value in ckpt.other.items()
             if key[0] == "state" and ckpt.error is None and not _same(value, base.other.get(key, _ABSENT))
         }
         noisy: tuple[str, ...] = ()
-        explainable = [m for m in mismatches if m.kind != "error"]  # the baseline never raised
+        explainable = [m for m in mismatches if m.kind not in ("error", "recompute")]  # the baseline never raised
         if explainable or state_diffs:
             # Only a difference needs explaining: run the baseline a second
             # time and never report what it shows against itself. (An
@@ -378,7 +380,7 @@ class _Engine:
             del base2
             tol = _Tolerance(self.rtol, self.atol, noise)
             noisy = tuple(sorted(name for (kind, name), n in noise.items() if n.exceeds_default))
-            errors = [m for m in mismatches if m.kind == "error"]
+            errors = [m for m in mismatches if m.kind in ("error", "recompute")]
             mismatches = errors + [m for m in _compare(ckpt, base, tol, suspects) if m.kind != "error"]
         regions = list(ckpt.regions)
         if mismatches and regions:
@@ -419,7 +421,8 @@ class _Engine:
         """Group testing over regions: which subsets, checkpointed alone, reproduce which mismatches."""
         culprits: dict[tuple[str, ...], set[Key]] = {}
 
-        wanted = {(m.kind, m.name) for m in mismatches}
+        # A recompute mismatch names its region already.
+        wanted = {(m.kind, m.name) for m in mismatches if m.kind != "recompute"}
         # Gradients and buffers are compared under their plain names; errors too.
         only = {("grad" if k in ("missing_grad", "unexpected_grad") else k, n) for k, n in wanted}
 
@@ -446,6 +449,9 @@ class _Engine:
         everything = ", ".join("+".join(s) for s in culprits) or None
         out = []
         for m in mismatches:
+            if m.kind == "recompute":
+                out.append(m)
+                continue
             owners = ["+".join(s) for s, keys in culprits.items() if (m.kind, m.name) in keys]
             out.append(dataclasses.replace(m, region=", ".join(owners) if owners else everything))
         return out
@@ -566,6 +572,72 @@ def _compare(run: _Run, ref: _Run, tol: _Tolerance, only: set[Key] | None = None
                 detail = "stream advanced differently" if kind == "rng" else f"{a!r} vs baseline {b!r}"
                 found.append(Mismatch(kind, name, math.inf, math.inf, None, detail))
     return found
+
+
+def _recompute_drift(first: _Run, run: _Run) -> list[Mismatch]:
+    """Regions whose recompute cannot reproduce their forward: a call-count dependency.
+
+    ``first`` is verify's first run, a forward of the checkpointed model
+    (state a call consumes, like a counter in a closure that verify cannot
+    rewind, is still fresh there); ``run`` the compared checkpointed step.
+    The recompute in backward is one more call of the region, so a region
+    whose output fingerprint differs between its first forward and a later
+    call (its recompute when that ran to the end, else the next step's
+    forward) gives backward other values than the forward used. Each
+    region invocation is matched by its order within the run.
+    """
+    if run.error is not None:
+        return []
+    found: list[Mismatch] = []
+    for (region, n), calls in run.fingerprints.items():
+        if not calls:
+            continue
+        forward, recomputes = calls[0], calls[1:]
+        earlier = first.fingerprints.get((region, n), [])[:1] if first.error is None else []
+        for label, other in [("its first forward", c) for c in earlier] + [("its forward", c) for c in recomputes]:
+            reference, later = (other, forward) if label == "its first forward" else (forward, other)
+            # Only the same inputs must give the same outputs (a region after a
+            # drifting one sees other inputs; an input written in place is
+            # another hazard, compared elsewhere).
+            if _fingerprint_difference(reference[0], later[0]) is not None:
+                continue
+            rel = _fingerprint_difference(reference[1], later[1])
+            if rel is not None:
+                what = "a later call" if label == "its first forward" else "the recompute in backward"
+                found.append(
+                    Mismatch(
+                        "recompute",
+                        region,
+                        math.inf,
+                        rel,
+                        region,
+                        f"{what} returned other values than {label} (call {n + 1} of this region in the step): "
+                        "its output depends on state that calling it changes, so backward recomputes other values",
+                    )
+                )
+                break
+    return found
+
+
+def _fingerprint_difference(a: list[Any], b: list[Any]) -> float | None:
+    """Relative difference of two output fingerprints beyond round-off, or None when they agree."""
+    if len(a) != len(b):
+        return math.inf
+    worst = 0.0
+    for (sa, dtype_a), (sb, dtype_b) in zip(a, b):
+        if dtype_a != dtype_b:
+            return math.inf
+        x, y = sa.tolist(), sb.tolist()
+        scale = max(x[1], y[1])
+        if not (math.isfinite(scale) and all(map(math.isfinite, x + y))):
+            if x != y and not all(v != v for v in x + y):
+                return math.inf
+            continue
+        rtol = min(100 * _DEFAULT_TOLERANCES.get(dtype_a, (1e-6, 0.0))[0], 0.05)
+        diff = max(abs(x[0] - y[0]), abs(x[1] - y[1]))
+        if diff > rtol * scale + 1e-12:
+            worst = max(worst, diff / scale if scale > 0 else math.inf)
+    return worst or None
 
 
 def _same(a: Any, b: Any) -> bool:
