@@ -263,3 +263,40 @@ def test_model_failing_without_checkpointing_raises_its_in_place_error() -> None
     model.zero_grad(set_to_none=True)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         verify(model, x)
+
+
+@pytest.mark.parametrize("use_reentrant", [False, True], ids=["nonreentrant", "reentrant"])
+def test_a_real_1e_3_relative_gradient_error_still_fails(use_reentrant: bool) -> None:
+    """The round-off allowance (a tensor's error against its own largest value) lets no real error through."""
+
+    class Scaled(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(16, 16)
+            self.calls = 0
+
+        def block(self, x: torch.Tensor) -> torch.Tensor:
+            self.calls += 1  # the recompute is the second call: 1e-3 off
+            return self.lin(x * (1.0 + 1e-3 * (self.calls > 1)))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.utils.checkpoint.checkpoint(self.block, x, use_reentrant=use_reentrant).tanh()
+
+    report = verify(Scaled(), torch.randn(8, 16, requires_grad=True))
+    assert not report.equivalent
+    grads = {m.name: m for m in report.mismatches if m.kind == "grad"}
+    assert "lin.weight" in grads, str(report)
+    assert 9e-4 < grads["lin.weight"].max_rel_err < 1.1e-3, str(report)
+
+
+def test_round_off_rule_is_relative_to_the_tensor_scale() -> None:
+    from runtime_checks.verify import _Tolerance, _within, _within_magnitude
+
+    tol = _Tolerance(None, None, {}, regions=8)
+    mrtol = tol.for_magnitude(torch.float32)
+    assert mrtol is not None and 5e-6 < mrtol < 6e-6  # 16 * eps * sqrt(9)
+    b = torch.tensor([1.0, 1e-6, -2.0])
+    a = b + torch.tensor([0.0, 2e-6, 0.0])  # round-off of the large terms landing on a tiny element
+    assert not _within(a, b, 1.3e-6, 0.0) and _within_magnitude(a, b, mrtol, 0.0)
+    assert not _within_magnitude(b * (1 + 1e-3), b, mrtol, 0.0)
+    assert _Tolerance(1e-6, None, {}, regions=8).for_magnitude(torch.float32) is None  # explicit: elementwise only
