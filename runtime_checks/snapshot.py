@@ -196,6 +196,8 @@ class PyState:
 
     def __init__(self, model: torch.nn.Module, extra_objects: tuple[Any, ...] = ()) -> None:
         self.entries: list[tuple[Any, str, Any]] = []  # (owner namespace, key, snap)
+        # Per entry, where it lives: module path + attribute, module.global, hook.<closure>.var.
+        self.labels: list[str] = []
         self.generators: dict[str, torch.Generator] = {}
         # Attribute names each module had: attributes a run creates (lazy
         # caches, first-call flags) are removed again before the next run.
@@ -223,7 +225,9 @@ class PyState:
             for key, value in list(ns.items()):
                 if key in _MODULE_INTERNAL_KEYS:
                     continue
-                self.entries.append((ns, key, self._snap(value, _MAX_DEPTH, f"{path}.{key}" if path else key)))
+                label = f"{path}.{key}" if path else key
+                self.entries.append((ns, key, self._snap(value, _MAX_DEPTH, label)))
+                self.labels.append(label)
             for hooks_name in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"):
                 for hook in getattr(mod, hooks_name, {}).values():
                     self._snap_callable(hook)
@@ -257,6 +261,7 @@ class PyState:
                 continue
             if isinstance(value, _SCALARS + (list, dict, set, torch.Generator)):
                 self.entries.append((ns, key, self._snap(value, _MAX_DEPTH, f"{where}.{key}")))
+                self.labels.append(f"{where}.{key}")
 
     def _snap_callable(self, fn: Any) -> None:
         """Hooks and callables keep counters in closure cells: snapshot those cells."""
@@ -269,7 +274,9 @@ class PyState:
                 except ValueError:
                     continue
                 if isinstance(value, _SCALARS + (list, dict, set, torch.Generator)):
-                    self.entries.append((cell, "", self._snap(value, _MAX_DEPTH, var)))
+                    label = f"{getattr(fn, '__qualname__', type(fn).__name__)}.<closure>.{var}"
+                    self.entries.append((cell, "", self._snap(value, _MAX_DEPTH, label)))
+                    self.labels.append(label)
         func = getattr(fn, "__func__", None)
         if func is not None:
             self._snap_callable(func)
@@ -325,11 +332,10 @@ class PyState:
     def scalar_values(self) -> dict[str, Any]:
         """Current values of the scalar attributes/globals, for 'state' comparison."""
         out: dict[str, Any] = {}
-        for owner, key, snap in self.entries:
+        for (owner, key, snap), label in zip(self.entries, self.labels):
             if snap[0] != "ref" or not isinstance(snap[1], _SCALARS):
                 continue
             current = owner.get(key, _MISSING) if isinstance(owner, dict) else owner.cell_contents
-            label = _label(owner, key)
             if isinstance(current, _SCALARS):
                 out[label] = current
         return out
@@ -346,15 +352,6 @@ def _same_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
         return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr() and a.storage_offset() == b.storage_offset()
     except (RuntimeError, NotImplementedError):  # tensor subclasses without a storage
         return a.data_ptr() == b.data_ptr()
-
-
-def _label(owner: Any, key: str) -> str:
-    if isinstance(owner, dict):
-        name = owner.get("__name__") if "__name__" in owner and "__builtins__" in owner else None
-        if name:
-            return f"{name}.{key}"
-        return key
-    return "<closure>"
 
 
 # ----------------------------------------------------------------------------- model tensors

@@ -391,11 +391,7 @@ class _Engine:
         self.mstate.reset_for_run(full_check=True)  # also detects a parameter written by any run
         notes = [f"only in the checkpointed run: warning: {w}" for w in dict.fromkeys(ckpt.warnings) if w not in base.warnings]
         if ckpt.error is None:
-            for (kind, name), value in ckpt.other.items():
-                if (kind, name) in state_diffs and not tol.ignores((kind, name)):
-                    before = base.other.get((kind, name), _ABSENT)
-                    if not _same(value, before):
-                        notes.insert(0, f"Python state differs after the step: {name} = {value!r}, baseline {before!r}")
+            notes[:0] = _state_notes(ckpt, base, state_diffs, tol)
         memory = MemoryStats(
             saved_bytes_checkpointed=ckpt_mem.saved_bytes if ckpt_mem.error is None else -1,
             saved_bytes_baseline=base.saved_bytes,
@@ -593,6 +589,20 @@ def _compare(run: _Run, ref: _Run, tol: _Tolerance, only: set[Key] | None = None
                 detail = "stream advanced differently" if kind == "rng" else f"{a!r} vs baseline {b!r}"
                 found.append(Mismatch(kind, name, math.inf, math.inf, None, detail))
     return found
+
+
+def _state_notes(run: _Run, ref: _Run, keys: set[Key], tol: _Tolerance, limit: int = 12) -> list[str]:
+    """One note for all Python attributes that end differently, each named by its module path."""
+    diffs = []
+    for key, value in run.other.items():
+        if key in keys and not tol.ignores(key):
+            before = ref.other.get(key, _ABSENT)
+            if not _same(value, before):
+                diffs.append(f"{key[1]} = {value!r}, baseline {before!r}")
+    if not diffs:
+        return []
+    more = f"; and {len(diffs) - limit} more" if len(diffs) > limit else ""
+    return ["Python state differs after the step: " + "; ".join(diffs[:limit]) + more]
 
 
 def _recompute_drift(first: _Run, run: _Run) -> list[Mismatch]:

@@ -300,3 +300,37 @@ def test_round_off_rule_is_relative_to_the_tensor_scale() -> None:
     assert not _within(a, b, 1.3e-6, 0.0) and _within_magnitude(a, b, mrtol, 0.0)
     assert not _within_magnitude(b * (1 + 1e-3), b, mrtol, 0.0)
     assert _Tolerance(1e-6, None, {}, regions=8).for_magnitude(torch.float32) is None  # explicit: elementwise only
+
+
+def test_state_notes_are_keyed_by_module_path() -> None:
+    """Ten modules with a ``counter`` each: every one is named by its path, none hides another."""
+
+    class Counting(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 4)
+            self.counter = 0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.counter += 1  # written, never read: harmless, but the state ends differently
+            return self.lin(x)
+
+    class Stack(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.blocks = torch.nn.ModuleList(Counting() for _ in range(10))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            for b in self.blocks:
+                x = torch.utils.checkpoint.checkpoint(b, x, use_reentrant=False)
+            return x
+
+    model = Stack()
+    model.blocks[3].counter = 7  # a different starting value in one of them
+    report = verify(model, torch.randn(2, 4), localize=False)
+    assert report.equivalent, str(report)
+    text = " ".join(report.notes)
+    for i in range(10):
+        start = 7 if i == 3 else 0
+        assert f"blocks.{i}.counter = {start + 2}, baseline {start + 1}" in text, text
+    assert all(b.counter == (7 if i == 3 else 0) for i, b in enumerate(model.blocks))
