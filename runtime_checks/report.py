@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
-__all__ = ["KINDS", "MemoryStats", "Mismatch", "Report", "TimingStats"]
+__all__ = ["KINDS", "REPORT_SCHEMA_VERSION", "MemoryStats", "Mismatch", "Report", "TimingStats"]
+
+# Bumped only when a key of ``Report.to_dict()`` changes meaning or goes away;
+# new keys may appear in any version.
+REPORT_SCHEMA_VERSION = 1
 
 # error first (the run did not even finish), then the structural kinds, then values.
 KINDS = ("error", "recompute", "missing_grad", "unexpected_grad", "output", "grad", "buffer", "rng")
@@ -92,6 +98,18 @@ class Report:
     # Warnings raised only in the checkpointed run, and other remarks.
     notes: tuple[str, ...] = ()
 
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form (schema in docs/runtime.md): every field, plus the derived figures.
+
+        Numbers that have no value (``inf``/``nan`` errors of structural
+        mismatches) become ``None``; tuples become lists.
+        """
+        out: dict[str, Any] = {"schema_version": REPORT_SCHEMA_VERSION}
+        out.update({f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)})
+        out["memory"]["saved_bytes_saved"] = self.memory.saved_bytes_saved
+        out["timing"]["ratio"] = _jsonable(self.timing.ratio)
+        return out
+
     def worst(self) -> Mismatch | None:
         """The mismatch with the largest error (structural kinds first), or None."""
         return self.mismatches[0] if self.mismatches else None
@@ -118,10 +136,15 @@ class Report:
         if mem.saved_bytes_checkpointed < 0:  # the checkpointed forward raised
             lines.append(f"saved for backward: baseline {_bytes(mem.saved_bytes_baseline)}, checkpointed unknown")
         else:
+            saving = (
+                f"checkpointing saves {_bytes(mem.saved_bytes_saved)}"
+                if mem.saved_bytes_saved > 0
+                else "no saving: checkpointing keeps at least as much as it frees"
+            )
             lines.append(
                 "saved for backward: "
                 f"checkpointed {_bytes(mem.saved_bytes_checkpointed)}, baseline {_bytes(mem.saved_bytes_baseline)}"
-                f" (checkpointing saves {_bytes(mem.saved_bytes_saved)})"
+                f" ({saving})"
             )
         if mem.per_region:
             top = sorted(mem.per_region.items(), key=lambda kv: -kv[1])[:8]
@@ -140,6 +163,20 @@ class Report:
         for note in self.notes:
             lines.append(f"note: {note}")
         return "\n".join(lines)
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    return str(value)
 
 
 def _num(x: float) -> str:
