@@ -161,7 +161,7 @@ def fingerprint(out: Any, depth: int = 0) -> list[Any]:
                 t = out.detach()
                 t = t.abs() if t.is_complex() else t
                 sums = torch.stack([t.sum(dtype=torch.float64), t.abs().sum(dtype=torch.float64)])
-                found.append((sums, out.dtype))
+                found.append((sums, out.dtype, out.numel()))
     elif depth < 4 and isinstance(out, (tuple, list)):
         for v in out:
             found.extend(fingerprint(v, depth + 1))

@@ -358,7 +358,7 @@ class _Engine:
         base_seconds = base.seconds
         ckpt = self.one_run("record")
         tol = _Tolerance(self.rtol, self.atol, {}, len(ckpt.regions))
-        mismatches = _compare(ckpt, base, tol) + _recompute_drift(ckpt_mem, ckpt)
+        mismatches = _compare(ckpt, base, tol) + _recompute_drift(ckpt_mem, ckpt, tol)
         state_diffs = {
             key for key, value in ckpt.other.items()
             if key[0] == "state" and ckpt.error is None and not _same(value, base.other.get(key, _ABSENT))
@@ -605,7 +605,7 @@ def _state_notes(run: _Run, ref: _Run, keys: set[Key], tol: _Tolerance, limit: i
     return ["Python state differs after the step: " + "; ".join(diffs[:limit]) + more]
 
 
-def _recompute_drift(first: _Run, run: _Run) -> list[Mismatch]:
+def _recompute_drift(first: _Run, run: _Run, tol: _Tolerance) -> list[Mismatch]:
     """Regions whose recompute cannot reproduce their forward: a call-count dependency.
 
     ``first`` is verify's first run, a forward of the checkpointed model
@@ -630,9 +630,9 @@ def _recompute_drift(first: _Run, run: _Run) -> list[Mismatch]:
             # Only the same inputs must give the same outputs (a region after a
             # drifting one sees other inputs; an input written in place is
             # another hazard, compared elsewhere).
-            if _fingerprint_difference(reference[0], later[0]) is not None:
+            if _fingerprint_difference(reference[0], later[0], tol) is not None:
                 continue
-            rel = _fingerprint_difference(reference[1], later[1])
+            rel = _fingerprint_difference(reference[1], later[1], tol)
             if rel is not None:
                 what = "a later call" if label == "its first forward" else "the recompute in backward"
                 found.append(
@@ -650,13 +650,18 @@ def _recompute_drift(first: _Run, run: _Run) -> list[Mismatch]:
     return found
 
 
-def _fingerprint_difference(a: list[Any], b: list[Any]) -> float | None:
-    """Relative difference of two output fingerprints beyond round-off, or None when they agree."""
+def _fingerprint_difference(a: list[Any], b: list[Any], tol: _Tolerance) -> float | None:
+    """Relative difference of two call fingerprints beyond the tolerance, or None when they agree.
+
+    Default: 100x the dtype's ``rtol`` of the absolute sum (at most 5%), for
+    round-off. Explicit ``rtol``/``atol`` widen it as far as elementwise
+    ``|d| <= atol + rtol * |b|`` allows for the sums.
+    """
     if len(a) != len(b):
         return math.inf
     worst = 0.0
-    for (sa, dtype_a), (sb, dtype_b) in zip(a, b):
-        if dtype_a != dtype_b:
+    for (sa, dtype_a, n_a), (sb, dtype_b, n_b) in zip(a, b):
+        if dtype_a != dtype_b or n_a != n_b:
             return math.inf
         x, y = sa.tolist(), sb.tolist()
         scale = max(x[1], y[1])
@@ -664,9 +669,10 @@ def _fingerprint_difference(a: list[Any], b: list[Any]) -> float | None:
             if x != y and not all(v != v for v in x + y):
                 return math.inf
             continue
-        rtol = min(100 * _DEFAULT_TOLERANCES.get(dtype_a, (1e-6, 0.0))[0], 0.05)
+        rtol = max(min(100 * _DEFAULT_TOLERANCES.get(dtype_a, (1e-6, 0.0))[0], 0.05), tol.rtol or 0.0)
+        allowed = rtol * scale + (tol.atol or 0.0) * n_a + 1e-12
         diff = max(abs(x[0] - y[0]), abs(x[1] - y[1]))
-        if diff > rtol * scale + 1e-12:
+        if diff > allowed:
             worst = max(worst, diff / scale if scale > 0 else math.inf)
     return worst or None
 
