@@ -52,6 +52,9 @@ class Session:
     # in this run) -> [forward, recompute, ...] (see ``fingerprint``).
     fingerprints: dict[tuple[str, int], list[Any]] | None = None
     _invocations: dict[str, int] = field(default_factory=dict)
+    # Record mode: checkpoint calls that stash the RNG state (preserve_rng_state, the default),
+    # memory checkpointing keeps until backward.
+    rng_stashes: int = 0
 
     def __post_init__(self) -> None:
         if self.mode == "record" and self.fingerprints is None:
@@ -99,6 +102,9 @@ def dispatch_checkpoint(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     # bypass.py patches the wrapper class.
     if session is None or function is None:
         return original(*args, **kwargs)
+
+    if session.mode == "record" and kwargs.get("preserve_rng_state", True):
+        session.rng_stashes += 1
 
     def checkpointed(fn: Any = function) -> Any:
         if args:

@@ -53,7 +53,9 @@ class MemoryStats:
 
     ``per_region``: bytes saved inside each checkpoint region when it runs
     uncheckpointed — what checkpointing that region avoids holding.
-    ``saved_bytes_checkpointed`` is -1 when the checkpointed forward raised.
+    ``saved_bytes_checkpointed`` counts what checkpointing keeps: the tensors
+    it saves (region inputs included) and ``rng_state_bytes``; -1 when the
+    checkpointed forward raised.
     ``cuda_max_allocated``: ``torch.cuda.max_memory_allocated`` per run
     (keys ``checkpointed``, ``baseline``) on CUDA, else ``None``.
     """
@@ -62,6 +64,9 @@ class MemoryStats:
     saved_bytes_baseline: int
     per_region: dict[str, int] = field(default_factory=dict)
     cuda_max_allocated: dict[str, int] | None = None
+    # Part of ``saved_bytes_checkpointed``: the RNG states checkpoint stashes per call
+    # (``preserve_rng_state=True``) and keeps until backward.
+    rng_state_bytes: int = 0
 
     @property
     def saved_bytes_saved(self) -> int:

@@ -80,6 +80,7 @@ class _Run:
     warnings: list[str] = field(default_factory=list)
     regions: list[str] = field(default_factory=list)
     fingerprints: dict[tuple[str, int], list[Any]] = field(default_factory=dict)
+    rng_stashes: int = 0
 
 
 def verify(
@@ -294,6 +295,7 @@ class _Engine:
         result.warnings = [str(w.message) for w in caught]
         result.regions = list(session.regions)
         result.fingerprints = session.fingerprints or {}
+        result.rng_stashes = session.rng_stashes
         result.saved_bytes = sum(seen.values())
         result.per_region = per_region
         if forward_only:
@@ -392,8 +394,10 @@ class _Engine:
         notes = [f"only in the checkpointed run: warning: {w}" for w in dict.fromkeys(ckpt.warnings) if w not in base.warnings]
         if ckpt.error is None:
             notes[:0] = _state_notes(ckpt, base, state_diffs, tol)
+        rng_bytes = ckpt_mem.rng_stashes * _rng_state_bytes(self.use_cuda)
         memory = MemoryStats(
-            saved_bytes_checkpointed=ckpt_mem.saved_bytes if ckpt_mem.error is None else -1,
+            saved_bytes_checkpointed=ckpt_mem.saved_bytes + rng_bytes if ckpt_mem.error is None else -1,
+            rng_state_bytes=rng_bytes if ckpt_mem.error is None else 0,
             saved_bytes_baseline=base.saved_bytes,
             per_region=dict(base.per_region),
             cuda_max_allocated=(
@@ -911,6 +915,14 @@ def _wrapped_modules(modules: list[torch.nn.Module], ckpt_kwargs: dict[str, Any]
                 mod.__dict__.pop("forward", None)
             else:
                 mod.__dict__["forward"] = previous
+
+
+def _rng_state_bytes(use_cuda: bool) -> int:
+    """Bytes one ``preserve_rng_state`` stash holds: the CPU generator's state (and the current CUDA one's)."""
+    n = torch.get_rng_state().numel()
+    if use_cuda:
+        n += torch.cuda.get_rng_state().numel()
+    return int(n)
 
 
 def _check_tolerance(name: str, value: float | None) -> None:

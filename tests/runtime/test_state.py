@@ -334,3 +334,28 @@ def test_state_notes_are_keyed_by_module_path() -> None:
         start = 7 if i == 3 else 0
         assert f"blocks.{i}.counter = {start + 2}, baseline {start + 1}" in text, text
     assert all(b.counter == (7 if i == 3 else 0) for i, b in enumerate(model.blocks))
+
+
+def test_memory_counts_the_rng_states_checkpoint_keeps_and_says_no_saving() -> None:
+    """A tiny model: checkpointing keeps more (inputs + 5 KiB of RNG state per region) than it frees."""
+
+    class Tiny(torch.nn.Module):
+        def __init__(self, preserve: bool) -> None:
+            super().__init__()
+            self.blocks = torch.nn.ModuleList(torch.nn.Linear(2, 2) for _ in range(3))
+            self.preserve = preserve
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            for b in self.blocks:
+                x = torch.utils.checkpoint.checkpoint(b, x, use_reentrant=False, preserve_rng_state=self.preserve)
+            return x
+
+    report = verify(Tiny(True), torch.randn(1, 2))
+    state = torch.get_rng_state().numel()
+    assert report.memory.rng_state_bytes == 3 * state
+    assert report.memory.saved_bytes_checkpointed >= 3 * state
+    assert report.memory.saved_bytes_saved <= 0
+    assert "no saving" in str(report) and "saves -" not in str(report)
+    assert verify(Tiny(False), torch.randn(1, 2)).memory.rng_state_bytes == 0
+    d = report.to_dict()
+    assert d["memory"]["rng_state_bytes"] == 3 * state and d["memory"]["saved_bytes_saved"] == report.memory.saved_bytes_saved
