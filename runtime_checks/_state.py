@@ -55,6 +55,10 @@ class Session:
     # Record mode: checkpoint calls that stash the RNG state (preserve_rng_state, the default),
     # memory checkpointing keeps until backward.
     rng_stashes: int = 0
+    # Memory-counting (pack, unpack) hooks of a measured run: also installed innermost
+    # around each region, so that hooks a model puts around its checkpoint calls
+    # (``save_on_cpu`` offloading) cannot hide the region's saved tensors from the count.
+    measure_hooks: tuple[Callable[[Any], Any], Callable[[Any], Any]] | None = None
 
     def __post_init__(self) -> None:
         if self.mode == "record" and self.fingerprints is None:
@@ -125,6 +129,21 @@ def dispatch_decorated(obj: Any, original_call: Callable[..., Any], args: tuple[
 
 
 def _run_region(
+    session: Session,
+    function: Any,
+    fargs: tuple[Any, ...],
+    fkwargs: dict[str, Any],
+    checkpointed: Callable[..., Any],
+) -> Any:
+    if session.measure_hooks is None:
+        return _run_region_as_asked(session, function, fargs, fkwargs, checkpointed)
+    import torch.autograd.graph
+
+    with torch.autograd.graph.saved_tensors_hooks(*session.measure_hooks):
+        return _run_region_as_asked(session, function, fargs, fkwargs, checkpointed)
+
+
+def _run_region_as_asked(
     session: Session,
     function: Any,
     fargs: tuple[Any, ...],

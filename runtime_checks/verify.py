@@ -260,6 +260,8 @@ class _Engine:
             return t, t._version
 
         unpack = _checked_unpack
+        if measure:
+            session.measure_hooks = (pack, unpack)
 
         if self.use_cuda:
             torch.cuda.synchronize(self.device)

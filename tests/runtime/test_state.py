@@ -359,3 +359,32 @@ def test_memory_counts_the_rng_states_checkpoint_keeps_and_says_no_saving() -> N
     assert verify(Tiny(False), torch.randn(1, 2)).memory.rng_state_bytes == 0
     d = report.to_dict()
     assert d["memory"]["rng_state_bytes"] == 3 * state and d["memory"]["saved_bytes_saved"] == report.memory.saved_bytes_saved
+
+
+def test_memory_is_counted_through_offloading_hooks_around_checkpoint() -> None:
+    """transformers' ``offload=True`` wraps each checkpoint call in ``save_on_cpu``: the figures must not read 0."""
+
+    class Offloaded(torch.nn.Module):
+        def __init__(self, offload: bool) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.blocks = torch.nn.ModuleList(
+                torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.GELU(), torch.nn.Linear(64, 64)) for _ in range(3)
+            )
+            self.offload = offload
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            for b in self.blocks:
+                if self.offload:
+                    with torch.autograd.graph.save_on_cpu(pin_memory=False):
+                        x = torch.utils.checkpoint.checkpoint(b, x, use_reentrant=False)
+                else:
+                    x = torch.utils.checkpoint.checkpoint(b, x, use_reentrant=False)
+            return x
+
+    x = torch.randn(32, 64)
+    plain, offloaded = verify(Offloaded(False), x).memory, verify(Offloaded(True), x).memory
+    assert offloaded.saved_bytes_baseline == plain.saved_bytes_baseline > 0
+    assert offloaded.per_region == plain.per_region and all(v > 0 for v in plain.per_region.values())
+    assert offloaded.saved_bytes_checkpointed == plain.saved_bytes_checkpointed
+    assert 0 < offloaded.saved_bytes_saved < offloaded.saved_bytes_baseline
