@@ -1,4 +1,4 @@
-"""Plugin defects: localise once after shrinking, typed ini options, one report per bad keyword, hidden frames."""
+"""Plugin defects: localise once after shrinking, typed ini options, one report per bad keyword."""
 
 from __future__ import annotations
 
@@ -91,19 +91,3 @@ def test_unknown_marker_keyword_is_reported_once(models: pytest.Pytester) -> Non
     assert out.count("unknown keyword 'exmaples'") == 1, out  # the short summary shortens its copy
     assert "During handling" not in out
 
-
-def test_internal_frames_are_hidden_from_the_traceback(models: pytest.Pytester) -> None:
-    models.makepyfile(
-        """
-        import torch
-        from models import hazardous
-
-        def test_hazard(ckpt_verify):
-            ckpt_verify(hazardous(), torch.randn(4, 8))
-        """
-    )
-    result = _run(models)
-    result.assert_outcomes(failed=1)
-    out = result.stdout.str()
-    assert "ckpt_verify(hazardous(), torch.randn(4, 8))" in out  # the user's own line is shown
-    assert "_pytest_support.py" not in out and "def _verify_and_record" not in out, out

@@ -68,6 +68,9 @@ def test_fixture_fails_with_table_naming_region_and_parameter(models: pytest.Pyt
     worst = re.search(r"worst parameter: grad '([\w.]+)' in checkpoint region '([\w.]+)': max abs err", out)
     assert worst is not None, out
     assert worst.group(2) == "blocks.1" and worst.group(1).startswith("blocks.1."), worst.groups()
+    # The traceback ends at the user's line: the plugin's frames are hidden (__tracebackhide__).
+    assert "ckpt_verify(hazardous(), torch.randn(4, 8))" in out
+    assert "_pytest_support.py" not in out and "def _verify_and_record" not in out, out
     assert "inputs: arg0: float32[4, 8]" in out
     result.stdout.fnmatch_lines(["*kind*name*max abs err*max rel err*region*"])  # the report table
     # the traceback stops at the test's own line: no frames from the verifier or the plugin

@@ -19,19 +19,22 @@ def _gpt2(**kw: object) -> torch.nn.Module:
     return transformers.GPT2LMHeadModel(cfg)
 
 
+# A tiny decoder of the Llama family (Llama, Mixtral).
+_DECODER = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=100,
+    max_position_embeddings=16,
+    bos_token_id=0,
+    eos_token_id=0,
+)
+
+
 def _llama() -> torch.nn.Module:
-    cfg = transformers.LlamaConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=100,
-        max_position_embeddings=16,
-        bos_token_id=0,
-        eos_token_id=0,
-    )
-    return transformers.LlamaForCausalLM(cfg)
+    return transformers.LlamaForCausalLM(transformers.LlamaConfig(**_DECODER))
 
 
 def _ids() -> torch.Tensor:
@@ -90,20 +93,7 @@ def _trace(model: torch.nn.Module) -> dict[str, object]:
 
 def _mixtral() -> torch.nn.Module:
     torch.manual_seed(0)
-    cfg = transformers.MixtralConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=100,
-        max_position_embeddings=16,
-        num_local_experts=4,
-        num_experts_per_tok=2,
-        output_router_logits=True,
-        bos_token_id=0,
-        eos_token_id=0,
-    )
+    cfg = transformers.MixtralConfig(**_DECODER, num_local_experts=4, num_experts_per_tok=2, output_router_logits=True)
     return transformers.MixtralForCausalLM(cfg)
 
 
