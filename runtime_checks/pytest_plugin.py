@@ -599,6 +599,10 @@ def _format_memory(row: Mapping[str, Any]) -> str:
     saved, baseline = row.get("saved_bytes"), row.get("baseline_bytes")
     if saved is None:
         return "activation memory saved: unknown"
+    if saved <= 0:  # tiny models: the inputs and RNG states checkpoint keeps outweigh what it frees
+        kept = row.get("checkpointed_bytes")
+        detail = f" (checkpointing keeps {format_bytes(kept)}, frees {format_bytes(baseline or 0)})" if kept is not None else ""
+        return f"activation memory saved: none{detail}"
     if baseline:
         return f"activation memory saved: {format_bytes(saved)} of {format_bytes(baseline)} ({saved / baseline:.0%})"
     return f"activation memory saved: {format_bytes(saved)}"
