@@ -74,7 +74,7 @@ def test_data_write_without_a_copy_raises_parameter_write_error(how: str) -> Non
 def test_data_write_then_model_error_raises_parameter_write_error(how: str) -> None:
     class WritesThenFails(MoCo):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            out = self._step(x)
+            self._step(x)
             raise KeyError("model bug after the update")
 
     with pytest.raises(ParameterWriteError, match=r"k\.weight"):
