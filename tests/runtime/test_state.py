@@ -153,7 +153,10 @@ def test_in_place_write_to_a_parameter_is_undone() -> None:
     import glob
     import tempfile
 
-    assert not glob.glob(f"{tempfile.gettempdir()}/ckptlint-params-*")
+    import os
+
+    # This process's files only: other processes (parallel test runs) share the folder.
+    assert not glob.glob(f"{tempfile.gettempdir()}/ckptlint-params-{os.getpid()}-*")
     # Keeping nothing: the write is detected and named.
     from runtime_checks import ParameterWriteError, VerifyError
 
