@@ -358,8 +358,20 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _missing_runtime(exc: ImportError) -> bool:
+    """Whether ``exc`` means the runtime extra is absent: torch/hypothesis/numpy itself cannot be found.
+
+    An ImportError raised inside an installed torch, or by the user's own
+    module (``from mypkg import nope``, ``.name`` empty), is not that.
+    """
     missing = (getattr(exc, "name", None) or "").split(".")[0]
-    return missing in ("torch", "hypothesis", "numpy") or missing == ""
+    if missing not in ("torch", "hypothesis", "numpy"):
+        return False
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(missing) is None
+    except (ImportError, ValueError):
+        return True
 
 
 def _cmd_verify(argv: Sequence[str]) -> int:
@@ -373,6 +385,9 @@ def _cmd_verify(argv: Sequence[str]) -> int:
             print(message, file=sys.stderr)
             return EXIT_ERROR
         raise
+    except KeyboardInterrupt:  # importing torch takes seconds
+        print("\nckptlint verify: interrupted", file=sys.stderr)
+        return 130
     try:
         return int(runtime_cli.main(list(argv)))
     except ImportError as exc:
@@ -380,13 +395,22 @@ def _cmd_verify(argv: Sequence[str]) -> int:
             print(message, file=sys.stderr)
             return EXIT_ERROR
         raise
+    except KeyboardInterrupt:
+        print("\nckptlint verify: interrupted", file=sys.stderr)
+        return 130
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ckptlint`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "verify":
-        return _cmd_verify(argv[1:])
+        try:
+            return _cmd_verify(argv[1:])
+        except Exception:  # a bug in ckptlint verify itself: show it, exit 2
+            import traceback
+
+            traceback.print_exc()
+            return EXIT_ERROR
     parser = _build_parser()
     args = parser.parse_args(argv)
     try:

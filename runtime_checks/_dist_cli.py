@@ -42,9 +42,9 @@ def draw_examples(strategy: Any, count: int, seed: int, min_batch: int) -> list[
     return drawn
 
 
-def run_distributed(args: Any, strategy: Any) -> int:
+def run_distributed(args: Any, strategy: Any, argv: list[str]) -> int:
     """Verify ``args.target`` on ``args.nproc`` processes for each drawn example; return the exit code."""
-    from runtime_checks.cli import EXIT_ERROR, EXIT_MISMATCH, EXIT_OK, UsageError
+    from runtime_checks.cli import EXIT_ERROR, EXIT_MISMATCH, EXIT_OK, UsageError, reproduce_command
     from runtime_checks.distributed import DistributedError, verify_distributed
     from runtime_checks.verify import VerifyError
 
@@ -75,18 +75,24 @@ def run_distributed(args: Any, strategy: Any) -> int:
             return EXIT_ERROR
         print(f"example {i}/{len(examples)}: {'equivalent' if report.equivalent else 'NOT EQUIVALENT'}", file=sys.stderr)
         if not report.equivalent:
-            print(str(report))
-            print(
-                f"reproduce: ckptlint verify {args.target} {' '.join(_quoted(a) for a in args.raw_inputs)} "
-                f"--nproc {args.nproc} --wrap {args.wrap} --hypothesis-seed {hseed}"
-            )
+            _show(args, report, reproduce_command(argv, hseed))
             return EXIT_MISMATCH
-    print(f"EQUIVALENT under {args.wrap.upper()} on {args.nproc} processes for {len(examples)} example(s); last:")
-    print(str(report))
+    if getattr(args, "format", "text") != "json":
+        print(f"EQUIVALENT under {args.wrap.upper()} on {args.nproc} processes for {len(examples)} example(s); last:")
+    _show(args, report, None)
     return EXIT_OK
 
 
-def _quoted(arg: str) -> str:
-    import shlex
+def _show(args: Any, report: Any, reproduce: str | None) -> None:
+    if getattr(args, "format", "text") == "json":
+        import json
 
-    return shlex.quote(arg)
+        print(json.dumps({
+            "equivalent": report.equivalent, "world_size": report.world_size, "wrap": report.wrap,
+            "backend": report.backend, "seconds": report.seconds, "reproduce": reproduce,
+            "ranks": [r.to_dict() for r in report.ranks],
+        }, allow_nan=False))
+        return
+    print(str(report))
+    if reproduce:
+        print(f"reproduce: {reproduce}")

@@ -444,16 +444,25 @@ def run_examples(
     verify_kwargs: Mapping[str, Any],
     examples: int,
 ) -> None:
-    """Verify ``model`` on ``examples`` inputs drawn from ``strategy``; shrink and report a failure."""
+    """Verify ``model`` on ``examples`` inputs drawn from ``strategy``; shrink and report a failure.
+
+    The search and every shrink step verify without localisation (a failing
+    example costs a few runs, not one per region); the shrunk example is
+    verified once more with localisation, for the report the user reads.
+    """
     __tracebackhide__ = True
-    from hypothesis import HealthCheck, given, seed, settings
+    from hypothesis import HealthCheck, Phase, given, seed, settings
 
     chosen, origin = _choose_seed(config)
     where = f"pytest '{item.nodeid}' " if item is not None else "pytest "
     reproduce = f"hypothesis seed: {chosen} ({origin}); reproduce with: {where}--hypothesis-seed={chosen}"
+    localize = bool(_verify_kwargs(options, verify_kwargs)["localize"])
+    search_kwargs = {**verify_kwargs, "localize": False}
+    failing: dict[str, Any] = {}
 
     # database=None: the inner function is the same for every test, so a shared example
     # database would replay one test's failures in another; the printed seed reproduces instead.
+    # No explain phase: it reruns a failing model dozens of times to word its explanation.
     @seed(chosen)
     @settings(
         max_examples=examples,
@@ -463,13 +472,28 @@ def run_examples(
         derandomize=False,
         report_multiple_bugs=False,
         print_blob=False,
+        phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
     )
     @given(strategy)
     def ckpt_equivalence(inputs: Any) -> None:
         __tracebackhide__ = True
-        _verify_and_record(item, options, model, inputs, verify_kwargs, lambda: reproduce)
+        failing["inputs"] = inputs  # the last failing call is hypothesis' final, shrunk one
+        _verify_and_record(item, options, model, inputs, search_kwargs, lambda: reproduce)
+        failing.pop("inputs", None)
 
-    ckpt_equivalence()
+    try:
+        ckpt_equivalence()
+    except AssertionError as error:
+        if not localize or "inputs" not in failing:
+            raise
+        notes = list(getattr(error, "__notes__", ()))
+        try:
+            _verify_and_record(None, options, model, failing["inputs"], verify_kwargs, lambda: reproduce)
+        except AssertionError as localised:
+            for note in notes:
+                localised.add_note(note)
+            raise localised from None
+        raise  # equivalent on the rerun (a flaky model): the search's own report stands
 
 
 # ---------------------------------------------------------------------------------------------

@@ -47,6 +47,22 @@ class Session:
     # Innermost region being run directly (bypass mode); memory accounting
     # attributes saved tensors to it.
     stack: list[str] = field(default_factory=list)
+    # Record mode, when not None: fingerprints of the inputs and outputs of
+    # every call of every region invocation, keyed (region, n-th invocation
+    # in this run) -> [forward, recompute, ...] (see ``fingerprint``).
+    fingerprints: dict[tuple[str, int], list[Any]] | None = None
+    _invocations: dict[str, int] = field(default_factory=dict)
+    # Record mode: checkpoint calls that stash the RNG state (preserve_rng_state, the default),
+    # memory checkpointing keeps until backward.
+    rng_stashes: int = 0
+    # Memory-counting (pack, unpack) hooks of a measured run: also installed innermost
+    # around each region, so that hooks a model puts around its checkpoint calls
+    # (``save_on_cpu`` offloading) cannot hide the region's saved tensors from the count.
+    measure_hooks: tuple[Callable[[Any], Any], Callable[[Any], Any]] | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode == "record" and self.fingerprints is None:
+            self.fingerprints = {}
 
     def note(self, name: str) -> None:
         if name not in self.regions:
@@ -90,7 +106,16 @@ def dispatch_checkpoint(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     # bypass.py patches the wrapper class.
     if session is None or function is None:
         return original(*args, **kwargs)
-    return _run_region(session, function, fargs, fkwargs, lambda: original(*args, **kwargs))
+
+    if session.mode == "record" and kwargs.get("preserve_rng_state", True):
+        session.rng_stashes += 1
+
+    def checkpointed(fn: Any = function) -> Any:
+        if args:
+            return original(fn, *args[1:], **kwargs)
+        return original(**{**kwargs, "function": fn})
+
+    return _run_region(session, function, fargs, fkwargs, checkpointed)
 
 
 def dispatch_decorated(obj: Any, original_call: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -99,7 +124,8 @@ def dispatch_decorated(obj: Any, original_call: Callable[..., Any], args: tuple[
     function = getattr(obj, "__wrapped__", None)
     if session is None or function is None:
         return original_call(obj, *args, **kwargs)
-    return _run_region(session, function, args, kwargs, lambda: original_call(obj, *args, **kwargs))
+    # The wrapper object holds its function: calls through it are not fingerprinted.
+    return _run_region(session, function, args, kwargs, lambda fn=None: original_call(obj, *args, **kwargs))
 
 
 def _run_region(
@@ -107,12 +133,39 @@ def _run_region(
     function: Any,
     fargs: tuple[Any, ...],
     fkwargs: dict[str, Any],
-    checkpointed: Callable[[], Any],
+    checkpointed: Callable[..., Any],
+) -> Any:
+    if session.measure_hooks is None:
+        return _run_region_as_asked(session, function, fargs, fkwargs, checkpointed)
+    import torch.autograd.graph
+
+    with torch.autograd.graph.saved_tensors_hooks(*session.measure_hooks):
+        return _run_region_as_asked(session, function, fargs, fkwargs, checkpointed)
+
+
+def _run_region_as_asked(
+    session: Session,
+    function: Any,
+    fargs: tuple[Any, ...],
+    fkwargs: dict[str, Any],
+    checkpointed: Callable[..., Any],
 ) -> Any:
     name = session.namer(function)
     if session.mode == "record":
         session.note(name)
-        return checkpointed()
+        if session.fingerprints is None:
+            return checkpointed()
+        n = session._invocations.get(name, 0)
+        session._invocations[name] = n + 1
+        calls = session.fingerprints.setdefault((name, n), [])
+
+        def fingerprinted(*a: Any, **k: Any) -> Any:
+            seen = fingerprint((a, k))
+            out = function(*a, **k)
+            calls.append((seen, fingerprint(out)))  # 1st call: the forward; later calls: recomputes
+            return out
+
+        return checkpointed(fingerprinted)
     if name in session.keep:
         return checkpointed()
     session.stack.append(name)
@@ -120,6 +173,27 @@ def _run_region(
         return function(*fargs, **fkwargs)
     finally:
         session.stack.pop()
+
+
+def fingerprint(out: Any, depth: int = 0) -> list[Any]:
+    """Per output tensor: (sum, sum of absolute values) in float64, computed without touching autograd."""
+    import torch
+
+    found: list[Any] = []
+    if isinstance(out, torch.Tensor):
+        if out.is_floating_point() or out.is_complex():
+            with torch.no_grad():
+                t = out.detach()
+                t = t.abs() if t.is_complex() else t
+                sums = torch.stack([t.sum(dtype=torch.float64), t.abs().sum(dtype=torch.float64)])
+                found.append((sums, out.dtype, out.numel()))
+    elif depth < 4 and isinstance(out, (tuple, list)):
+        for v in out:
+            found.extend(fingerprint(v, depth + 1))
+    elif depth < 4 and isinstance(out, dict):
+        for v in out.values():
+            found.extend(fingerprint(v, depth + 1))
+    return found
 
 
 def _checkpoint_trampoline(*args, **kwargs):  # type: ignore[no-untyped-def]

@@ -1,8 +1,9 @@
 """``ckptlint verify MODULE_OR_FILE:FACTORY --input SPEC ...``: verify a model on hypothesis-drawn inputs.
 
 Exit codes: 0 equivalent on every example, 1 a counterexample was found
-(its report is printed), 2 usage error or the model failed without
-checkpointing too (one line on stderr, no traceback).
+(its report is printed), 2 usage error, an error importing the target, or
+the model failed without checkpointing too (one line on stderr naming the
+source line, no traceback), 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -10,16 +11,19 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import json
 import os
+import shlex
 import sys
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 __all__ = ["load_factory", "main"]
 
-EXIT_OK, EXIT_MISMATCH, EXIT_ERROR = 0, 1, 2
+EXIT_OK, EXIT_MISMATCH, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class UsageError(Exception):
@@ -60,6 +64,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rtol", type=float, default=None)
     p.add_argument("--atol", type=float, default=None)
     p.add_argument("--no-localize", action="store_true", help="skip naming the responsible regions")
+    p.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="'json': one JSON object on stdout (schema in docs/runtime.md); progress stays on stderr",
+    )
     dist = p.add_argument_group("distributed (see docs/distributed.md)")
     dist.add_argument("--nproc", type=int, default=None, metavar="N", help="verify on N processes under torch.distributed")
     dist.add_argument("--wrap", choices=("ddp", "fsdp2"), default="ddp", help="with --nproc: how each rank wraps the model")
@@ -84,16 +94,21 @@ def load_factory(target: str) -> Callable[[], Any]:
         module = importlib.util.module_from_spec(spec)
         sys.path.insert(0, str(path.resolve().parent))
         sys.modules[name] = module
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:  # noqa: BLE001 - the user's module: report in one line
+            raise UsageError(f"target {target!r}: importing {where!r} failed: {user_error(exc)}") from None
     else:
         if os.getcwd() not in sys.path and "" not in sys.path:
             sys.path.insert(0, os.getcwd())
         try:
             module = importlib.import_module(where)
         except ModuleNotFoundError as exc:
-            if exc.name and where.startswith(exc.name):
-                raise UsageError(f"target {target!r}: no module named {where!r}") from None
-            raise
+            if exc.name and where.startswith(exc.name) and where.split(".")[: exc.name.count(".") + 1] == exc.name.split("."):
+                raise UsageError(f"target {target!r}: no module named {exc.name!r}") from None
+            raise UsageError(f"target {target!r}: importing {where!r} failed: {user_error(exc)}") from None
+        except Exception as exc:  # noqa: BLE001 - the user's module: report in one line
+            raise UsageError(f"target {target!r}: importing {where!r} failed: {user_error(exc)}") from None
     obj: Any = module
     for part in attr.split("."):
         try:
@@ -148,6 +163,38 @@ class _Progress:
             self.stream.flush()
 
 
+_OWN_PACKAGES = ("runtime_checks", "torch", "hypothesis", "_pytest", "pluggy", "importlib")
+
+
+def user_error(exc: BaseException, *, location_first: bool = True) -> str:
+    """One line for an exception from the user's code, located at its innermost frame outside ours and torch's.
+
+    ``file:line: Type: message`` (``location_first``), else
+    ``Type: message (at file:line: source line)``.
+    """
+    text = str(exc).strip().splitlines()
+    message = f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f"{exc.filename}:{exc.lineno}: SyntaxError: {exc.msg}"
+    where = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if not _internal(frame.filename):
+            where = frame
+    if where is None:
+        return message
+    if location_first:
+        return f"{where.filename}:{where.lineno}: {message}"
+    source = f": {where.line.strip()}" if where.line else ""
+    return f"{message} (at {where.filename}:{where.lineno}{source})"
+
+
+def _internal(filename: str) -> bool:
+    if filename.startswith("<frozen") or filename.startswith("<"):
+        return True
+    parts = Path(filename).parts
+    return any(p in _OWN_PACKAGES for p in parts)
+
+
 def _installed(name: str) -> bool:
     try:
         return importlib.util.find_spec(name) is not None
@@ -171,13 +218,16 @@ def main(argv: Sequence[str]) -> int:
     except SystemExit as exc:  # argparse already printed its one-line usage error
         return EXIT_OK if exc.code == 0 else EXIT_ERROR
     try:
-        return _run(args)
+        return _run(args, list(argv))
     except UsageError as exc:
         print(f"ckptlint verify: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("\nckptlint verify: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, argv: list[str]) -> int:
     import torch
 
     from runtime_checks.assertions import (
@@ -225,13 +275,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.nproc is not None:
         from runtime_checks._dist_cli import run_distributed
 
-        args.raw_inputs = [f"--input={spec}" for spec in args.inputs] + [f"--dim={d}" for d in args.dim]
-        return run_distributed(args, strategy)
+        return run_distributed(args, strategy, argv)
     factory = load_factory(args.target)
     try:
         model = factory()
     except Exception as exc:  # noqa: BLE001 - user code: report in one line
-        raise UsageError(f"factory {args.target!r} raised {type(exc).__name__}: {exc}") from None
+        raise UsageError(f"factory {args.target!r} raised {user_error(exc, location_first=False)}") from None
     if not isinstance(model, torch.nn.Module):
         raise UsageError(f"factory {args.target!r} returned {type(model).__name__}, not an nn.Module")
 
@@ -265,8 +314,12 @@ def _run(args: argparse.Namespace) -> int:
         )
     except CheckpointMismatchError as exc:
         progress.close()
+        reproduce = reproduce_command(argv, exc.hypothesis_seed)
+        if args.format == "json":
+            _print_json(args, exc.report, False, str(exc.inputs), reproduce)
+            return EXIT_MISMATCH
         print(f"NOT EQUIVALENT: smallest failing input {exc.inputs}")
-        print(f"reproduce: ckptlint verify {args.target} ... --hypothesis-seed {exc.hypothesis_seed}")
+        print(f"reproduce: {reproduce}")
         print(str(exc.report))
         return EXIT_MISMATCH
     except (VerifyError, ParameterWriteError) as exc:
@@ -274,15 +327,47 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - the model fails without checkpointing too
         progress.close()
-        text = str(exc).strip().splitlines()
         print(
-            f"ckptlint verify: error: the model raised {type(exc).__name__} without checkpointing too "
-            f"(not a checkpointing problem): {text[0] if text else ''}",
+            f"ckptlint verify: error: the model raised without checkpointing too "
+            f"(not a checkpointing problem): {user_error(exc, location_first=False)}",
             file=sys.stderr,
         )
         return EXIT_ERROR
     progress.close()
+    if args.format == "json":
+        _print_json(args, last[0] if last else None, True, None, None)
+        return EXIT_OK
     print(f"EQUIVALENT on {args.examples} example(s); last example:")
     if last:
         print(str(last[0]))
     return EXIT_OK
+
+
+def reproduce_command(argv: Sequence[str], hypothesis_seed: int | None) -> str:
+    """The command line that replays this search: the same arguments, the seed that found the counterexample."""
+    args, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a == "--hypothesis-seed":
+            skip = True
+            continue
+        if a.startswith("--hypothesis-seed="):
+            continue
+        args.append(a)
+    if hypothesis_seed is not None:
+        args += ["--hypothesis-seed", str(hypothesis_seed)]
+    return shlex.join(["ckptlint", "verify", *args])
+
+
+def _print_json(args: argparse.Namespace, report: Any, equivalent: bool, failing: str | None, reproduce: str | None) -> None:
+    payload = {
+        "target": args.target,
+        "equivalent": equivalent,
+        "examples": args.examples,
+        "failing_input": failing,
+        "reproduce": reproduce,
+        "report": report.to_dict() if report is not None else None,
+    }
+    print(json.dumps(payload, indent=2, sort_keys=False))

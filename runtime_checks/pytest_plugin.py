@@ -94,6 +94,9 @@ class _Option:
     help: str
     is_flag: bool = False
     metavar: str | None = None
+    # The ini key's type for ``parser.addini`` (flags are "bool"); pytest converts and
+    # validates it, a bad value is reported naming the key.
+    ini_type: str = "string"
 
 
 _OPTIONS: tuple[_Option, ...] = (
@@ -109,6 +112,7 @@ _OPTIONS: tuple[_Option, ...] = (
         "ckpt_examples",
         "hypothesis examples per checkpoint-equivalence test whose inputs are a strategy (default: 10)",
         metavar="N",
+        ini_type="int",
     ),
     _Option(
         "--ckpt-rtol",
@@ -116,24 +120,28 @@ _OPTIONS: tuple[_Option, ...] = (
         "relative tolerance for checkpoint-equivalence comparisons (default: dtype-aware, "
         "as torch.testing.assert_close, widened by the model's own noise)",
         metavar="RTOL",
+        ini_type="float",
     ),
     _Option(
         "--ckpt-atol",
         "ckpt_atol",
         "absolute tolerance for checkpoint-equivalence comparisons (default: dtype-aware)",
         metavar="ATOL",
+        ini_type="float",
     ),
     _Option(
         "--ckpt-no-localize",
         "ckpt_no_localize",
         "do not bisect over checkpoint regions to name the one that breaks equivalence (faster)",
         is_flag=True,
+        ini_type="bool",
     ),
     _Option(
         "--ckpt-require-device",
         "ckpt_require_device",
         "fail (instead of skip) checkpoint-equivalence tests whose device is not available",
         is_flag=True,
+        ini_type="bool",
     ),
 )
 
@@ -217,7 +225,10 @@ def options_from_config(config: pytest.Config) -> CkptOptions:
     values: dict[str, Any] = {}
     for option in _OPTIONS:
         parse = parsers[option.ini]
-        raw_ini = config.getini(option.ini)
+        try:
+            raw_ini = config.getini(option.ini)
+        except (ValueError, TypeError, pytest.UsageError) as error:  # pytest converts typed keys itself
+            raise OptionError(f"{_ini_where(config, option.ini)}: invalid value ({error})") from None
         if raw_ini not in ("", None, []):
             values[option.ini] = parse(raw_ini, _ini_where(config, option.ini))
         raw_cli = config.getoption(option.ini)
@@ -331,11 +342,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     for option in _OPTIONS:
         if option.is_flag:
             group.addoption(option.flag, action="store_true", default=False, dest=option.ini, help=option.help)
-            parser.addini(option.ini, option.help, type="string", default="")
         else:
             group.addoption(option.flag, action="store", default=None, dest=option.ini,
                             metavar=option.metavar, help=option.help)
-            parser.addini(option.ini, option.help, type="string", default="")
+        _addini(parser, option)
+
+
+def _addini(parser: pytest.Parser, option: _Option) -> None:
+    # Unset keys read as None (not 0 / False), so that an ini value never hides the default.
+    try:
+        parser.addini(option.ini, option.help, type=option.ini_type, default=None)  # type: ignore[arg-type]
+    except ValueError:  # pytest < 8.4 has no "int"/"float" ini types: parsed from the string
+        parser.addini(option.ini, option.help, type="string", default="")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -357,7 +375,7 @@ def pytest_configure(config: pytest.Config) -> None:
     # when hypothesis is already imported (the hypothesis entry point usually did it already).
     wants_profile = _getoption(config, "hypothesis_profile") == CKPT_PROFILE
     if wants_profile or sys.modules.get("hypothesis") is not None:
-        examples_set = _getoption(config, "ckpt_examples") is not None or config.getini("ckpt_examples") != ""
+        examples_set = _getoption(config, "ckpt_examples") is not None or config.getini("ckpt_examples") not in ("", None)
         register_ckpt_profile(config.stash[_options_key].examples if examples_set else None)
 
 
@@ -378,7 +396,11 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     try:
         options = options_for_item(item.config.stash[_options_key], marker_kwargs(item))
     except OptionError as error:
-        pytest.fail(str(error), pytrace=False)
+        message = str(error)
+    else:
+        message = None
+    if message is not None:  # outside the except block: reported once, without a chained copy
+        pytest.fail(message, pytrace=False)
     if options.device.startswith("cuda"):
         from runtime_checks import _pytest_support
 
@@ -433,7 +455,8 @@ def _marker_kwargs_or_none(item: pytest.Item) -> dict[str, Any] | None:
     try:
         return marker_kwargs(item)
     except OptionError as error:  # already reported by setup; keep the message if setup was bypassed
-        pytest.fail(str(error), pytrace=False)
+        message = str(error)
+    pytest.fail(message, pytrace=False)
 
 
 def item_options(item: pytest.Item) -> CkptOptions:
@@ -441,7 +464,8 @@ def item_options(item: pytest.Item) -> CkptOptions:
     try:
         return options_for_item(item.config.stash[_options_key], marker_kwargs(item))
     except OptionError as error:
-        pytest.fail(str(error), pytrace=False)
+        message = str(error)
+    pytest.fail(message, pytrace=False)
 
 
 def current_item(config: pytest.Config) -> pytest.Item | None:
@@ -581,6 +605,10 @@ def _format_memory(row: Mapping[str, Any]) -> str:
     saved, baseline = row.get("saved_bytes"), row.get("baseline_bytes")
     if saved is None:
         return "activation memory saved: unknown"
+    if saved <= 0:  # tiny models: the inputs and RNG states checkpoint keeps outweigh what it frees
+        kept = row.get("checkpointed_bytes")
+        detail = f" (checkpointing keeps {format_bytes(kept)}, frees {format_bytes(baseline or 0)})" if kept is not None else ""
+        return f"activation memory saved: none{detail}"
     if baseline:
         return f"activation memory saved: {format_bytes(saved)} of {format_bytes(baseline)} ({saved / baseline:.0%})"
     return f"activation memory saved: {format_bytes(saved)}"

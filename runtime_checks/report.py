@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
-__all__ = ["KINDS", "MemoryStats", "Mismatch", "Report", "TimingStats"]
+__all__ = ["KINDS", "REPORT_SCHEMA_VERSION", "MemoryStats", "Mismatch", "Report", "TimingStats"]
+
+# Bumped only when a key of ``Report.to_dict()`` changes meaning or goes away;
+# new keys may appear in any version.
+REPORT_SCHEMA_VERSION = 1
 
 # error first (the run did not even finish), then the structural kinds, then values.
-KINDS = ("error", "missing_grad", "unexpected_grad", "output", "grad", "buffer", "rng")
+KINDS = ("error", "recompute", "missing_grad", "unexpected_grad", "output", "grad", "buffer", "rng")
 _KIND_ORDER = {k: i for i, k in enumerate(KINDS)}
 
 
@@ -20,7 +26,9 @@ class Mismatch:
     the checkpointed run ``None``), ``unexpected_grad`` (the reverse),
     ``buffer`` (after the step), ``error`` (only the checkpointed run raised;
     ``name`` is the exception type, ``detail`` its text), ``rng`` (a random
-    stream ends in a different state). Python attributes that end with a
+    stream ends in a different state), ``recompute`` (``name`` is a region
+    whose output differs between calls: its recompute in backward cannot
+    reproduce its forward). Python attributes that end with a
     different value (a call counter) are reported in ``Report.notes``.
     ``max_abs_err``/``max_rel_err`` are ``inf`` where no number applies.
     ``region`` is the checkpointed module path or function qualname found
@@ -45,7 +53,9 @@ class MemoryStats:
 
     ``per_region``: bytes saved inside each checkpoint region when it runs
     uncheckpointed — what checkpointing that region avoids holding.
-    ``saved_bytes_checkpointed`` is -1 when the checkpointed forward raised.
+    ``saved_bytes_checkpointed`` counts what checkpointing keeps: the tensors
+    it saves (region inputs included) and ``rng_state_bytes``; -1 when the
+    checkpointed forward raised.
     ``cuda_max_allocated``: ``torch.cuda.max_memory_allocated`` per run
     (keys ``checkpointed``, ``baseline``) on CUDA, else ``None``.
     """
@@ -54,6 +64,9 @@ class MemoryStats:
     saved_bytes_baseline: int
     per_region: dict[str, int] = field(default_factory=dict)
     cuda_max_allocated: dict[str, int] | None = None
+    # Part of ``saved_bytes_checkpointed``: the RNG states checkpoint stashes per call
+    # (``preserve_rng_state=True``) and keeps until backward.
+    rng_state_bytes: int = 0
 
     @property
     def saved_bytes_saved(self) -> int:
@@ -90,6 +103,18 @@ class Report:
     # Warnings raised only in the checkpointed run, and other remarks.
     notes: tuple[str, ...] = ()
 
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form (schema in docs/runtime.md): every field, plus the derived figures.
+
+        Numbers that have no value (``inf``/``nan`` errors of structural
+        mismatches) become ``None``; tuples become lists.
+        """
+        out: dict[str, Any] = {"schema_version": REPORT_SCHEMA_VERSION}
+        out.update({f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)})
+        out["memory"]["saved_bytes_saved"] = self.memory.saved_bytes_saved
+        out["timing"]["ratio"] = _jsonable(self.timing.ratio)
+        return out
+
     def worst(self) -> Mismatch | None:
         """The mismatch with the largest error (structural kinds first), or None."""
         return self.mismatches[0] if self.mismatches else None
@@ -116,10 +141,15 @@ class Report:
         if mem.saved_bytes_checkpointed < 0:  # the checkpointed forward raised
             lines.append(f"saved for backward: baseline {_bytes(mem.saved_bytes_baseline)}, checkpointed unknown")
         else:
+            saving = (
+                f"checkpointing saves {_bytes(mem.saved_bytes_saved)}"
+                if mem.saved_bytes_saved > 0
+                else "no saving: checkpointing keeps at least as much as it frees"
+            )
             lines.append(
                 "saved for backward: "
                 f"checkpointed {_bytes(mem.saved_bytes_checkpointed)}, baseline {_bytes(mem.saved_bytes_baseline)}"
-                f" (checkpointing saves {_bytes(mem.saved_bytes_saved)})"
+                f" ({saving})"
             )
         if mem.per_region:
             top = sorted(mem.per_region.items(), key=lambda kv: -kv[1])[:8]
@@ -138,6 +168,20 @@ class Report:
         for note in self.notes:
             lines.append(f"note: {note}")
         return "\n".join(lines)
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    return str(value)
 
 
 def _num(x: float) -> str:

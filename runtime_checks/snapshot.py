@@ -19,7 +19,6 @@ import contextlib
 import os
 import random
 import sys
-import tempfile
 import types
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
@@ -32,7 +31,9 @@ try:  # NumPy is a dependency of the runtime extra, but never required to verify
 except ImportError:  # pragma: no cover
     _np = None  # type: ignore[assignment]
 
-__all__ = ["ModelState", "ParameterWriteError", "PyState", "RngState"]
+from runtime_checks.spill import SnapshotError, remove_stale_spills, spill_to_disk
+
+__all__ = ["ModelState", "ParameterWriteError", "PyState", "RngState", "SnapshotError", "remove_stale_spills", "spill_to_disk"]
 
 
 class ParameterWriteError(RuntimeError):
@@ -46,6 +47,7 @@ class ParameterWriteError(RuntimeError):
             "checkpointing (the recompute sees the new value). Rerun with verify(..., snapshot_params=True) "
             "to have verify copy the parameters first and undo the writes"
         )
+
 
 _MAX_CONTAINER = 10_000
 _MAX_DEPTH = 4
@@ -115,20 +117,38 @@ class PyState:
 
     def __init__(self, model: torch.nn.Module, extra_objects: tuple[Any, ...] = ()) -> None:
         self.entries: list[tuple[Any, str, Any]] = []  # (owner namespace, key, snap)
+        # Per entry, where it lives: module path + attribute, module.global, hook.<closure>.var.
+        self.labels: list[str] = []
         self.generators: dict[str, torch.Generator] = {}
         # Attribute names each module had: attributes a run creates (lazy
         # caches, first-call flags) are removed again before the next run.
         self.module_keys: list[tuple[dict[str, Any], frozenset[str]]] = []
+        # Hook dicts (each module's and torch's global ones), restored in place:
+        # a model that installs hooks lazily on its first call (transformers'
+        # output capturing) would otherwise gain a set of hooks every run.
+        self.hook_dicts: list[tuple[dict[Any, Any], list[tuple[Any, Any]]]] = []
+        self.hook_flags: list[tuple[dict[str, Any], str, Any]] = []
         seen_namespaces: set[int] = set()
         module_paths = {id(m): n for n, m in model.named_modules(remove_duplicate=False)}
+        for key, value in vars(torch.nn.modules.module).items():
+            if key.startswith("_global_") and "hook" in key and isinstance(value, dict):
+                self._snap_hook_dict(value)
         for mod in model.modules():
             ns = mod.__dict__
             path = module_paths.get(id(mod), "")
             self.module_keys.append((ns, frozenset(ns)))
+            for key in _MODULE_INTERNAL_KEYS & ns.keys():
+                if "hook" in key:
+                    if isinstance(ns[key], dict):
+                        self._snap_hook_dict(ns[key])
+                    else:  # _is_full_backward_hook: set by the first register_full_backward_hook
+                        self.hook_flags.append((ns, key, ns[key]))
             for key, value in list(ns.items()):
                 if key in _MODULE_INTERNAL_KEYS:
                     continue
-                self.entries.append((ns, key, self._snap(value, _MAX_DEPTH, f"{path}.{key}" if path else key)))
+                label = f"{path}.{key}" if path else key
+                self.entries.append((ns, key, self._snap(value, _MAX_DEPTH, label)))
+                self.labels.append(label)
             for hooks_name in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"):
                 for hook in getattr(mod, hooks_name, {}).values():
                     self._snap_callable(hook)
@@ -144,12 +164,25 @@ class PyState:
         for obj in extra_objects:
             self._snap_callable(obj)
 
+    def _snap_hook_dict(self, hooks: dict[Any, Any]) -> None:
+        self.hook_dicts.append((hooks, list(hooks.items())))
+
+    def _restore_hooks(self) -> None:
+        for hooks, items in self.hook_dicts:
+            if len(hooks) != len(items) or any(hooks.get(k, _MISSING) is not v for k, v in items):
+                hooks.clear()
+                hooks.update(items)
+        for ns, key, value in self.hook_flags:
+            if ns.get(key, _MISSING) is not value:
+                ns[key] = value
+
     def _snap_globals(self, ns: dict[str, Any], where: str) -> None:
         for key, value in list(ns.items()):
             if key.startswith("__") or isinstance(value, (types.ModuleType, type, types.FunctionType)):
                 continue
             if isinstance(value, _SCALARS + (list, dict, set, torch.Generator)):
                 self.entries.append((ns, key, self._snap(value, _MAX_DEPTH, f"{where}.{key}")))
+                self.labels.append(f"{where}.{key}")
 
     def _snap_callable(self, fn: Any) -> None:
         """Hooks and callables keep counters in closure cells: snapshot those cells."""
@@ -162,7 +195,9 @@ class PyState:
                 except ValueError:
                     continue
                 if isinstance(value, _SCALARS + (list, dict, set, torch.Generator)):
-                    self.entries.append((cell, "", self._snap(value, _MAX_DEPTH, var)))
+                    label = f"{getattr(fn, '__qualname__', type(fn).__name__)}.<closure>.{var}"
+                    self.entries.append((cell, "", self._snap(value, _MAX_DEPTH, label)))
+                    self.labels.append(label)
         func = getattr(fn, "__func__", None)
         if func is not None:
             self._snap_callable(func)
@@ -202,6 +237,7 @@ class PyState:
         return obj
 
     def restore(self) -> None:
+        self._restore_hooks()
         for ns, keys in self.module_keys:
             for key in [k for k in ns if k not in keys and k not in _MODULE_INTERNAL_KEYS]:
                 del ns[key]
@@ -217,11 +253,10 @@ class PyState:
     def scalar_values(self) -> dict[str, Any]:
         """Current values of the scalar attributes/globals, for 'state' comparison."""
         out: dict[str, Any] = {}
-        for owner, key, snap in self.entries:
+        for (owner, key, snap), label in zip(self.entries, self.labels):
             if snap[0] != "ref" or not isinstance(snap[1], _SCALARS):
                 continue
             current = owner.get(key, _MISSING) if isinstance(owner, dict) else owner.cell_contents
-            label = _label(owner, key)
             if isinstance(current, _SCALARS):
                 out[label] = current
         return out
@@ -233,13 +268,11 @@ class PyState:
 _MISSING = object()
 
 
-def _label(owner: Any, key: str) -> str:
-    if isinstance(owner, dict):
-        name = owner.get("__name__") if "__name__" in owner and "__builtins__" in owner else None
-        if name:
-            return f"{name}.{key}"
-        return key
-    return "<closure>"
+def _same_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
+    try:
+        return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr() and a.storage_offset() == b.storage_offset()
+    except (RuntimeError, NotImplementedError):  # tensor subclasses without a storage
+        return a.data_ptr() == b.data_ptr()
 
 
 # ----------------------------------------------------------------------------- model tensors
@@ -255,6 +288,9 @@ class ModelState:
     # "disk" mode: the parameters' values in a temporary file, read back (memory-mapped) only
     # for a parameter that was written; removed by ``restore``.
     param_spill: str | None = None
+    # The tensors the runs use (after any move): a ``p.data = ...`` assignment
+    # during a run is undone by putting these back.
+    run_data: list[torch.Tensor] = field(default_factory=list)
     moved: bool = False  # the runs used moved copies (device/dtype), not the original storage
     _spilled: dict[str, torch.Tensor] | None = None
     grads: list[torch.Tensor | None] = field(default_factory=list)
@@ -304,20 +340,15 @@ class ModelState:
         ``params=True`` copies parameters in memory; ``"disk"`` writes them to
         a temporary file (no extra memory; read back only for a parameter that
         was written); ``False`` keeps nothing. Writes are detected through the
-        version counter and a sum (which also sees ``.data`` writes); with
-        nothing kept, ``ParameterWriteError`` is raised.
+        version counter, the storage a parameter points at (``p.data = ...``)
+        and a sum (which also sees ``p.data.mul_()``); with nothing kept,
+        ``ParameterWriteError`` is raised.
         """
         with torch.no_grad():
+            self.run_data = [p.data for _, p in self.params]
             self.param_clone = [p.detach().clone() for _, p in self.params] if params is True else []
             if params == "disk" and self.params:
-                fd, path = tempfile.mkstemp(prefix="ckptlint-params-", suffix=".pt")
-                try:
-                    with os.fdopen(fd, "wb") as fh:
-                        torch.save({str(i): p.detach() for i, (_, p) in enumerate(self.params)}, fh)
-                except BaseException:
-                    os.unlink(path)
-                    raise
-                self.param_spill = path
+                self.param_spill = spill_to_disk({str(i): p.detach() for i, (_, p) in enumerate(self.params)})
             self.param_marks = [self._mark(p) for _, p in self.params]
             self.buffer_clone = [
                 (mod._buffers[b].detach().clone() if mod._buffers[b] is not None else None) for mod, b, _ in self.buffers
@@ -334,7 +365,7 @@ class ModelState:
         return (p._version, complex(total).real if p.is_complex() else float(total))
 
     def _written(self, i: int, p: torch.Tensor, full_check: bool) -> bool:
-        """Whether parameter ``i`` changed since ``clone_values`` (version counter; with ``full_check`` a sum too)."""
+        """Whether parameter ``i``'s value changed since ``clone_values`` (version counter; with ``full_check`` a sum too)."""
         version, before = self.param_marks[i]
         if p._version != version:
             return True
@@ -343,17 +374,22 @@ class ModelState:
         mark = self._mark(p)[1]
         return mark != before and not (mark != mark and before != before)  # NaN == NaN here
 
-    def _reload_param(self, i: int, p: torch.Tensor) -> None:
-        """Put parameter ``i``'s value back from the spill file (its storage, else a fresh tensor)."""
+    def _rebound(self, i: int, p: torch.Tensor) -> bool:
+        """Whether ``p.data = ...`` pointed parameter ``i`` at another tensor during the run."""
+        data = self.run_data[i]
+        return not (
+            _same_storage(p, data) and p.shape == data.shape and p.dtype == data.dtype and p.stride() == data.stride()
+        )
+
+    def _reload_param(self, i: int, p: torch.nn.Parameter) -> None:
+        """Point parameter ``i`` at its run tensor again and put its value back from the spill file."""
         assert self.param_spill is not None
         if self._spilled is None:
             self._spilled = torch.load(self.param_spill, map_location="cpu", mmap=True, weights_only=True)
-        saved = self._spilled[str(i)]
-        target = self.param_data[i] if p.data is not self.param_data[i] else p.data
-        if target.shape == saved.shape and target.dtype == saved.dtype:
-            target.copy_(saved.to(target.device))
-        else:
-            p.data = saved.to(target.device).clone()
+        target = self.run_data[i]
+        if self._rebound(i, p):
+            p.data = target
+        target.copy_(self._spilled[str(i)].to(target.device))  # through .data: p's version counter stays
         self.param_marks[i] = self._mark(p)
 
     def _drop_spill(self) -> None:
@@ -363,13 +399,15 @@ class ModelState:
                 os.unlink(self.param_spill)
             self.param_spill = None
 
-    def reset_for_run(self, *, full_check: bool = False) -> None:
+    def reset_for_run(self, *, full_check: bool = True) -> None:
         """Put values, flags and modes back to the starting point; grads to None.
 
-        Without a parameter copy, writes are looked for through the version
-        counter before every run (free) and, with ``full_check``, also
-        through the sums that see ``.data`` writes (one pass over the
-        parameters; verify does it once, at the end).
+        Without an in-memory copy, writes are looked for before every run:
+        through the version counter, the storage each parameter points at
+        (``p.data = new``) and a sum (``p.data.mul_()`` bumps no version
+        counter; one read of the parameters, cheaper than the forward that
+        follows). A write is undone from the spill file, or raises
+        ``ParameterWriteError`` when nothing was kept.
         """
         with torch.no_grad():
             for i, ((name, p), rg) in enumerate(zip(self.params, self.requires_grad)):
@@ -377,12 +415,12 @@ class ModelState:
                     p.requires_grad_(rg)
                 if self.param_clone:
                     saved = self.param_clone[i]
+                    if self._rebound(i, p):
+                        p.data = self.run_data[i]
                     # Copy only when changed: copy_ bumps the version counter.
-                    if p.shape != saved.shape or p.dtype != saved.dtype:
-                        p.data = saved.clone()
-                    elif not torch.equal(p, saved):
-                        p.data.copy_(saved)
-                elif self._written(i, p, full_check):
+                    if not torch.equal(self.run_data[i], saved):
+                        self.run_data[i].copy_(saved)
+                elif self._rebound(i, p) or self._written(i, p, full_check):
                     if self.param_spill is None:
                         raise ParameterWriteError(name)
                     self._reload_param(i, p)
@@ -397,6 +435,15 @@ class ModelState:
                     cur.copy_(saved)
         for mod, mode in self.training:
             mod.training = mode
+
+    def check_unwritten(self) -> None:
+        """Raise ``ParameterWriteError`` if a parameter was written and nothing was kept to undo it."""
+        if self.param_clone or self.param_spill is not None:
+            return
+        with torch.no_grad():
+            for i, (name, p) in enumerate(self.params):
+                if self._rebound(i, p) or self._written(i, p, full_check=True):
+                    raise ParameterWriteError(name)
 
     def buffer_values(self) -> dict[str, torch.Tensor]:
         """Current buffer values (cloned), keyed by their dotted name."""
@@ -419,13 +466,13 @@ class ModelState:
             for idx, ((_, p), data, clone, grad, rg) in enumerate(zip(
                 self.params, self.param_data, self.param_clone or [None] * len(self.params), self.grads, self.requires_grad
             )):
-                if p.data is not data:
-                    p.data = data
                 # Without a move the runs used the original storage: undo any write to it.
+                if self.param_spill is not None and not self.moved and self.run_data:
+                    if self._rebound(idx, p) or self._written(idx, p, full_check=True):
+                        self._reload_param(idx, p)
+                p.data = data
                 if clone is not None and clone.device == data.device and clone.dtype == data.dtype and not torch.equal(data, clone):
                     data.copy_(clone)
-                elif self.param_spill is not None and not self.moved and self._written(idx, data, full_check=True):
-                    self._reload_param(idx, p)
                 p.grad = grad
                 if p.requires_grad != rg:
                     p.requires_grad_(rg)

@@ -40,6 +40,7 @@ from runtime_checks.snapshot import (
     ParameterWriteError,
     PyState,
     RngState,
+    SnapshotError,
     seed_everything,
 )
 
@@ -78,6 +79,8 @@ class _Run:
     cuda_max: int | None = None
     warnings: list[str] = field(default_factory=list)
     regions: list[str] = field(default_factory=list)
+    fingerprints: dict[tuple[str, int], list[Any]] = field(default_factory=dict)
+    rng_stashes: int = 0
 
 
 def verify(
@@ -133,6 +136,9 @@ def verify(
         raise VerifyError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
     if dtype is not None and not isinstance(dtype, torch.dtype):
         raise VerifyError(f"dtype must be a torch.dtype, got {dtype!r}")
+    _check_tolerance("rtol", rtol)
+    _check_tolerance("atol", atol)
+    _check_materialised(model)
     run_device = _resolve_device(model, device)
     ckpt_kwargs = {"use_reentrant": False, **dict(checkpoint_kwargs or {})}
     wrap = _select_modules(model, checkpoint) if checkpoint is not None else []
@@ -152,13 +158,27 @@ def verify(
                 b is not None and b.device != run_device for b in mstate.buffer_objects
             )
             mstate.move(run_device if needs_move else None, dtype)
-            mstate.clone_values(params=snapshot_params)
+            try:
+                mstate.clone_values(params=snapshot_params)
+            except SnapshotError as exc:
+                raise VerifyError(str(exc)) from None
             bypass.install()
             try:
                 engine = _Engine(
                     model, inputs, mstate, pystate, run_device, dtype, loss_fn, wrap, ckpt_kwargs, rtol, atol, seed
                 )
-                return engine.run(localize)
+                try:
+                    return engine.run(localize)
+                except ParameterWriteError:
+                    raise
+                except Exception as exc:
+                    # Without a copy, a write that a raising model made is
+                    # still the thing the user must hear about first.
+                    try:
+                        mstate.check_unwritten()
+                    except ParameterWriteError as write:
+                        raise write from exc
+                    raise
             finally:
                 _state.set_session(previous_session)
                 bypass.uninstall()
@@ -227,20 +247,21 @@ class _Engine:
         seen: dict[int, int] = {}
         per_region: dict[str, int] = {}
 
-        def pack(t: torch.Tensor) -> torch.Tensor:
+        def pack(t: torch.Tensor) -> tuple[torch.Tensor, int]:
             try:
                 storage = t.untyped_storage()
                 ptr, nbytes = storage.data_ptr(), storage.nbytes()
             except Exception:  # tensor subclasses without storage: not countable
-                return t
+                return t, t._version
             if ptr and ptr not in self.param_ptrs and ptr not in seen:
                 seen[ptr] = nbytes
                 if session.stack:
                     per_region[session.stack[-1]] = per_region.get(session.stack[-1], 0) + nbytes
-            return t
+            return t, t._version
 
-        def unpack(t: torch.Tensor) -> torch.Tensor:
-            return t
+        unpack = _checked_unpack
+        if measure:
+            session.measure_hooks = (pack, unpack)
 
         if self.use_cuda:
             torch.cuda.synchronize(self.device)
@@ -275,6 +296,8 @@ class _Engine:
         _state.set_session(None)
         result.warnings = [str(w.message) for w in caught]
         result.regions = list(session.regions)
+        result.fingerprints = session.fingerprints or {}
+        result.rng_stashes = session.rng_stashes
         result.saved_bytes = sum(seen.values())
         result.per_region = per_region
         if forward_only:
@@ -338,14 +361,14 @@ class _Engine:
             raise base.error
         base_seconds = base.seconds
         ckpt = self.one_run("record")
-        tol = _Tolerance(self.rtol, self.atol, {})
-        mismatches = _compare(ckpt, base, tol)
+        tol = _Tolerance(self.rtol, self.atol, {}, len(ckpt.regions))
+        mismatches = _compare(ckpt, base, tol) + _recompute_drift(ckpt_mem, ckpt, tol)
         state_diffs = {
             key for key, value in ckpt.other.items()
             if key[0] == "state" and ckpt.error is None and not _same(value, base.other.get(key, _ABSENT))
         }
         noisy: tuple[str, ...] = ()
-        explainable = [m for m in mismatches if m.kind != "error"]  # the baseline never raised
+        explainable = [m for m in mismatches if m.kind not in ("error", "recompute")]  # the baseline never raised
         if explainable or state_diffs:
             # Only a difference needs explaining: run the baseline a second
             # time and never report what it shows against itself. (An
@@ -359,9 +382,9 @@ class _Engine:
             base_seconds = min(base_seconds, base2.seconds)
             noise = _noise(base2, base, suspects | state_diffs)
             del base2
-            tol = _Tolerance(self.rtol, self.atol, noise)
+            tol = _Tolerance(self.rtol, self.atol, noise, len(ckpt.regions))
             noisy = tuple(sorted(name for (kind, name), n in noise.items() if n.exceeds_default))
-            errors = [m for m in mismatches if m.kind == "error"]
+            errors = [m for m in mismatches if m.kind in ("error", "recompute")]
             mismatches = errors + [m for m in _compare(ckpt, base, tol, suspects) if m.kind != "error"]
         regions = list(ckpt.regions)
         if mismatches and regions:
@@ -372,13 +395,11 @@ class _Engine:
         self.mstate.reset_for_run(full_check=True)  # also detects a parameter written by any run
         notes = [f"only in the checkpointed run: warning: {w}" for w in dict.fromkeys(ckpt.warnings) if w not in base.warnings]
         if ckpt.error is None:
-            for (kind, name), value in ckpt.other.items():
-                if (kind, name) in state_diffs and not tol.ignores((kind, name)):
-                    before = base.other.get((kind, name), _ABSENT)
-                    if not _same(value, before):
-                        notes.insert(0, f"Python state differs after the step: {name} = {value!r}, baseline {before!r}")
+            notes[:0] = _state_notes(ckpt, base, state_diffs, tol)
+        rng_bytes = ckpt_mem.rng_stashes * _rng_state_bytes(self.use_cuda)
         memory = MemoryStats(
-            saved_bytes_checkpointed=ckpt_mem.saved_bytes if ckpt_mem.error is None else -1,
+            saved_bytes_checkpointed=ckpt_mem.saved_bytes + rng_bytes if ckpt_mem.error is None else -1,
+            rng_state_bytes=rng_bytes if ckpt_mem.error is None else 0,
             saved_bytes_baseline=base.saved_bytes,
             per_region=dict(base.per_region),
             cuda_max_allocated=(
@@ -402,7 +423,8 @@ class _Engine:
         """Group testing over regions: which subsets, checkpointed alone, reproduce which mismatches."""
         culprits: dict[tuple[str, ...], set[Key]] = {}
 
-        wanted = {(m.kind, m.name) for m in mismatches}
+        # A recompute mismatch names its region already.
+        wanted = {(m.kind, m.name) for m in mismatches if m.kind != "recompute"}
         # Gradients and buffers are compared under their plain names; errors too.
         only = {("grad" if k in ("missing_grad", "unexpected_grad") else k, n) for k, n in wanted}
 
@@ -429,6 +451,9 @@ class _Engine:
         everything = ", ".join("+".join(s) for s in culprits) or None
         out = []
         for m in mismatches:
+            if m.kind == "recompute":
+                out.append(m)
+                continue
             owners = ["+".join(s) for s, keys in culprits.items() if (m.kind, m.name) in keys]
             out.append(dataclasses.replace(m, region=", ".join(owners) if owners else everything))
         return out
@@ -442,10 +467,31 @@ class _Noise:
 
 
 class _Tolerance:
-    def __init__(self, rtol: float | None, atol: float | None, noise: Mapping[Key, _Noise]) -> None:
+    def __init__(self, rtol: float | None, atol: float | None, noise: Mapping[Key, _Noise], regions: int = 0) -> None:
         self.rtol = rtol
         self.atol = atol
         self.noise = noise
+        self.regions = regions
+
+    def for_magnitude(self, dtype: torch.dtype) -> float | None:
+        """The round-off allowance relative to a tensor's largest magnitude (default tolerances only).
+
+        Checkpointing (reentrant above all) sums the contributions to a
+        gradient in another order. Each element's error then scales with the
+        magnitudes summed into it, not with its own value: elements that
+        cancel to near zero get large elementwise relative errors although
+        the tensor is exact to a few units in the last place of its scale.
+        So a tensor also matches when its largest difference is within
+        ``16 * eps * sqrt(1 + regions)`` of its largest value, the square
+        root growing with the number of separately accumulated regions.
+        Explicit ``rtol``/``atol`` are applied elementwise only.
+        """
+        if self.rtol is not None or self.atol is not None:
+            return None
+        if not (dtype.is_floating_point or dtype.is_complex):
+            return None
+        eps = torch.finfo(dtype).eps
+        return 16 * eps * math.sqrt(1 + self.regions)
 
     def for_tensor(self, key: Key, dtype: torch.dtype) -> tuple[float, float]:
         drtol, datol = _DEFAULT_TOLERANCES.get(dtype, (0.0, 0.0))
@@ -532,7 +578,7 @@ def _compare(run: _Run, ref: _Run, tol: _Tolerance, only: set[Key] | None = None
             )
             continue
         rtol, atol = tol.for_tensor(key, b.dtype)
-        if not _within(a, b, rtol, atol):
+        if not _within(a, b, rtol, atol) and not _within_magnitude(a, b, tol.for_magnitude(b.dtype), atol):
             abs_err, rel_err = _errors(a, b)
             found.append(Mismatch(kind, name, abs_err, rel_err, None))
     if run.error is None:
@@ -549,6 +595,92 @@ def _compare(run: _Run, ref: _Run, tol: _Tolerance, only: set[Key] | None = None
                 detail = "stream advanced differently" if kind == "rng" else f"{a!r} vs baseline {b!r}"
                 found.append(Mismatch(kind, name, math.inf, math.inf, None, detail))
     return found
+
+
+def _state_notes(run: _Run, ref: _Run, keys: set[Key], tol: _Tolerance, limit: int = 12) -> list[str]:
+    """One note for all Python attributes that end differently, each named by its module path."""
+    diffs = []
+    for key, value in run.other.items():
+        if key in keys and not tol.ignores(key):
+            before = ref.other.get(key, _ABSENT)
+            if not _same(value, before):
+                diffs.append(f"{key[1]} = {value!r}, baseline {before!r}")
+    if not diffs:
+        return []
+    more = f"; and {len(diffs) - limit} more" if len(diffs) > limit else ""
+    return ["Python state differs after the step: " + "; ".join(diffs[:limit]) + more]
+
+
+def _recompute_drift(first: _Run, run: _Run, tol: _Tolerance) -> list[Mismatch]:
+    """Regions whose recompute cannot reproduce their forward: a call-count dependency.
+
+    ``first`` is verify's first run, a forward of the checkpointed model
+    (state a call consumes, like a counter in a closure that verify cannot
+    rewind, is still fresh there); ``run`` the compared checkpointed step.
+    The recompute in backward is one more call of the region, so a region
+    whose output fingerprint differs between its first forward and a later
+    call (its recompute when that ran to the end, else the next step's
+    forward) gives backward other values than the forward used. Each
+    region invocation is matched by its order within the run.
+    """
+    if run.error is not None:
+        return []
+    found: list[Mismatch] = []
+    for (region, n), calls in run.fingerprints.items():
+        if not calls:
+            continue
+        forward, recomputes = calls[0], calls[1:]
+        earlier = first.fingerprints.get((region, n), [])[:1] if first.error is None else []
+        for label, other in [("its first forward", c) for c in earlier] + [("its forward", c) for c in recomputes]:
+            reference, later = (other, forward) if label == "its first forward" else (forward, other)
+            # Only the same inputs must give the same outputs (a region after a
+            # drifting one sees other inputs; an input written in place is
+            # another hazard, compared elsewhere).
+            if _fingerprint_difference(reference[0], later[0], tol) is not None:
+                continue
+            rel = _fingerprint_difference(reference[1], later[1], tol)
+            if rel is not None:
+                what = "a later call" if label == "its first forward" else "the recompute in backward"
+                found.append(
+                    Mismatch(
+                        "recompute",
+                        region,
+                        math.inf,
+                        rel,
+                        region,
+                        f"{what} returned other values than {label} (call {n + 1} of this region in the step): "
+                        "its output depends on state that calling it changes, so backward recomputes other values",
+                    )
+                )
+                break
+    return found
+
+
+def _fingerprint_difference(a: list[Any], b: list[Any], tol: _Tolerance) -> float | None:
+    """Relative difference of two call fingerprints beyond the tolerance, or None when they agree.
+
+    Default: 100x the dtype's ``rtol`` of the absolute sum (at most 5%), for
+    round-off. Explicit ``rtol``/``atol`` widen it as far as elementwise
+    ``|d| <= atol + rtol * |b|`` allows for the sums.
+    """
+    if len(a) != len(b):
+        return math.inf
+    worst = 0.0
+    for (sa, dtype_a, n_a), (sb, dtype_b, n_b) in zip(a, b):
+        if dtype_a != dtype_b or n_a != n_b:
+            return math.inf
+        x, y = sa.tolist(), sb.tolist()
+        scale = max(x[1], y[1])
+        if not (math.isfinite(scale) and all(map(math.isfinite, x + y))):
+            if x != y and not all(v != v for v in x + y):
+                return math.inf
+            continue
+        rtol = max(min(100 * _DEFAULT_TOLERANCES.get(dtype_a, (1e-6, 0.0))[0], 0.05), tol.rtol or 0.0)
+        allowed = rtol * scale + (tol.atol or 0.0) * n_a + 1e-12
+        diff = max(abs(x[0] - y[0]), abs(x[1] - y[1]))
+        if diff > allowed:
+            worst = max(worst, diff / scale if scale > 0 else math.inf)
+    return worst or None
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -584,6 +716,18 @@ def _within(a: torch.Tensor, b: torch.Tensor, rtol: float, atol: float) -> bool:
         return True
     both_nan = torch.isnan(af) & torch.isnan(bf) if not af.is_complex() else torch.isnan(af.real) & torch.isnan(bf.real)
     return bool((ok | both_nan).all())
+
+
+def _within_magnitude(a: torch.Tensor, b: torch.Tensor, mrtol: float | None, atol: float) -> bool:
+    """``max|a - b| <= atol + mrtol * max|b|`` (see ``_Tolerance.for_magnitude``); NaNs must agree."""
+    if mrtol is None:
+        return False
+    diff = _max_abs_diff(a, b)
+    if not math.isfinite(diff):
+        return False
+    bf = _as_float(b).abs()
+    scale = float(bf[torch.isfinite(bf)].max()) if bool(torch.isfinite(bf).any()) else 0.0
+    return diff <= atol + mrtol * scale
 
 
 def _max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -675,6 +819,23 @@ def _fresh_inputs(
     )
 
 
+def _checked_unpack(packed: tuple[torch.Tensor, int]) -> torch.Tensor:
+    """Autograd's own in-place check, which it skips for tensors packed by saved-tensor hooks.
+
+    Counting saved tensors through ``saved_tensors_hooks`` must not change
+    what the model does: a model that modifies a saved tensor in place fails
+    without checkpointing (and without verify) with this error, so it must
+    fail here too, not pass silently.
+    """
+    t, version = packed
+    if t._version != version:
+        raise RuntimeError(
+            "one of the variables needed for gradient computation has been modified by an inplace operation: "
+            f"[{t.type()} {list(t.shape)}] is at version {t._version}; expected version {version} instead"
+        )
+    return t
+
+
 def _storage_ptrs(tensors: Sequence[torch.Tensor]) -> set[int]:
     out = set()
     for t in tensors:
@@ -756,6 +917,31 @@ def _wrapped_modules(modules: list[torch.nn.Module], ckpt_kwargs: dict[str, Any]
                 mod.__dict__.pop("forward", None)
             else:
                 mod.__dict__["forward"] = previous
+
+
+def _rng_state_bytes(use_cuda: bool) -> int:
+    """Bytes one ``preserve_rng_state`` stash holds: the CPU generator's state (and the current CUDA one's)."""
+    n = torch.get_rng_state().numel()
+    if use_cuda:
+        n += torch.cuda.get_rng_state().numel()
+    return int(n)
+
+
+def _check_tolerance(name: str, value: float | None) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise VerifyError(f"{name} must be a non-negative finite number, got {value!r}")
+
+
+def _check_materialised(model: torch.nn.Module) -> None:
+    for kind, named in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
+        for name, t in named:
+            if t.is_meta:
+                raise VerifyError(
+                    f"{kind} {name!r} is on the meta device (no values): materialise the model first "
+                    "(model.to_empty(device=...) and initialise or load its weights)"
+                )
 
 
 def _qualname(obj: Any) -> str:

@@ -52,5 +52,5 @@ def test_cli_nproc_exit_code_and_report(tmp_path: Path):
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "NOT EQUIVALENT under DDP (2 ranks, gloo)" in proc.stdout
     assert "reproduce: ckptlint verify dist_models.py:BatchNormBlocks" in proc.stdout
-    assert "--nproc 2 --wrap ddp --hypothesis-seed 1" in proc.stdout
+    assert "--nproc 2 --hypothesis-seed 1" in proc.stdout
     assert "Traceback" not in proc.stderr

@@ -41,9 +41,10 @@ def test_help_lists_every_option_and_ini_key(pytester: pytest.Pytester) -> None:
     for flag in ("--ckpt-device", "--ckpt-examples", "--ckpt-rtol", "--ckpt-atol", "--ckpt-no-localize",
                  "--ckpt-require-device"):
         assert flag in text
-    for key in ("ckpt_device", "ckpt_examples", "ckpt_rtol", "ckpt_atol", "ckpt_no_localize",
-                "ckpt_require_device"):
-        assert f"{key} (string)" in text
+    types = {"ckpt_device": "string", "ckpt_examples": "int", "ckpt_rtol": "float", "ckpt_atol": "float",
+             "ckpt_no_localize": "bool", "ckpt_require_device": "bool"}
+    for key, typ in types.items():
+        assert f"{key} ({typ})" in text
 
 
 _SHOW_OPTIONS = """
@@ -180,7 +181,7 @@ def test_bad_ini_value_names_the_file_and_key(pytester: pytest.Pytester) -> None
     pytester.makepyfile("def test_x():\n    pass\n")
     result = pytester.runpytest_inprocess()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: tox.ini ckpt_no_localize: invalid boolean 'maybe'*"])
+    result.stderr.fnmatch_lines(["ERROR: tox.ini ckpt_no_localize: invalid value (invalid truth value 'maybe')"])
 
 
 def test_bad_pyproject_value_names_the_table(pytester: pytest.Pytester) -> None:

@@ -68,6 +68,9 @@ def test_fixture_fails_with_table_naming_region_and_parameter(models: pytest.Pyt
     worst = re.search(r"worst parameter: grad '([\w.]+)' in checkpoint region '([\w.]+)': max abs err", out)
     assert worst is not None, out
     assert worst.group(2) == "blocks.1" and worst.group(1).startswith("blocks.1."), worst.groups()
+    # The traceback ends at the user's line: the plugin's frames are hidden (__tracebackhide__).
+    assert "ckpt_verify(hazardous(), torch.randn(4, 8))" in out
+    assert "_pytest_support.py" not in out and "def _verify_and_record" not in out, out
     assert "inputs: arg0: float32[4, 8]" in out
     result.stdout.fnmatch_lines(["*kind*name*max abs err*max rel err*region*"])  # the report table
     # the traceback stops at the test's own line: no frames from the verifier or the plugin
@@ -517,7 +520,9 @@ def test_terminal_summary_lists_each_verified_model(models: pytest.Pytester) -> 
     section = lines[start + 1 : start + 7]
     assert re.fullmatch(r"PASS \S+::test_clean \[Net\] on cpu", section[0]), section
     assert section[1] == "    worst error: none"
-    assert re.fullmatch(r"    activation memory saved: [\d.]+ (B|KiB) of [\d.]+ (B|KiB) \(\d+%\); "
+    # A model this small keeps more than it frees (inputs, RNG states): said plainly, never negative.
+    assert re.fullmatch(r"    activation memory saved: (none \(checkpointing keeps [\d.]+ (B|KiB), frees [\d.]+ (B|KiB)\)|"
+                        r"[\d.]+ (B|KiB) of [\d.]+ (B|KiB) \(\d+%\)); "
                         r"recompute overhead: [\d.]+x baseline time", section[2]), section[2]
     assert re.fullmatch(r"FAIL \S+::test_hazard \[Net\] on cpu", section[3]), section
     assert re.fullmatch(r"    worst error: .*?(worst parameter: )?grad 'blocks\.1\.[\w.]+' in region 'blocks\.1': "
@@ -572,7 +577,7 @@ def test_results_reach_junit_xml(models: pytest.Pytester) -> None:
         from models import Plain
 
         def test_plain_blocks(ckpt_verify):
-            report = ckpt_verify(Plain(), torch.randn(4, 8), checkpoint=["blocks.0", "blocks.1"])
+            report = ckpt_verify(Plain(), torch.randn(1024, 8), checkpoint=["blocks.0", "blocks.1"])
             assert report.memory.saved_bytes_saved > 0
         """
     )
