@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-__all__ = ["KINDS", "MemoryStats", "Mismatch", "Report", "TimingStats"]
+__all__ = ["KINDS", "HookCalls", "MemoryStats", "Mismatch", "RegionCensus", "Report", "TimingStats"]
 
 # error first (the run did not even finish), then the structural kinds, then values.
 KINDS = ("error", "missing_grad", "unexpected_grad", "output", "grad", "buffer", "rng")
@@ -37,6 +37,44 @@ class Mismatch:
     def sort_key(self) -> tuple[float, int, str]:
         err = self.max_abs_err if not math.isnan(self.max_abs_err) else math.inf
         return (-err, _KIND_ORDER.get(self.kind, 99), self.name)
+
+
+@dataclass(frozen=True)
+class RegionCensus:
+    """One checkpoint region in the checkpointed run (see ``runtime_checks.census``).
+
+    ``entries``: checkpoint calls for the region during the forward;
+    ``calls``: calls of its module during the forward (``None`` for a
+    region that is not a module); ``recomputes``: calls during backward per
+    forward call (``None`` where not countable). Exactly ``1`` is right:
+    ``0`` means backward never recomputed it, ``2`` that it is checkpointed twice.
+    """
+
+    name: str
+    entries: int
+    calls: int | None
+    recomputes: int | None
+
+    @property
+    def nested(self) -> bool:
+        """Checkpoint entered more than once per call of the region: checkpoints nested."""
+        return self.calls is not None and self.calls > 0 and self.entries > self.calls
+
+
+@dataclass(frozen=True)
+class HookCalls:
+    """A module hook called a different number of times in the checkpointed run than in the baseline.
+
+    ``module``: the module path (``global`` for torch's global module hooks);
+    ``kind``: ``forward hook``, ``forward pre-hook``, ``backward hook``, ...;
+    ``hook``: the hook's qualified name.
+    """
+
+    module: str
+    kind: str
+    hook: str
+    baseline: int
+    checkpointed: int
 
 
 @dataclass(frozen=True)
@@ -89,27 +127,62 @@ class Report:
     noisy: tuple[str, ...] = ()
     # Warnings raised only in the checkpointed run, and other remarks.
     notes: tuple[str, ...] = ()
+    # Per region: checkpoint entries, forward calls, recomputes per backward.
+    census: tuple[RegionCensus, ...] = ()
+    # Hooks called a different number of times than in the baseline.
+    side_effects: tuple[HookCalls, ...] = ()
+    # verify(..., allow_no_checkpoint=True): a model without regions may pass.
+    allow_no_checkpoint: bool = False
+
+    @property
+    def checkpointed(self) -> bool:
+        """Whether any checkpoint region ran (a model with none is not a pass by default)."""
+        return bool(self.regions)
 
     def worst(self) -> Mismatch | None:
         """The mismatch with the largest error (structural kinds first), or None."""
         return self.mismatches[0] if self.mismatches else None
 
     def __str__(self) -> str:
+        from runtime_checks.advice import advise, summarise  # advice reads Report: imported late
+
         lines: list[str] = []
-        verdict = "EQUIVALENT" if self.equivalent else f"NOT EQUIVALENT ({len(self.mismatches)} mismatches)"
+        if self.equivalent:
+            verdict = "EQUIVALENT"
+        elif not self.mismatches and not self.regions:
+            verdict = "NOT CHECKPOINTED (no checkpoint region ran)"
+        else:
+            verdict = f"NOT EQUIVALENT ({len(self.mismatches)} mismatches)"
         lines.append(f"ckptlint verify: {verdict} on {self.device}")
         regions = ", ".join(self.regions) if self.regions else "none (nothing was checkpointed)"
+        if len(regions) > _MAX_LINE:  # DenseNet-121: 58 regions, one 2,000-character line
+            regions = f"{len(self.regions)}: {summarise(self.regions, 8)}"
         lines.append(f"checkpoint regions: {regions}")
+        odd = [c for c in self.census if c.recomputes not in (1, None) or c.nested]
+        if odd:
+            lines.append(
+                "recomputes per backward: "
+                + ", ".join(f"{c.name} {c.recomputes}" + (" (nested)" if c.nested else "") for c in odd[:8])
+                + (f" and {len(odd) - 8} more" if len(odd) > 8 else "")
+                + " (1 is right)"
+            )
+        advice = advise(self)
+        if advice:
+            lines.append("what to do:")
+            for a in advice:
+                lines.extend("  " + line for line in a.lines())
         if self.mismatches:
             rows = [("kind", "name", "max abs err", "max rel err", "region")]
-            for m in self.mismatches:
-                rows.append((m.kind, m.name, _num(m.max_abs_err), _num(m.max_rel_err), m.region or "?"))
+            for m in self.mismatches[:_MAX_ROWS]:
+                rows.append((m.kind, m.name, _num(m.max_abs_err), _num(m.max_rel_err), _short(m.region or "?")))
             widths = [max(len(r[i]) for r in rows) for i in range(5)]
             for i, r in enumerate(rows):
                 lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
                 if i == 0:
                     lines.append("  " + "  ".join("-" * w for w in widths))
-            details = [(m.kind, m.name, m.detail) for m in self.mismatches if m.detail]
+            if len(self.mismatches) > _MAX_ROWS:
+                lines.append(f"  ... {len(self.mismatches) - _MAX_ROWS} more rows (report.mismatches has them all)")
+            details = [(m.kind, m.name, m.detail) for m in self.mismatches if m.detail and m.detail not in _GENERIC]
             for kind, name, detail in details[:10]:
                 lines.append(f"  {kind} {name}: {detail}")
         mem = self.memory
@@ -138,6 +211,16 @@ class Report:
         for note in self.notes:
             lines.append(f"note: {note}")
         return "\n".join(lines)
+
+
+_MAX_ROWS = 20
+# Details that the kind already says: not repeated under the table.
+_GENERIC = ("no gradient in the checkpointed run", "no gradient in the baseline")
+_MAX_LINE = 100
+
+
+def _short(region: str, limit: int = 60) -> str:
+    return region if len(region) <= limit else region[: limit - 3] + "..."
 
 
 def _num(x: float) -> str:

@@ -26,6 +26,7 @@ import math
 import time
 import warnings
 import zlib
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -33,7 +34,8 @@ from typing import Any, Literal
 import torch
 import torch.utils.checkpoint
 
-from runtime_checks import _state, bypass
+from runtime_checks import _state, bypass, hooks
+from runtime_checks.census import Census, localise_by_owner
 from runtime_checks.report import MemoryStats, Mismatch, Report, TimingStats
 from runtime_checks.snapshot import (
     ModelState,
@@ -78,6 +80,7 @@ class _Run:
     cuda_max: int | None = None
     warnings: list[str] = field(default_factory=list)
     regions: list[str] = field(default_factory=list)
+    hook_counts: Counter[hooks.HookKey] = field(default_factory=Counter)
 
 
 def verify(
@@ -94,6 +97,7 @@ def verify(
     localize: bool = True,
     checkpoint_kwargs: Mapping[str, Any] | None = None,
     snapshot_params: bool | Literal["disk"] = "disk",
+    allow_no_checkpoint: bool = False,
 ) -> Report:
     """Compare ``model`` as it checkpoints against the same model with checkpointing bypassed.
 
@@ -109,6 +113,8 @@ def verify(
     ``rtol``/``atol`` replace the dtype defaults of ``torch.testing.assert_close``;
     either way a difference the baseline shows against itself is never reported.
     ``localize=False`` skips the search for the responsible regions.
+    ``allow_no_checkpoint=True`` accepts a model in which no checkpoint
+    region ran (by default that is not a pass: checkpointing is off).
     ``snapshot_params`` decides how a model that writes to its own parameters
     during the step is undone: ``"disk"`` (default) saves them to a temporary
     file and reads back only what was written (no extra memory); ``True``
@@ -158,6 +164,7 @@ def verify(
                 engine = _Engine(
                     model, inputs, mstate, pystate, run_device, dtype, loss_fn, wrap, ckpt_kwargs, rtol, atol, seed
                 )
+                engine.allow_no_checkpoint = allow_no_checkpoint
                 return engine.run(localize)
             finally:
                 _state.set_session(previous_session)
@@ -202,10 +209,19 @@ class _Engine:
         self.projections: dict[tuple[str, tuple[int, ...], torch.dtype], torch.Tensor] = {}
         self.use_cuda = device.type == "cuda"
         self.param_ptrs: set[int] = set()
+        self.hook_counter = hooks.HookCounter(model)
+        self.allow_no_checkpoint = False
 
     # -- one run ---------------------------------------------------------------
     def one_run(
-        self, mode: str, keep: frozenset[str] = frozenset(), *, measure: bool = False, forward_only: bool = False
+        self,
+        mode: str,
+        keep: frozenset[str] = frozenset(),
+        *,
+        measure: bool = False,
+        forward_only: bool = False,
+        census: Census | None = None,
+        count_hooks: bool = False,
     ) -> _Run:
         """One forward+backward from the common starting point.
 
@@ -221,7 +237,8 @@ class _Engine:
         self.param_ptrs = _storage_ptrs([p for _, p in self.mstate.params]) | _storage_ptrs(
             [mod._buffers[b] for mod, b, _ in self.mstate.buffers if mod._buffers.get(b) is not None]
         )
-        session = _state.Session(namer=self.namer, mode=mode, keep=keep)
+        namer = census.counting_namer(self.namer) if census is not None else self.namer
+        session = _state.Session(namer=namer, mode=mode, keep=keep)
         result = _Run()
         args, kwargs, leaves = _fresh_inputs(self.inputs, self.device, self.dtype)
         seen: dict[int, int] = {}
@@ -251,6 +268,8 @@ class _Engine:
         _state.set_session(session)
         outputs: Any = None
         with (
+            self.hook_counter.counting() if count_hooks else contextlib.nullcontext(Counter()) as hook_counts,
+            census.watching() if census is not None else contextlib.nullcontext(),
             warnings.catch_warnings(record=True) as caught,
             _wrapped_modules(wrapped, self.ckpt_kwargs),
             bypass.composable_control(self.composable, session),
@@ -263,6 +282,8 @@ class _Engine:
                         outputs = self.model(*args, **kwargs)
                     if not forward_only:
                         loss = self._loss(outputs)
+                        if census is not None:
+                            census.backward()
                         if loss.requires_grad:
                             loss.backward()
                 if self.use_cuda:
@@ -275,6 +296,7 @@ class _Engine:
         _state.set_session(None)
         result.warnings = [str(w.message) for w in caught]
         result.regions = list(session.regions)
+        result.hook_counts = hook_counts
         result.saved_bytes = sum(seen.values())
         result.per_region = per_region
         if forward_only:
@@ -333,11 +355,12 @@ class _Engine:
         # (lazy imports and initialisation, allocator growth) off the timed runs.
         ckpt_mem = self.one_run("record", measure=True, forward_only=True)
         # Nothing is checkpointed in the baseline, so counting hooks are harmless there.
-        base = self.one_run("bypass", measure=True)
+        base = self.one_run("bypass", measure=True, count_hooks=True)
         if base.error is not None:
             raise base.error
         base_seconds = base.seconds
-        ckpt = self.one_run("record")
+        census = Census(self.model)
+        ckpt = self.one_run("record", census=census, count_hooks=True)
         tol = _Tolerance(self.rtol, self.atol, {})
         mismatches = _compare(ckpt, base, tol)
         state_diffs = {
@@ -367,8 +390,12 @@ class _Engine:
         if mismatches and regions:
             if len(regions) == 1:
                 mismatches = [dataclasses.replace(m, region=regions[0]) for m in mismatches]
-            elif localize:
-                mismatches = self._localise(regions, mismatches, base, tol)
+            else:
+                # Owned values first (no run), then group testing for the rest.
+                owned, rest = localise_by_owner(mismatches, regions, census.result(regions))
+                if rest and localize:
+                    rest = self._localise(regions, rest, base, tol)
+                mismatches = owned + rest
         self.mstate.reset_for_run(full_check=True)  # also detects a parameter written by any run
         notes = [f"only in the checkpointed run: warning: {w}" for w in dict.fromkeys(ckpt.warnings) if w not in base.warnings]
         if ckpt.error is None:
@@ -388,7 +415,7 @@ class _Engine:
         timing = TimingStats(checkpointed_s=ckpt.seconds, baseline_s=base_seconds)
         ordered = tuple(sorted(mismatches, key=Mismatch.sort_key))
         return Report(
-            equivalent=not ordered,
+            equivalent=not ordered and (bool(regions) or self.allow_no_checkpoint),
             mismatches=ordered,
             regions=tuple(regions),
             memory=memory,
@@ -396,6 +423,9 @@ class _Engine:
             device=str(self.device),
             noisy=noisy,
             notes=tuple(notes[:8]),
+            census=census.result(regions),
+            side_effects=hooks.differences(base.hook_counts, ckpt.hook_counts) if ckpt.error is None else (),
+            allow_no_checkpoint=self.allow_no_checkpoint,
         )
 
     def _localise(self, regions: list[str], mismatches: list[Mismatch], base: _Run, tol: _Tolerance) -> list[Mismatch]:
