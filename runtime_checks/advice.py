@@ -20,6 +20,7 @@ from runtime_checks.report import Mismatch, Report
 __all__ = ["Advice", "advise", "summarise"]
 
 _BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+_RULE_OF_DIVERGENCE = {"value": "CKP201", "path": "CKP201", "shape": "CKP203", "dtype": "CKP205"}
 NO_GRAD_WARNING = "None of the inputs have requires_grad=True"
 
 
@@ -30,7 +31,7 @@ class Advice:
     ``cause`` is a stable key (``not-checkpointed``, ``batchnorm-twice``,
     ``buffer-written``, ``frozen-inputs``, ``frozen-inputs-harmless``,
     ``missing-grad``, ``rng``, ``inplace``, ``recompute-metadata``,
-    ``recomputed-differently``, ``state``, ``never-recomputed``,
+    ``recompute-diverged``, ``recomputed-differently``, ``state``, ``never-recomputed``,
     ``checkpointed-twice``, ``hooks-rerun``, ``error``);
     ``rule`` a ``ckptlint`` code (``ckptlint rule CKP204`` explains it) or ``None``.
     """
@@ -233,6 +234,14 @@ def advise(report: Report) -> tuple[Advice, ...]:
                 "make the region a pure function of its inputs and parameters",
                 "CKP202",
             ))
+    for d in report.recompute:
+        out.append(Advice(
+            "recompute-diverged",
+            f"the recompute of {d.describe()}",
+            "make the region a pure function of its inputs and parameters: state it reads must not change "
+            "between the forward and backward",
+            _RULE_OF_DIVERGENCE[d.what],
+        ))
     out.extend(_census(report))
     out.extend(_hooks(report))
     return tuple(out)

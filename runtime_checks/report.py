@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-__all__ = ["KINDS", "HookCalls", "MemoryStats", "Mismatch", "RegionCensus", "Report", "TimingStats"]
+__all__ = ["KINDS", "Divergence", "HookCalls", "MemoryStats", "Mismatch", "RegionCensus", "Report", "TimingStats"]
 
 # error first (the run did not even finish), then the structural kinds, then values.
 KINDS = ("error", "missing_grad", "unexpected_grad", "output", "grad", "buffer", "rng")
@@ -78,6 +78,39 @@ class HookCalls:
 
 
 @dataclass(frozen=True)
+class Divergence:
+    """The first call in ``region`` whose recomputed output differs from the forward's.
+
+    ``what``: ``value`` (same shape, other numbers), ``shape``, ``dtype`` or
+    ``path`` (the recompute called another op here, or fewer/more ops);
+    ``forward``/``recompute``: ``op(shape dtype)`` as each run saw it;
+    ``source``: ``file:line`` of the call in the model's code.
+    """
+
+    region: str
+    index: int
+    op: str
+    module: str
+    what: str
+    forward: str
+    recompute: str
+    source: str
+
+    def describe(self) -> str:
+        cause = {
+            "value": "same shape, other values: state read inside the region changed between the forward and "
+            "its recompute (a counter, a global, a config, RNG that checkpoint does not restore)",
+            "shape": "another shape: a cache or list grown by the first run, or a shape changed by a wrapper",
+            "dtype": "another dtype: autocast or a dtype setting differs between the forward and the recompute",
+            "path": "the recompute took another path (a branch on state changed by the first run)",
+        }[self.what]
+        return (
+            f"{self.region}: call {self.index + 1} ({self.op} in {self.module or '?'}, {self.source or '?'}) "
+            f"recomputed {self.recompute}, forward {self.forward} — {cause}"
+        )
+
+
+@dataclass(frozen=True)
 class MemoryStats:
     """Bytes of tensors saved for backward (each storage counted once; parameters and buffers excluded).
 
@@ -131,6 +164,8 @@ class Report:
     census: tuple[RegionCensus, ...] = ()
     # Hooks called a different number of times than in the baseline.
     side_effects: tuple[HookCalls, ...] = ()
+    # Regions whose recompute computed something else than their forward.
+    recompute: tuple[Divergence, ...] = ()
     # verify(..., allow_no_checkpoint=True): a model without regions may pass.
     allow_no_checkpoint: bool = False
 

@@ -35,8 +35,9 @@ import torch
 import torch.utils.checkpoint
 
 from runtime_checks import _state, bypass, hooks
-from runtime_checks.census import Census, localise_by_owner
-from runtime_checks.report import MemoryStats, Mismatch, Report, TimingStats
+from runtime_checks.census import Census, localise_by_owner, owning_region
+from runtime_checks.recompute import ValueRecorder
+from runtime_checks.report import Divergence, MemoryStats, Mismatch, Report, TimingStats
 from runtime_checks.snapshot import (
     ModelState,
     ParameterWriteError,
@@ -222,6 +223,7 @@ class _Engine:
         forward_only: bool = False,
         census: Census | None = None,
         count_hooks: bool = False,
+        recorder: ValueRecorder | None = None,
     ) -> _Run:
         """One forward+backward from the common starting point.
 
@@ -270,6 +272,7 @@ class _Engine:
         with (
             self.hook_counter.counting() if count_hooks else contextlib.nullcontext(Counter()) as hook_counts,
             census.watching() if census is not None else contextlib.nullcontext(),
+            recorder.watching() if recorder is not None else contextlib.nullcontext(),
             warnings.catch_warnings(record=True) as caught,
             _wrapped_modules(wrapped, self.ckpt_kwargs),
             bypass.composable_control(self.composable, session),
@@ -284,6 +287,8 @@ class _Engine:
                         loss = self._loss(outputs)
                         if census is not None:
                             census.backward()
+                        if recorder is not None:
+                            recorder.backward()
                         if loss.requires_grad:
                             loss.backward()
                 if self.use_cuda:
@@ -387,14 +392,24 @@ class _Engine:
             errors = [m for m in mismatches if m.kind == "error"]
             mismatches = errors + [m for m in _compare(ckpt, base, tol, suspects) if m.kind != "error"]
         regions = list(ckpt.regions)
+        divergences: tuple[Divergence, ...] = ()
+        if mismatches and regions and (localize or len(regions) == 1):
+            # One checkpointed run comparing each region's forward with its own
+            # recompute: names the op, and localises every region at once.
+            divergences = self._recompute_values(regions)
         if mismatches and regions:
             if len(regions) == 1:
                 mismatches = [dataclasses.replace(m, region=regions[0]) for m in mismatches]
             else:
-                # Owned values first (no run), then group testing for the rest.
+                # Owned values first (no run), then the regions whose recompute
+                # diverged, then group testing for what neither explains.
                 owned, rest = localise_by_owner(mismatches, regions, census.result(regions))
-                if rest and localize:
-                    rest = self._localise(regions, rest, base, tol)
+                if rest and divergences:
+                    rest = _explain_errors(_blame(rest, regions, divergences), divergences)
+                unexplained = [m for m in rest if m.region is None]
+                if unexplained and localize:
+                    found = iter(self._localise(regions, unexplained, base, tol))
+                    rest = [next(found) if m.region is None else m for m in rest]
                 mismatches = owned + rest
         self.mstate.reset_for_run(full_check=True)  # also detects a parameter written by any run
         notes = [f"only in the checkpointed run: warning: {w}" for w in dict.fromkeys(ckpt.warnings) if w not in base.warnings]
@@ -423,10 +438,20 @@ class _Engine:
             device=str(self.device),
             noisy=noisy,
             notes=tuple(notes[:8]),
-            census=census.result(regions),
+            census=tuple(
+                # A backward that raised stopped part-way: its recompute counts mean nothing.
+                dataclasses.replace(c, recomputes=None) if ckpt.error is not None else c
+                for c in census.result(regions)
+            ),
+            recompute=divergences,
             side_effects=hooks.differences(base.hook_counts, ckpt.hook_counts) if ckpt.error is None else (),
             allow_no_checkpoint=self.allow_no_checkpoint,
         )
+
+    def _recompute_values(self, regions: list[str]) -> tuple[Divergence, ...]:
+        recorder = ValueRecorder(self.model, regions)
+        self.one_run("record", recorder=recorder)
+        return recorder.divergences()
 
     def _localise(self, regions: list[str], mismatches: list[Mismatch], base: _Run, tol: _Tolerance) -> list[Mismatch]:
         """Group testing over regions: which subsets, checkpointed alone, reproduce which mismatches."""
@@ -462,6 +487,32 @@ class _Engine:
             owners = ["+".join(s) for s, keys in culprits.items() if (m.kind, m.name) in keys]
             out.append(dataclasses.replace(m, region=", ".join(owners) if owners else everything))
         return out
+
+
+def _blame(mismatches: list[Mismatch], regions: list[str], divergences: tuple[Divergence, ...]) -> list[Mismatch]:
+    """Values the diverging regions explain: a value inside one of them is its; others are theirs jointly."""
+    diverged = [d.region for d in divergences]
+    out = []
+    for m in mismatches:
+        if m.kind == "error" or m.region is not None:
+            out.append(m)
+            continue
+        owner = owning_region(m.name, regions)
+        out.append(dataclasses.replace(m, region=owner if owner in diverged else ", ".join(diverged)))
+    return out
+
+
+def _explain_errors(mismatches: list[Mismatch], divergences: tuple[Divergence, ...]) -> list[Mismatch]:
+    """An error is blamed on the region whose recompute diverged first (the advice names its op and line)."""
+    if not divergences:
+        return mismatches
+    out = []
+    for m in mismatches:
+        if m.kind == "error":
+            first = divergences[0]
+            m = dataclasses.replace(m, region=m.region or first.region)
+        out.append(m)
+    return out
 
 
 # ----------------------------------------------------------------------------- comparison
