@@ -99,6 +99,7 @@ def verify(
     checkpoint_kwargs: Mapping[str, Any] | None = None,
     snapshot_params: bool | Literal["disk"] = "disk",
     allow_no_checkpoint: bool = False,
+    autocast: str | torch.dtype | None = None,
 ) -> Report:
     """Compare ``model`` as it checkpoints against the same model with checkpointing bypassed.
 
@@ -116,6 +117,9 @@ def verify(
     ``localize=False`` skips the search for the responsible regions.
     ``allow_no_checkpoint=True`` accepts a model in which no checkpoint
     region ran (by default that is not a pass: checkpointing is off).
+    ``autocast="bf16"`` (or ``"fp16"``, or the torch dtype) runs forward and
+    loss of both runs under ``torch.autocast`` on the run's device type, and
+    compares with that dtype's tolerances.
     ``snapshot_params`` decides how a model that writes to its own parameters
     during the step is undone: ``"disk"`` (default) saves them to a temporary
     file and reads back only what was written (no extra memory); ``True``
@@ -141,6 +145,7 @@ def verify(
     if dtype is not None and not isinstance(dtype, torch.dtype):
         raise VerifyError(f"dtype must be a torch.dtype, got {dtype!r}")
     run_device = _resolve_device(model, device)
+    autocast_dtype = _autocast_dtype(autocast)
     ckpt_kwargs = {"use_reentrant": False, **dict(checkpoint_kwargs or {})}
     wrap = _select_modules(model, checkpoint) if checkpoint is not None else []
 
@@ -166,6 +171,7 @@ def verify(
                     model, inputs, mstate, pystate, run_device, dtype, loss_fn, wrap, ckpt_kwargs, rtol, atol, seed
                 )
                 engine.allow_no_checkpoint = allow_no_checkpoint
+                engine.autocast = autocast_dtype
                 return engine.run(localize)
             finally:
                 _state.set_session(previous_session)
@@ -212,6 +218,7 @@ class _Engine:
         self.param_ptrs: set[int] = set()
         self.hook_counter = hooks.HookCounter(model)
         self.allow_no_checkpoint = False
+        self.autocast: torch.dtype | None = None
 
     # -- one run ---------------------------------------------------------------
     def one_run(
@@ -281,10 +288,14 @@ class _Engine:
             start = time.perf_counter()
             try:
                 with torch.enable_grad():
-                    with torch.autograd.graph.saved_tensors_hooks(pack, unpack) if measure else contextlib.nullcontext():
+                    with (
+                        torch.autograd.graph.saved_tensors_hooks(pack, unpack) if measure else contextlib.nullcontext(),
+                        self._autocast(),
+                    ):
                         outputs = self.model(*args, **kwargs)
                     if not forward_only:
-                        loss = self._loss(outputs)
+                        with self._autocast():
+                            loss = self._loss(outputs)
                         if census is not None:
                             census.backward()
                         if recorder is not None:
@@ -327,6 +338,11 @@ class _Engine:
             result.other[("state", name)] = value
         return result
 
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast)
+
     def _loss(self, outputs: Any) -> torch.Tensor:
         if self.loss_fn is not None:
             loss = self.loss_fn(outputs)
@@ -366,7 +382,7 @@ class _Engine:
         base_seconds = base.seconds
         census = Census(self.model)
         ckpt = self.one_run("record", census=census, count_hooks=True)
-        tol = _Tolerance(self.rtol, self.atol, {})
+        tol = _Tolerance(self.rtol, self.atol, {}, self.autocast)
         mismatches = _compare(ckpt, base, tol)
         state_diffs = {
             key for key, value in ckpt.other.items()
@@ -387,7 +403,7 @@ class _Engine:
             base_seconds = min(base_seconds, base2.seconds)
             noise = _noise(base2, base, suspects | state_diffs)
             del base2
-            tol = _Tolerance(self.rtol, self.atol, noise)
+            tol = _Tolerance(self.rtol, self.atol, noise, self.autocast)
             noisy = tuple(sorted(name for (kind, name), n in noise.items() if n.exceeds_default))
             errors = [m for m in mismatches if m.kind == "error"]
             mismatches = errors + [m for m in _compare(ckpt, base, tol, suspects) if m.kind != "error"]
@@ -523,13 +539,20 @@ class _Noise:
 
 
 class _Tolerance:
-    def __init__(self, rtol: float | None, atol: float | None, noise: Mapping[Key, _Noise]) -> None:
+    def __init__(
+        self, rtol: float | None, atol: float | None, noise: Mapping[Key, _Noise], autocast: torch.dtype | None = None
+    ) -> None:
         self.rtol = rtol
         self.atol = atol
         self.noise = noise
+        self.autocast = autocast
 
     def for_tensor(self, key: Key, dtype: torch.dtype) -> tuple[float, float]:
         drtol, datol = _DEFAULT_TOLERANCES.get(dtype, (0.0, 0.0))
+        if self.autocast is not None and dtype.is_floating_point:
+            # Under autocast every value went through the low-precision dtype.
+            artol, aatol = _DEFAULT_TOLERANCES[self.autocast]
+            drtol, datol = max(drtol, artol), max(datol, aatol)
         rtol = self.rtol if self.rtol is not None else drtol
         atol = self.atol if self.atol is not None else datol
         n = self.noise.get(key)
@@ -837,6 +860,19 @@ def _wrapped_modules(modules: list[torch.nn.Module], ckpt_kwargs: dict[str, Any]
                 mod.__dict__.pop("forward", None)
             else:
                 mod.__dict__["forward"] = previous
+
+
+_AUTOCAST = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
+
+
+def _autocast_dtype(value: str | torch.dtype | None) -> torch.dtype | None:
+    if value is None:
+        return None
+    if isinstance(value, torch.dtype) and value in (torch.bfloat16, torch.float16):
+        return value
+    if isinstance(value, str) and value in _AUTOCAST:
+        return _AUTOCAST[value]
+    raise VerifyError(f"autocast must be 'bf16', 'fp16', torch.bfloat16 or torch.float16, got {value!r}")
 
 
 def _qualname(obj: Any) -> str:
