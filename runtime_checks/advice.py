@@ -85,11 +85,15 @@ def _owner(name: str) -> tuple[str, str]:
     return mod, leaf
 
 
+def _natural(name: str) -> list[object]:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
 def _regions(rows: Sequence[Mismatch]) -> str:
-    names: list[str] = []
+    names: set[str] = set()
     for m in rows:
-        names.extend(r.strip() for r in (m.region or "").split(",") if r.strip())
-    return summarise(names) if names else "(not localised)"
+        names.update(r.strip() for r in (m.region or "").split(",") if r.strip())
+    return summarise(sorted(names, key=_natural)) if names else "(not localised)"
 
 
 def _frozen(report: Report, missing: list[Mismatch]) -> Advice:
@@ -234,10 +238,18 @@ def advise(report: Report) -> tuple[Advice, ...]:
                 "make the region a pure function of its inputs and parameters",
                 "CKP202",
             ))
+    by_site: dict[tuple[str, str, str], list[str]] = defaultdict(list)
+    first = {}
     for d in report.recompute:
+        site = (d.op, d.what, d.module.rpartition(".")[2])
+        by_site[site].append(d.region)
+        first.setdefault(site, d)
+    for site, regions in by_site.items():
+        d = first[site]
+        more = f" (and the same in {len(regions) - 1} more regions: {summarise(regions[1:])})" if len(regions) > 1 else ""
         out.append(Advice(
             "recompute-diverged",
-            f"the recompute of {d.describe()}",
+            f"the recompute of {d.describe()}{more}",
             "make the region a pure function of its inputs and parameters: state it reads must not change "
             "between the forward and backward",
             _RULE_OF_DIVERGENCE[d.what],

@@ -37,9 +37,9 @@ from runtime_checks.report import Divergence
 
 __all__ = ["ValueRecorder"]
 
-_TORCH_DIR = os.path.dirname(torch.__file__)
-_OWN_DIR = os.path.dirname(__file__)
-_CHECKPOINT_FILE = os.path.join(_TORCH_DIR, "utils", "checkpoint")
+_TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
+_OWN_DIR = os.path.dirname(__file__) + os.sep
+_CHECKPOINT_FILE = os.path.join(_TORCH_DIR, "utils", "checkpoint.py")
 # Relative agreement of two checksums of the same values computed twice: a
 # deterministic kernel agrees exactly; allow for atomics on accelerators.
 _RTOL = 1e-5
@@ -124,6 +124,11 @@ class ValueRecorder(TorchFunctionMode):
         path, region = self.stack[-1]
         if region is None:
             return out
+        op = _op_name(func)
+        if op.endswith("_") and not op.endswith("__"):
+            # An in-place op returns the tensor it wrote (BatchNorm's step
+            # counter, a buffer update): what it wrote shows in later ops.
+            return out
         first = out[0] if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor) else out
         if not isinstance(first, torch.Tensor) or first.layout != torch.strided:
             return out
@@ -139,7 +144,7 @@ class ValueRecorder(TorchFunctionMode):
         if self.phase == "forward":
             self.order.setdefault(key, len(self.order))
         self.calls[self.phase][key].append(
-            _Call(_op_name(func), path, tuple(t.shape), str(t.dtype), total, absolute, _source())
+            _Call(op, path, tuple(t.shape), str(t.dtype), total, absolute, _source())
         )
         return out
 

@@ -37,7 +37,7 @@ import torch.utils.checkpoint
 from runtime_checks import _state, bypass, hooks
 from runtime_checks.census import Census, localise_by_owner, owning_region
 from runtime_checks.recompute import ValueRecorder
-from runtime_checks.report import Divergence, MemoryStats, Mismatch, Report, TimingStats
+from runtime_checks.report import Divergence, MemoryStats, Mismatch, RegionCensus, Report, TimingStats
 from runtime_checks.snapshot import (
     ModelState,
     ParameterWriteError,
@@ -408,25 +408,7 @@ class _Engine:
             errors = [m for m in mismatches if m.kind == "error"]
             mismatches = errors + [m for m in _compare(ckpt, base, tol, suspects) if m.kind != "error"]
         regions = list(ckpt.regions)
-        divergences: tuple[Divergence, ...] = ()
-        if mismatches and regions and (localize or len(regions) == 1):
-            # One checkpointed run comparing each region's forward with its own
-            # recompute: names the op, and localises every region at once.
-            divergences = self._recompute_values(regions)
-        if mismatches and regions:
-            if len(regions) == 1:
-                mismatches = [dataclasses.replace(m, region=regions[0]) for m in mismatches]
-            else:
-                # Owned values first (no run), then the regions whose recompute
-                # diverged, then group testing for what neither explains.
-                owned, rest = localise_by_owner(mismatches, regions, census.result(regions))
-                if rest and divergences:
-                    rest = _explain_errors(_blame(rest, regions, divergences), divergences)
-                unexplained = [m for m in rest if m.region is None]
-                if unexplained and localize:
-                    found = iter(self._localise(regions, unexplained, base, tol))
-                    rest = [next(found) if m.region is None else m for m in rest]
-                mismatches = owned + rest
+        mismatches, divergences = self._attribute(regions, mismatches, census.result(regions), base, tol, localize)
         self.mstate.reset_for_run(full_check=True)  # also detects a parameter written by any run
         notes = [f"only in the checkpointed run: warning: {w}" for w in dict.fromkeys(ckpt.warnings) if w not in base.warnings]
         if ckpt.error is None:
@@ -463,6 +445,34 @@ class _Engine:
             side_effects=hooks.differences(base.hook_counts, ckpt.hook_counts) if ckpt.error is None else (),
             allow_no_checkpoint=self.allow_no_checkpoint,
         )
+
+    def _attribute(
+        self,
+        regions: list[str],
+        mismatches: list[Mismatch],
+        census: tuple[RegionCensus, ...],
+        base: _Run,
+        tol: _Tolerance,
+        localize: bool,
+    ) -> tuple[list[Mismatch], tuple[Divergence, ...]]:
+        """The region behind each mismatch: by owner (no run), by one value-check run, then by group testing."""
+        if not mismatches or not regions:
+            return mismatches, ()
+        owned, rest = localise_by_owner(mismatches, regions, census)
+        divergences: tuple[Divergence, ...] = ()
+        if rest and (localize or len(regions) == 1):
+            # One checkpointed run comparing each region's forward with its own
+            # recompute: names the op, and localises every region at once.
+            divergences = self._recompute_values(regions)
+        if len(regions) == 1:
+            return [dataclasses.replace(m, region=regions[0]) for m in owned + rest], divergences
+        if rest and divergences:
+            rest = _explain_errors(_blame(rest, regions, divergences), divergences)
+        unexplained = [m for m in rest if m.region is None]
+        if unexplained and localize:
+            found = iter(self._localise(regions, unexplained, base, tol))
+            rest = [next(found) if m.region is None else m for m in rest]
+        return owned + rest, divergences
 
     def _recompute_values(self, regions: list[str]) -> tuple[Divergence, ...]:
         recorder = ValueRecorder(self.model, regions)
