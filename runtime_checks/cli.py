@@ -58,6 +58,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rtol", type=float, default=None)
     p.add_argument("--atol", type=float, default=None)
     p.add_argument("--no-localize", action="store_true", help="skip naming the responsible regions")
+    p.add_argument(
+        "--allow-no-checkpoint", action="store_true",
+        help="pass a model in which no checkpoint region ran (by default: not a pass, exit 1)",
+    )
+    p.add_argument("--autocast", choices=("bf16", "fp16"), default=None, help="run both sides under torch.autocast")
     return p
 
 
@@ -228,6 +233,8 @@ def _run(args: argparse.Namespace) -> int:
         "atol": args.atol,
         "seed": args.seed,
         "localize": not args.no_localize,
+        "allow_no_checkpoint": args.allow_no_checkpoint,
+        "autocast": args.autocast,
     }
     if args.checkpoint_type:
         verify_kwargs["checkpoint"] = args.checkpoint_type

@@ -65,6 +65,8 @@ MARKER_KEYWORDS: tuple[str, ...] = (
     "loss_fn",
     "dtype",
     "seed",
+    "allow_no_checkpoint",
+    "autocast",
 )
 
 _DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"

@@ -14,6 +14,7 @@ from runtime_checks.advice import advise  # noqa: E402
 from tests.runtime.models import Net, PlainNet, make_input  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")]
+pytest_plugins = ["pytester"]
 
 
 def _llama() -> torch.nn.Module:
@@ -96,3 +97,31 @@ def test_nested_checkpoint_is_flagged() -> None:
 def test_small_net_census() -> None:
     report = verify(Net(), make_input())
     assert [(c.name, c.recomputes) for c in report.census] == [("blocks.0", 1), ("blocks.1", 1), ("blocks.2", 1)]
+
+
+def test_cli_exits_1_when_nothing_is_checkpointed(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from runtime_checks.cli import main
+
+    (tmp_path / "plainmodel.py").write_text(
+        "import torch.nn as nn\ndef build():\n    return nn.Sequential(nn.Linear(4, 4), nn.Tanh())\n"
+    )
+    target = f"{tmp_path / 'plainmodel.py'}:build"
+    assert main([target, "--input", "float32[B,4]", "--examples", "2"]) == 1
+    assert "NOT CHECKPOINTED" in capsys.readouterr().out
+    assert main([target, "--input", "float32[B,4]", "--examples", "2", "--allow-no-checkpoint"]) == 0
+
+
+def test_plugin_fails_a_test_whose_model_checkpoints_nothing(pytester) -> None:  # type: ignore[no-untyped-def]
+    pytester.makepyfile(
+        """
+        import torch
+
+        def test_plain(ckpt_verify):
+            ckpt_verify(torch.nn.Linear(4, 4), torch.randn(2, 4))
+
+        def test_plain_allowed(ckpt_verify):
+            ckpt_verify(torch.nn.Linear(4, 4), torch.randn(2, 4), allow_no_checkpoint=True)
+        """
+    )
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
