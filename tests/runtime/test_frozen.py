@@ -89,3 +89,27 @@ def test_frozen_base_with_nothing_trainable_inside_regions_is_harmless() -> None
 def test_raw_input_without_grad_small_model() -> None:
     report = verify(RawInputNet(use_reentrant=True), make_input())
     assert "frozen-inputs" in [a.cause for a in advise(report)]
+
+
+def test_strategy_regime_finds_the_frozen_input_case() -> None:
+    from runtime_checks import check_checkpoint_equivalence, tensors
+    from runtime_checks.assertions import CheckpointMismatchError
+
+    strategy = tensors(shape=("B", 16), requires_grad="either", dims={"B": (2, 4)})
+    with pytest.raises(CheckpointMismatchError) as info:
+        check_checkpoint_equivalence(
+            RawInputNet(use_reentrant=True), strategy.map(lambda t: (t,)), max_examples=20, hypothesis_seed=0
+        )
+    assert "+grad" not in info.value.inputs  # the failing regime: the input does not require grad
+    assert "frozen-inputs" in [a.cause for a in advise(info.value.report)]
+    # Non-reentrant checkpoint is right in both regimes.
+    check_checkpoint_equivalence(RawInputNet(use_reentrant=False), strategy.map(lambda t: (t,)), max_examples=6)
+
+
+def test_either_requires_a_floating_dtype() -> None:
+    from runtime_checks import tensors
+
+    with pytest.raises(ValueError, match="floating dtype"):
+        tensors(shape=(2,), dtype=torch.int64, requires_grad="either")
+    with pytest.raises(ValueError, match="True, False or 'either'"):
+        tensors(shape=(2,), requires_grad="sometimes")  # type: ignore[arg-type]
