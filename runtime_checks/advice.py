@@ -11,6 +11,7 @@ again by the recompute). Imports no torch: it reads a ``Report`` only.
 from __future__ import annotations
 
 import re
+import textwrap
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -41,8 +42,9 @@ class Advice:
     fix: str
     rule: str | None = None
 
-    def lines(self) -> list[str]:
-        out = [f"- {self.summary}", f"  fix: {self.fix}"]
+    def lines(self, width: int = 110) -> list[str]:
+        out = textwrap.wrap(self.summary, width, initial_indent="- ", subsequent_indent="  ", break_on_hyphens=False)
+        out += textwrap.wrap(self.fix, width, initial_indent="  fix: ", subsequent_indent="    ", break_on_hyphens=False)
         if self.rule:
             out.append(f"  lint rule: {self.rule} (`ckptlint rule {self.rule}` explains it)")
         return out

@@ -56,7 +56,7 @@ class _Call:
     source: str
 
     def show(self) -> str:
-        return f"{self.op}({list(self.shape)} {self.dtype.replace('torch.', '')})"
+        return f"{self.op}([{','.join(map(str, self.shape))}] {self.dtype.replace('torch.', '')})"
 
 
 def _op_name(func: Any) -> str:

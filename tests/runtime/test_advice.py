@@ -12,6 +12,7 @@ from torch.utils.checkpoint import checkpoint  # noqa: E402
 from runtime_checks import verify  # noqa: E402
 from runtime_checks.advice import advise, summarise  # noqa: E402
 from tests.runtime.models import Net, make_input  # noqa: E402
+from tests.runtime.reporting import one_line  # noqa: E402
 
 
 class BNStack(nn.Module):
@@ -33,7 +34,7 @@ def test_batchnorm_rows_become_one_cause_with_fix_and_rule() -> None:
     (bn,) = [a for a in advise(report) if a.cause == "batchnorm-twice"]
     assert bn.rule == "CKP204"
     assert bn.summary.startswith("running statistics of 22 BatchNorm layers in regions layers.{0..21} updated twice per step")
-    text = str(report)
+    text = one_line(report)
     assert "ckptlint rule CKP204" in text
     assert "... 46 more rows" in text  # the table is capped; report.mismatches keeps every row
     # Every buffer is blamed on its own layer without a localisation run.

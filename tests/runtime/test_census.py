@@ -12,6 +12,7 @@ transformers = pytest.importorskip("transformers")
 from runtime_checks import verify  # noqa: E402
 from runtime_checks.advice import advise  # noqa: E402
 from tests.runtime.models import Net, PlainNet, make_input  # noqa: E402
+from tests.runtime.reporting import one_line  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")]
 pytest_plugins = ["pytester"]
@@ -40,7 +41,7 @@ def test_each_region_recomputed_exactly_once() -> None:
         ("model.layers.0", 1, 1), ("model.layers.1", 1, 1)
     ]
     assert not any(c.nested for c in report.census)
-    assert "recomputes per backward" not in str(report)
+    assert "recomputes per backward" not in one_line(report)
 
 
 def test_checkpointing_silently_off_is_not_a_pass() -> None:
@@ -50,10 +51,10 @@ def test_checkpointing_silently_off_is_not_a_pass() -> None:
     report = verify(model, _ids())
     assert not report.equivalent and not report.mismatches and not report.checkpointed
     assert [a.cause for a in advise(report)] == ["not-checkpointed"]
-    text = str(report)
+    text = one_line(report)
     assert "NOT CHECKPOINTED" in text and "allow_no_checkpoint=True" in text
     allowed = verify(model, _ids(), allow_no_checkpoint=True)
-    assert allowed.equivalent and "EQUIVALENT" in str(allowed)
+    assert allowed.equivalent and "EQUIVALENT" in one_line(allowed)
     assert "not-checkpointed" not in [a.cause for a in advise(allowed)]
 
 
@@ -78,7 +79,7 @@ def test_library_checkpointing_under_a_reentrant_wrapper_is_recomputed_twice(use
     assert report.equivalent, str(report)  # right gradients, twice the recompute
     assert [c.recomputes for c in report.census] == [2, 2]
     assert "checkpointed-twice" in [a.cause for a in advise(report)]
-    assert "recomputed 2 times per backward" in str(report)
+    assert "recomputed 2 times per backward" in one_line(report)
 
 
 def test_nested_checkpoint_is_flagged() -> None:
@@ -102,7 +103,7 @@ def test_small_net_census() -> None:
 def test_cli_exits_1_when_nothing_is_checkpointed(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     from runtime_checks.cli import main
 
-    (tmp_path / "plainmodel.py").write_text(
+    (tmp_path / "plainmodel.py").writeone_line(
         "import torch.nn as nn\ndef build():\n    return nn.Sequential(nn.Linear(4, 4), nn.Tanh())\n"
     )
     target = f"{tmp_path / 'plainmodel.py'}:build"

@@ -10,6 +10,7 @@ transformers = pytest.importorskip("transformers")
 from runtime_checks import verify  # noqa: E402
 from runtime_checks.advice import advise  # noqa: E402
 from tests.runtime.models import RawInputNet, make_input  # noqa: E402
+from tests.runtime.reporting import one_line  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")]
 
@@ -68,7 +69,7 @@ def test_lora_on_frozen_llama_with_reentrant_checkpoint_is_fatal() -> None:
     assert [c.recomputes for c in report.census] == [0, 0]
     causes = [a.cause for a in advise(report)]
     assert causes[0] == "frozen-inputs"
-    text = str(report)
+    text = one_line(report)
     assert "None of the inputs have requires_grad=True" in text
     assert "8 parameters get no gradient" in text and "enable_input_require_grads()" in text
     # The fix the advice names works.
@@ -83,7 +84,7 @@ def test_frozen_base_with_nothing_trainable_inside_regions_is_harmless() -> None
     report = verify(_reentrant(model), _ids())
     assert report.equivalent, str(report)
     assert [a.cause for a in advise(report)] == ["frozen-inputs-harmless"]
-    assert "harmless here" in str(report)
+    assert "harmless here" in one_line(report)
 
 
 def test_raw_input_without_grad_small_model() -> None:

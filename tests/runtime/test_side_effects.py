@@ -9,6 +9,7 @@ transformers = pytest.importorskip("transformers")
 
 from runtime_checks import verify  # noqa: E402
 from runtime_checks.advice import advise  # noqa: E402
+from tests.runtime.reporting import one_line  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")]
 
@@ -62,7 +63,7 @@ def test_forward_hook_counter_on_gpt2_counts_the_recompute() -> None:
         base, ckpt = calls[("global", "global forward hook")]
         assert ckpt > base
         assert "hooks-rerun" in [a.cause for a in advise(report)]
-        assert "forward hook" in str(report) and "ran 4 times, baseline 2" in str(report)
+        assert "forward hook" in one_line(report) and "ran 4 times, baseline 2" in one_line(report)
         assert _hook_dicts(model) == before  # the original hook objects are back
     finally:
         for h in handles:
