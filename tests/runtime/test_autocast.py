@@ -9,18 +9,14 @@ transformers = pytest.importorskip("transformers")
 
 from runtime_checks import VerifyError, verify  # noqa: E402
 from tests.runtime.models import Net, make_input  # noqa: E402
+from tests.runtime.zoo import tiny_llama, token_ids  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")]
 
 
 @pytest.mark.parametrize("use_reentrant", [False, True], ids=["nonreentrant", "reentrant"])
 def test_llama_under_bf16_autocast_is_equivalent(use_reentrant: bool) -> None:
-    torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, vocab_size=100, max_position_embeddings=16, bos_token_id=0, eos_token_id=0,
-    )
-    model = transformers.LlamaForCausalLM(cfg)
+    model = tiny_llama()
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": use_reentrant})
     model.train()
     def bf16_only(_m: torch.nn.Module, _args: object, out: torch.Tensor) -> None:
@@ -29,7 +25,7 @@ def test_llama_under_bf16_autocast_is_equivalent(use_reentrant: bool) -> None:
             raise TypeError(f"autocast not active: {out.dtype}")
 
     handle = model.model.layers[0].mlp.down_proj.register_forward_hook(bf16_only)
-    ids = {"input_ids": torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(0))}
+    ids = token_ids()
     try:
         report = verify(model, ids, autocast="bf16")
         assert report.equivalent, str(report)

@@ -13,29 +13,19 @@ from runtime_checks import verify  # noqa: E402
 from runtime_checks.advice import advise  # noqa: E402
 from tests.runtime.models import Net, PlainNet, make_input  # noqa: E402
 from tests.runtime.reporting import one_line  # noqa: E402
+from tests.runtime.zoo import tiny_llama, token_ids  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")]
 pytest_plugins = ["pytester"]
 
 
-def _llama() -> torch.nn.Module:
-    torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, vocab_size=100, max_position_embeddings=16, bos_token_id=0, eos_token_id=0,
-    )
-    return transformers.LlamaForCausalLM(cfg)
-
-
-def _ids() -> dict[str, torch.Tensor]:
-    return {"input_ids": torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(0))}
 
 
 def test_each_region_recomputed_exactly_once() -> None:
-    model = _llama()
+    model = tiny_llama()
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
-    report = verify(model, _ids())
+    report = verify(model, token_ids())
     assert report.equivalent, str(report)
     assert [(c.name, c.entries, c.recomputes) for c in report.census] == [
         ("model.layers.0", 1, 1), ("model.layers.1", 1, 1)
@@ -45,15 +35,15 @@ def test_each_region_recomputed_exactly_once() -> None:
 
 
 def test_checkpointing_silently_off_is_not_a_pass() -> None:
-    model = _llama()
+    model = tiny_llama()
     model.gradient_checkpointing_enable()
     model.eval()  # transformers checkpoints only in train mode: nothing is checkpointed
-    report = verify(model, _ids())
+    report = verify(model, token_ids())
     assert not report.equivalent and not report.mismatches and not report.checkpointed
     assert [a.cause for a in advise(report)] == ["not-checkpointed"]
     text = one_line(report)
     assert "NOT CHECKPOINTED" in text and "allow_no_checkpoint=True" in text
-    allowed = verify(model, _ids(), allow_no_checkpoint=True)
+    allowed = verify(model, token_ids(), allow_no_checkpoint=True)
     assert allowed.equivalent and "EQUIVALENT" in one_line(allowed)
     assert "not-checkpointed" not in [a.cause for a in advise(allowed)]
 
@@ -66,7 +56,7 @@ def test_plain_model_without_checkpoint_fails_unless_allowed() -> None:
 @pytest.mark.parametrize("use_reentrant", [True, False], ids=["inner-reentrant", "inner-nonreentrant"])
 def test_library_checkpointing_under_a_reentrant_wrapper_is_recomputed_twice(use_reentrant: bool) -> None:
     wrapper = pytest.importorskip("torch.distributed.algorithms._checkpoint.checkpoint_wrapper")
-    model = _llama()
+    model = tiny_llama()
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": use_reentrant})
     model.train()
     layer = transformers.models.llama.modeling_llama.LlamaDecoderLayer
@@ -75,7 +65,7 @@ def test_library_checkpointing_under_a_reentrant_wrapper_is_recomputed_twice(use
         checkpoint_wrapper_fn=functools.partial(wrapper.checkpoint_wrapper, checkpoint_impl=wrapper.CheckpointImpl.REENTRANT),
         check_fn=lambda m: isinstance(m, layer),
     )
-    report = verify(model, _ids())
+    report = verify(model, token_ids())
     assert report.equivalent, str(report)  # right gradients, twice the recompute
     assert [c.recomputes for c in report.census] == [2, 2]
     assert "checkpointed-twice" in [a.cause for a in advise(report)]
@@ -84,12 +74,12 @@ def test_library_checkpointing_under_a_reentrant_wrapper_is_recomputed_twice(use
 
 def test_nested_checkpoint_is_flagged() -> None:
     wrapper = pytest.importorskip("torch.distributed.algorithms._checkpoint.checkpoint_wrapper")
-    model = _llama()
+    model = tiny_llama()
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
     model.train()
     layer = transformers.models.llama.modeling_llama.LlamaDecoderLayer
     wrapper.apply_activation_checkpointing(model, check_fn=lambda m: isinstance(m, layer))
-    report = verify(model, _ids())
+    report = verify(model, token_ids())
     assert report.equivalent, str(report)
     assert all(c.nested and c.entries == 2 for c in report.census)
     assert "checkpointed-twice" in [a.cause for a in advise(report)]
@@ -103,7 +93,7 @@ def test_small_net_census() -> None:
 def test_cli_exits_1_when_nothing_is_checkpointed(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     from runtime_checks.cli import main
 
-    (tmp_path / "plainmodel.py").writeone_line(
+    (tmp_path / "plainmodel.py").write_text(
         "import torch.nn as nn\ndef build():\n    return nn.Sequential(nn.Linear(4, 4), nn.Tanh())\n"
     )
     target = f"{tmp_path / 'plainmodel.py'}:build"

@@ -11,6 +11,7 @@ from runtime_checks import verify  # noqa: E402
 from runtime_checks.advice import advise  # noqa: E402
 from tests.runtime.models import RawInputNet, make_input  # noqa: E402
 from tests.runtime.reporting import one_line  # noqa: E402
+from tests.runtime.zoo import tiny_llama, token_ids  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")]
 
@@ -29,17 +30,6 @@ class LoRA(torch.nn.Module):
         return self.base(x) + self.lora_B(self.lora_A(x))
 
 
-def _llama() -> torch.nn.Module:
-    torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, vocab_size=100, max_position_embeddings=16, bos_token_id=0, eos_token_id=0,
-    )
-    return transformers.LlamaForCausalLM(cfg)
-
-
-def _ids() -> dict[str, torch.Tensor]:
-    return {"input_ids": torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(0))}
 
 
 def _reentrant(model: torch.nn.Module) -> torch.nn.Module:
@@ -51,13 +41,13 @@ def _reentrant(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def test_lora_on_frozen_llama_with_reentrant_checkpoint_is_fatal() -> None:
-    model = _llama()
+    model = tiny_llama()
     for p in model.parameters():
         p.requires_grad_(False)
     for layer in model.model.layers:
         layer.self_attn.q_proj = LoRA(layer.self_attn.q_proj)
         layer.self_attn.v_proj = LoRA(layer.self_attn.v_proj)
-    report = verify(_reentrant(model), _ids())
+    report = verify(_reentrant(model), token_ids())
     assert not report.equivalent
     lost = {m.name for m in report.mismatches if m.kind == "missing_grad"}
     assert lost == {
@@ -74,14 +64,14 @@ def test_lora_on_frozen_llama_with_reentrant_checkpoint_is_fatal() -> None:
     assert "8 parameters get no gradient" in text and "enable_input_require_grads()" in text
     # The fix the advice names works.
     model.enable_input_require_grads()
-    assert verify(model, _ids()).equivalent
+    assert verify(model, token_ids()).equivalent
 
 
 def test_frozen_base_with_nothing_trainable_inside_regions_is_harmless() -> None:
-    model = _llama()
+    model = tiny_llama()
     for p in model.model.parameters():  # only lm_head (outside every region) trains
         p.requires_grad_(False)
-    report = verify(_reentrant(model), _ids())
+    report = verify(_reentrant(model), token_ids())
     assert report.equivalent, str(report)
     assert [a.cause for a in advise(report)] == ["frozen-inputs-harmless"]
     assert "harmless here" in one_line(report)

@@ -15,18 +15,14 @@ from torch.utils.checkpoint import checkpoint  # noqa: E402
 from runtime_checks import verify  # noqa: E402
 from runtime_checks.advice import advise  # noqa: E402
 from runtime_checks.verify import _Engine  # noqa: E402
+from tests.runtime.test_bypass import Counted  # noqa: E402
 from tests.runtime.reporting import one_line  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")]
 
 
-class Scaled(nn.Module):
+class Scaled(Counted):
     """Same shapes every call, other values on the recompute: a call counter scales the output."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lin = nn.Linear(8, 8)
-        self.calls = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.calls += 1

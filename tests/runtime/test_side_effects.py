@@ -10,20 +10,11 @@ transformers = pytest.importorskip("transformers")
 from runtime_checks import verify  # noqa: E402
 from runtime_checks.advice import advise  # noqa: E402
 from tests.runtime.reporting import one_line  # noqa: E402
+from tests.runtime.zoo import tiny_gpt2, token_ids  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")]
 
 
-def _gpt2() -> torch.nn.Module:
-    torch.manual_seed(0)
-    cfg = transformers.GPT2Config(
-        n_layer=2, n_embd=32, n_head=2, vocab_size=100, n_positions=16, bos_token_id=0, eos_token_id=0
-    )
-    return transformers.GPT2LMHeadModel(cfg)
-
-
-def _ids() -> dict[str, torch.Tensor]:
-    return {"input_ids": torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(0))}
 
 
 class Stats:
@@ -43,7 +34,7 @@ def _hook_dicts(model: torch.nn.Module) -> list[tuple[str, dict]]:
 
 
 def test_forward_hook_counter_on_gpt2_counts_the_recompute() -> None:
-    model = _gpt2()
+    model = tiny_gpt2()
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
     model.train()
     stats = Stats()
@@ -54,7 +45,7 @@ def test_forward_hook_counter_on_gpt2_counts_the_recompute() -> None:
     ))
     try:
         before = _hook_dicts(model)
-        report = verify(model, _ids())
+        report = verify(model, token_ids())
         assert report.equivalent, str(report)  # the gradients match ...
         calls = {(h.module, h.kind): (h.baseline, h.checkpointed) for h in report.side_effects}
         # ... but the statistics collector counted every block twice.
@@ -71,8 +62,8 @@ def test_forward_hook_counter_on_gpt2_counts_the_recompute() -> None:
 
 
 def test_no_hooks_no_side_effects() -> None:
-    model = _gpt2()
+    model = tiny_gpt2()
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
-    report = verify(model, _ids())
+    report = verify(model, token_ids())
     assert report.equivalent and report.side_effects == ()
