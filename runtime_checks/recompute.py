@@ -199,21 +199,21 @@ class ValueRecorder(TorchFunctionMode):
 
 def _first_difference(region: str, fwd: list[_Call], again: list[_Call]) -> Divergence | None:
     # Early stop ends a recompute after its last saved tensor: compare the
-    # common prefix; a nested checkpoint recomputes twice: compare each pass.
-    for start in range(0, len(again), len(fwd)):
-        chunk = again[start : start + len(fwd)]
-        for i, (a, b) in enumerate(zip(fwd, chunk)):
-            what = None
-            if a.op != b.op:
-                what = "path"
-            elif a.shape != b.shape:
-                what = "shape"
-            elif a.dtype != b.dtype:
-                what = "dtype"
-            elif not _close(a.total, b.total, a.absolute) or not _close(a.absolute, b.absolute, a.absolute):
-                what = "value"
-            if what is not None:
-                return Divergence(region, i, b.op, b.module, what, a.show(), b.show(), b.source or a.source)
+    # common prefix of the first pass only. Later passes may be another
+    # region's recompute running this module (a closure that late-binds it):
+    # group testing, not this check, settles those.
+    for i, (a, b) in enumerate(zip(fwd, again)):
+        what = None
+        if a.op != b.op:
+            what = "path"
+        elif a.shape != b.shape:
+            what = "shape"
+        elif a.dtype != b.dtype:
+            what = "dtype"
+        elif not _close(a.total, b.total, a.absolute) or not _close(a.absolute, b.absolute, a.absolute):
+            what = "value"
+        if what is not None:
+            return Divergence(region, i, b.op, b.module, what, a.show(), b.show(), b.source or a.source)
     return None
 
 
