@@ -1,13 +1,15 @@
-"""Cost of ``runtime_checks.verify`` against the training steps it replays.
+"""Cost of ``runtime_checks.verify`` against the training steps it replays, on real zoo models.
 
-In one process, on a ~50M-parameter transformer: one plain training step
-(forward + backward), one checkpointed step, one ``verify`` call.
-Targets (issue 4): verify wall time <= 1.3 x (plain + checkpointed + plain),
+In one process, per model: one plain training step (checkpointing bypassed),
+one checkpointed step, one ``verify`` call — each the fastest of ``--repeat``.
+Targets (issue 10, item 4): verify <= 1.5 x (plain + checkpointed + plain)
+for an equivalent model, <= 3 x for a failing one whatever its region count,
 and verify's peak memory above a plain step's peak <= two copies of the
 gradients plus the buffers.
 
-    python benchmarks/bench_verify.py                 # CPU
-    python benchmarks/bench_verify.py --device cuda   # when a GPU is present
+    python benchmarks/bench_verify.py                      # transformers models (torch 2.13 venv)
+    .venv214/bin/python benchmarks/bench_verify.py         # + timm, torchvision (skipped where missing)
+    python benchmarks/bench_verify.py --models gpt2,llama --device cuda
 
 Peak memory: on CPU the process's peak resident set (VmHWM, reset before each
 phase through /proc/self/clear_refs); on CUDA torch.cuda.max_memory_allocated.
@@ -17,54 +19,87 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import math
 import sys
 import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from runtime_checks import verify  # noqa: E402
+from runtime_checks import bypass_checkpointing, verify  # noqa: E402
+
+Built = tuple[torch.nn.Module, Any]
 
 
-class Block(nn.Module):
-    def __init__(self, d: int, heads: int) -> None:
-        super().__init__()
-        self.heads = heads
-        self.ln1 = nn.LayerNorm(d)
-        self.qkv = nn.Linear(d, 3 * d)
-        self.proj = nn.Linear(d, d)
-        self.ln2 = nn.LayerNorm(d)
-        self.fc1 = nn.Linear(d, 4 * d)
-        self.fc2 = nn.Linear(4 * d, d)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, d = x.shape
-        q, k, v = self.qkv(self.ln1(x)).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        a = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(b, t, d)
-        x = x + self.proj(a)
-        return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
+def _ids(n: int = 16) -> torch.Tensor:
+    return torch.randint(0, 100, (2, n), generator=torch.Generator().manual_seed(0))
 
 
-class TinyLM(nn.Module):
-    def __init__(self, vocab: int = 8192, d: int = 512, layers: int = 16, heads: int = 8, ctx: int = 256) -> None:
-        super().__init__()
-        self.emb = nn.Embedding(vocab, d)
-        self.pos = nn.Parameter(torch.zeros(ctx, d))
-        self.blocks = nn.ModuleList([Block(d, heads) for _ in range(layers)])
-        self.ln = nn.LayerNorm(d)
-        self.head = nn.Linear(d, vocab, bias=False)
-        self.checkpointing = False
+def _gpt2() -> Built:
+    import transformers
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        x = self.emb(ids) + self.pos[: ids.shape[1]]
-        for block in self.blocks:
-            x = checkpoint(block, x, use_reentrant=False) if self.checkpointing else block(x)
-        return self.head(self.ln(x))
+    cfg = transformers.GPT2Config(n_layer=4, n_embd=64, n_head=4, vocab_size=100, n_positions=32)
+    m = transformers.GPT2LMHeadModel(cfg)
+    m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return m.train(), {"input_ids": _ids()}
+
+
+def _llama() -> Built:
+    import transformers
+
+    cfg = transformers.LlamaConfig(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=2, vocab_size=100, max_position_embeddings=32,
+    )
+    m = transformers.LlamaForCausalLM(cfg)
+    m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return m.train(), {"input_ids": _ids()}
+
+
+def _bert() -> Built:
+    import transformers
+
+    cfg = transformers.BertConfig(
+        hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=128, vocab_size=100,
+        max_position_embeddings=32,
+    )
+    m = transformers.BertForMaskedLM(cfg)
+    m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return m.train(), {"input_ids": _ids()}
+
+
+def _timm(name: str) -> Callable[[], Built]:
+    def build() -> Built:
+        import timm
+
+        m = timm.create_model(name, pretrained=False, num_classes=10)
+        m.set_grad_checkpointing(True)
+        return m.train(), torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+
+    return build
+
+
+def _densenet() -> Built:
+    import torchvision
+
+    m = torchvision.models.densenet121(memory_efficient=True, num_classes=10)
+    return m.train(), torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+MODELS: dict[str, tuple[str, Callable[[], Built]]] = {
+    "gpt2": ("transformers", _gpt2),
+    "llama": ("transformers", _llama),
+    "bert": ("transformers", _bert),
+    "resnet50": ("timm", _timm("resnet50")),
+    "efficientnet_b0": ("timm", _timm("efficientnet_b0")),
+    "densenet121": ("torchvision", _densenet),
+}
 
 
 def _reset_peak(device: torch.device) -> None:
@@ -72,12 +107,12 @@ def _reset_peak(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-    else:
-        try:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")  # reset VmHWM to the current RSS
-        except OSError:
-            pass
+        return
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset VmHWM to the current RSS
+    except OSError:
+        pass
 
 
 def _peak(device: torch.device) -> int:
@@ -91,93 +126,111 @@ def _peak(device: torch.device) -> int:
     return -1
 
 
-def _step(model: TinyLM, ids: torch.Tensor, proj: torch.Tensor) -> None:
+def _move(inputs: Any, device: torch.device) -> Any:
+    if isinstance(inputs, dict):
+        return {k: v.to(device) for k, v in inputs.items()}
+    return inputs.to(device)
+
+
+def _step(model: torch.nn.Module, inputs: Any) -> None:
+    out = model(**inputs) if isinstance(inputs, dict) else model(inputs)
+    t = out.logits if hasattr(out, "logits") else out
+    t.float().sum().backward()
     for p in model.parameters():
         p.grad = None
-    loss = (model(ids).float() * proj).sum()
-    loss.backward()
 
 
-def _timed(device: torch.device, fn) -> tuple[float, int]:  # type: ignore[no-untyped-def]
-    _reset_peak(device)
-    start = time.perf_counter()
-    out = fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - start
-    return seconds, _peak(device), out
+@dataclass
+class Row:
+    name: str
+    regions: int
+    equivalent: bool
+    plain_s: float
+    ckpt_s: float
+    verify_s: float
+    extra_mib: float
+    budget_mib: float
+
+    @property
+    def ratio(self) -> float:
+        return self.verify_s / (2 * self.plain_s + self.ckpt_s)
+
+    @property
+    def target(self) -> float:
+        return 1.5 if self.equivalent else 3.0
+
+    def met(self) -> bool:
+        return self.ratio <= self.target and self.extra_mib <= self.budget_mib
+
+
+def measure(name: str, build: Callable[[], Built], device: torch.device, repeat: int) -> Row:
+    torch.manual_seed(0)
+    model, inputs = build()
+    model.to(device)
+    inputs = _move(inputs, device)
+    grad_bytes = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    buffer_bytes = sum(b.numel() * b.element_size() for b in model.buffers())
+
+    def plain() -> None:
+        with bypass_checkpointing(model):
+            _step(model, inputs)
+
+    plain()  # warm-up: allocator, lazy imports, checkpoint's first call
+    _step(model, inputs)
+    plain_s = ckpt_s = verify_s = math.inf
+    plain_peak = verify_peak = 0
+    report = None
+    for _ in range(repeat):
+        _reset_peak(device)
+        t = time.perf_counter()
+        plain()
+        plain_s = min(plain_s, time.perf_counter() - t)
+        plain_peak = max(plain_peak, _peak(device))
+        t = time.perf_counter()
+        _step(model, inputs)
+        ckpt_s = min(ckpt_s, time.perf_counter() - t)
+        _reset_peak(device)
+        t = time.perf_counter()
+        report = verify(model, inputs)
+        verify_s = min(verify_s, time.perf_counter() - t)
+        verify_peak = max(verify_peak, _peak(device))
+    assert report is not None
+    mib = 1024 * 1024
+    return Row(
+        name, len(report.regions), report.equivalent, plain_s, ckpt_s, verify_s,
+        (verify_peak - plain_peak) / mib, (2 * grad_bytes + buffer_bytes) / mib,
+    )
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--layers", type=int, default=16)
-    ap.add_argument("--d-model", type=int, default=512)
-    ap.add_argument("--batch", type=int, default=2)
-    ap.add_argument("--seq", type=int, default=128)
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
-    ap.add_argument("--repeat", type=int, default=3, help="repeat each phase, keep the fastest (default 3)")
+    ap.add_argument("--models", default=",".join(MODELS), help="comma-separated, from: " + ", ".join(MODELS))
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    ap.add_argument("--repeat", type=int, default=2, help="repeat each phase, keep the fastest (default 2)")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    torch.manual_seed(0)
-    model = TinyLM(d=args.d_model, layers=args.layers).to(device).train()
-    n_params = sum(p.numel() for p in model.parameters())
-    grad_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    buffer_bytes = sum(b.numel() * b.element_size() for b in model.buffers())
-    ids = torch.randint(0, 8192, (args.batch, args.seq), device=device)
-    proj = torch.randn(args.batch, args.seq, 8192, device=device)
-
-    _step(model, ids, proj)  # warm-up: allocator, lazy imports, checkpoint's first call
-    model.checkpointing = True
-    _step(model, ids, proj)
-    model.checkpointing = False
-    for p in model.parameters():
-        p.grad = None
-
-    # Shared machines are noisy: repeat the three phases, keep each one's fastest
-    # time and its highest peak.
-    plain_s = ckpt_s = verify_s = math.inf
-    plain_peak = ckpt_peak = verify_peak = 0
-    report = None
-    for _ in range(args.repeat):
-        model.checkpointing = False
-        s, peak, _ = _timed(device, lambda: _step(model, ids, proj))
-        plain_s, plain_peak = min(plain_s, s), max(plain_peak, peak)
-        for p in model.parameters():
-            p.grad = None
-        model.checkpointing = True
-        s, peak, _ = _timed(device, lambda: _step(model, ids, proj))
-        ckpt_s, ckpt_peak = min(ckpt_s, s), max(ckpt_peak, peak)
-        for p in model.parameters():
-            p.grad = None
-        s, peak, report = _timed(device, lambda: verify(model, ids, localize=False))
-        verify_s, verify_peak = min(verify_s, s), max(verify_peak, peak)
-    assert report is not None
-
-    extra = verify_peak - plain_peak
-    mem_budget = 2 * grad_bytes + buffer_bytes
-    mib = 1024 * 1024
-    rows = [
-        ("plain step", f"{plain_s:.2f}", f"{plain_peak / mib:.0f}"),
-        ("checkpointed step", f"{ckpt_s:.2f}", f"{ckpt_peak / mib:.0f}"),
-        ("verify()", f"{verify_s:.2f}", f"{verify_peak / mib:.0f}"),
-    ]
-    print(f"model: {n_params / 1e6:.1f}M parameters, {args.layers} layers, d={args.d_model}, "
-          f"batch {args.batch}x{args.seq}, device {device}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, best of {args.repeat}, equivalent={report.equivalent}")
-    print("| phase | wall s | peak MiB |")
-    print("|---|---:|---:|")
+    rows = []
+    for name in args.models.split(","):
+        package, build = MODELS[name]
+        if importlib.util.find_spec(package) is None:
+            print(f"skip {name}: {package} not installed", file=sys.stderr)
+            continue
+        rows.append(measure(name, build, device, args.repeat))
+        print(f"done {name}", file=sys.stderr)
+    print(f"torch {torch.__version__}, device {device}, {torch.get_num_threads()} threads, best of {args.repeat}")
+    print("| model | regions | verdict | plain s | checkpointed s | verify s | verify / (2 plain + ckpt) | target "
+          "| extra peak MiB | budget MiB |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r[0]} | {r[1]} | {r[2]} |")
-    ratio = verify_s / (plain_s + ckpt_s + plain_s)
-    print(f"verify / (plain + checkpointed + plain) = {ratio:.2f} (target <= 1.30: {'met' if ratio <= 1.3 else 'MISSED'})")
-    print(f"verify peak - plain peak = {extra / mib:.0f} MiB; 2 x grads + buffers = {mem_budget / mib:.0f} MiB "
-          f"({'met' if extra <= mem_budget else 'MISSED'})")
-    print(f"report: saved-for-backward {report.memory.saved_bytes_baseline / mib:.1f} MiB baseline, "
-          f"{report.memory.saved_bytes_checkpointed / mib:.1f} MiB checkpointed; time ratio {report.timing.ratio:.2f}")
-    return 0 if ratio <= 1.3 and extra <= mem_budget and report.equivalent and not math.isnan(ratio) else 1
+        print(f"| {r.name} | {r.regions} | {'equivalent' if r.equivalent else 'NOT EQUIVALENT'} | {r.plain_s:.3f} "
+              f"| {r.ckpt_s:.3f} | {r.verify_s:.3f} | **{r.ratio:.2f}** | <= {r.target} | {r.extra_mib:.0f} "
+              f"| {r.budget_mib:.0f} |")
+    missed = [r.name for r in rows if not r.met()]
+    print("all targets met" if not missed else f"MISSED: {', '.join(missed)}")
+    return 0 if not missed else 1
 
 
 if __name__ == "__main__":

@@ -328,6 +328,8 @@ class CkptVerify:
         seed: Any = _UNSET,
         localize: Any = _UNSET,
         checkpoint_kwargs: Any = _UNSET,
+        allow_no_checkpoint: Any = _UNSET,
+        autocast: Any = _UNSET,
     ) -> Any:
         """Verify ``model`` on ``inputs``; return the report, or raise ``AssertionError`` with it.
 
@@ -346,6 +348,8 @@ class CkptVerify:
             "seed": seed,
             "localize": localize,
             "checkpoint_kwargs": checkpoint_kwargs,
+            "allow_no_checkpoint": allow_no_checkpoint,
+            "autocast": autocast,
         }
         overrides = {**marker, **{key: value for key, value in explicit.items() if value is not _UNSET}}
         return _verify_and_record(item, options, model, inputs, overrides, lambda: _given_seed_hint(item))

@@ -37,7 +37,7 @@ import torch.utils.checkpoint
 
 from runtime_checks import _state
 
-__all__ = ["bypass_checkpointing", "composable_regions", "installed", "intercept", "region_namer"]
+__all__ = ["bypass_checkpointing", "composable_regions", "installed", "intercept", "module_paths", "region_namer"]
 
 _CHECKPOINT_WRAPPED_SUFFIX = "._checkpoint_wrapped_module"
 
@@ -169,11 +169,7 @@ def region_namer(model: torch.nn.Module | None) -> Callable[[Any], str]:
     (``custom_forward``) or a slice of a module list (``checkpoint_sequential``,
     timm ``checkpoint_seq``).
     """
-    paths: dict[int, str] = {}
-    root = type(model).__name__ if model is not None else "model"
-    if model is not None:
-        for name, mod in model.named_modules(remove_duplicate=False):
-            paths.setdefault(id(mod), _tidy(name) or root)
+    paths = module_paths(model) if model is not None else {}
 
     def path_of(obj: Any) -> str | None:
         if isinstance(obj, torch.nn.Module):
@@ -225,6 +221,15 @@ def region_namer(model: torch.nn.Module | None) -> Callable[[Any], str]:
         return f"{mod}.{qual}" if mod and mod != "__main__" else qual
 
     return name
+
+
+def module_paths(model: torch.nn.Module) -> dict[int, str]:
+    """``id(module)`` -> the path regions are named by (the root by its class name)."""
+    paths: dict[int, str] = {}
+    root = type(model).__name__
+    for name, mod in model.named_modules(remove_duplicate=False):
+        paths.setdefault(id(mod), _tidy(name) or root)
+    return paths
 
 
 def _tidy(path: str) -> str:

@@ -70,6 +70,11 @@ def _parser() -> argparse.ArgumentParser:
         default="text",
         help="'json': one JSON object on stdout (schema in docs/runtime.md); progress stays on stderr",
     )
+    p.add_argument(
+        "--allow-no-checkpoint", action="store_true",
+        help="pass a model in which no checkpoint region ran (by default: not a pass, exit 1)",
+    )
+    p.add_argument("--autocast", choices=("bf16", "fp16"), default=None, help="run both sides under torch.autocast")
     dist = p.add_argument_group("distributed (see docs/distributed.md)")
     dist.add_argument("--nproc", type=int, default=None, metavar="N", help="verify on N processes under torch.distributed")
     dist.add_argument("--wrap", choices=("ddp", "fsdp2"), default="ddp", help="with --nproc: how each rank wraps the model")
@@ -291,6 +296,8 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         "atol": args.atol,
         "seed": args.seed,
         "localize": not args.no_localize,
+        "allow_no_checkpoint": args.allow_no_checkpoint,
+        "autocast": args.autocast,
     }
     if args.checkpoint_type:
         verify_kwargs["checkpoint"] = args.checkpoint_type

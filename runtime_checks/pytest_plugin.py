@@ -65,6 +65,8 @@ MARKER_KEYWORDS: tuple[str, ...] = (
     "loss_fn",
     "dtype",
     "seed",
+    "allow_no_checkpoint",
+    "autocast",
     # torch.distributed (docs/distributed.md): world_size switches it on.
     "world_size",
     "wrap",

@@ -7,7 +7,17 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["KINDS", "REPORT_SCHEMA_VERSION", "MemoryStats", "Mismatch", "Report", "TimingStats"]
+__all__ = [
+    "KINDS",
+    "REPORT_SCHEMA_VERSION",
+    "Divergence",
+    "HookCalls",
+    "MemoryStats",
+    "Mismatch",
+    "RegionCensus",
+    "Report",
+    "TimingStats",
+]
 
 # Bumped only when a key of ``Report.to_dict()`` changes meaning or goes away;
 # new keys may appear in any version.
@@ -45,6 +55,77 @@ class Mismatch:
     def sort_key(self) -> tuple[float, int, str]:
         err = self.max_abs_err if not math.isnan(self.max_abs_err) else math.inf
         return (-err, _KIND_ORDER.get(self.kind, 99), self.name)
+
+
+@dataclass(frozen=True)
+class RegionCensus:
+    """One checkpoint region in the checkpointed run (see ``runtime_checks.census``).
+
+    ``entries``: checkpoint calls for the region during the forward;
+    ``calls``: calls of its module during the forward (``None`` for a
+    region that is not a module); ``recomputes``: calls during backward per
+    forward call (``None`` where not countable). Exactly ``1`` is right:
+    ``0`` means backward never recomputed it, ``2`` that it is checkpointed twice.
+    """
+
+    name: str
+    entries: int
+    calls: int | None
+    recomputes: int | None
+
+    @property
+    def nested(self) -> bool:
+        """Checkpoint entered more than once per call of the region: checkpoints nested."""
+        return self.calls is not None and self.calls > 0 and self.entries > self.calls
+
+
+@dataclass(frozen=True)
+class HookCalls:
+    """A module hook called a different number of times in the checkpointed run than in the baseline.
+
+    ``module``: the module path (``global`` for torch's global module hooks);
+    ``kind``: ``forward hook``, ``forward pre-hook``, ``backward hook``, ...;
+    ``hook``: the hook's qualified name.
+    """
+
+    module: str
+    kind: str
+    hook: str
+    baseline: int
+    checkpointed: int
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """The first call in ``region`` whose recomputed output differs from the forward's.
+
+    ``what``: ``value`` (same shape, other numbers), ``shape``, ``dtype`` or
+    ``path`` (the recompute called another op here, or fewer/more ops);
+    ``forward``/``recompute``: ``op(shape dtype)`` as each run saw it;
+    ``source``: ``file:line`` of the call in the model's code.
+    """
+
+    region: str
+    index: int
+    op: str
+    module: str
+    what: str
+    forward: str
+    recompute: str
+    source: str
+
+    def describe(self) -> str:
+        cause = {
+            "value": "same shape, other values: state read inside the region changed between the forward and "
+            "its recompute (a counter, a global, a config, RNG that checkpoint does not restore)",
+            "shape": "another shape: a cache or list grown by the first run, or a shape changed by a wrapper",
+            "dtype": "another dtype: autocast or a dtype setting differs between the forward and the recompute",
+            "path": "the recompute took another path (a branch on state changed by the first run)",
+        }[self.what]
+        return (
+            f"{self.region}: call {self.index + 1} ({self.op} in {self.module or '?'}, {self.source or '?'}) "
+            f"recomputed {self.recompute}, forward {self.forward} — {cause}"
+        )
 
 
 @dataclass(frozen=True)
@@ -102,6 +183,19 @@ class Report:
     noisy: tuple[str, ...] = ()
     # Warnings raised only in the checkpointed run, and other remarks.
     notes: tuple[str, ...] = ()
+    # Per region: checkpoint entries, forward calls, recomputes per backward.
+    census: tuple[RegionCensus, ...] = ()
+    # Hooks called a different number of times than in the baseline.
+    side_effects: tuple[HookCalls, ...] = ()
+    # Regions whose recompute computed something else than their forward.
+    recompute: tuple[Divergence, ...] = ()
+    # verify(..., allow_no_checkpoint=True): a model without regions may pass.
+    allow_no_checkpoint: bool = False
+
+    @property
+    def checkpointed(self) -> bool:
+        """Whether any checkpoint region ran (a model with none is not a pass by default)."""
+        return bool(self.regions)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form (schema in docs/runtime.md): every field, plus the derived figures.
@@ -120,21 +214,45 @@ class Report:
         return self.mismatches[0] if self.mismatches else None
 
     def __str__(self) -> str:
+        from runtime_checks.advice import advise, summarise  # advice reads Report: imported late
+
         lines: list[str] = []
-        verdict = "EQUIVALENT" if self.equivalent else f"NOT EQUIVALENT ({len(self.mismatches)} mismatches)"
+        if self.equivalent:
+            verdict = "EQUIVALENT"
+        elif not self.mismatches and not self.regions:
+            verdict = "NOT CHECKPOINTED (no checkpoint region ran)"
+        else:
+            verdict = f"NOT EQUIVALENT ({len(self.mismatches)} mismatches)"
         lines.append(f"ckptlint verify: {verdict} on {self.device}")
         regions = ", ".join(self.regions) if self.regions else "none (nothing was checkpointed)"
+        if len(regions) > _MAX_LINE:  # DenseNet-121: 58 regions, one 2,000-character line
+            regions = f"{len(self.regions)}: {summarise(self.regions, 8)}"
         lines.append(f"checkpoint regions: {regions}")
+        odd = [c for c in self.census if c.recomputes not in (1, None) or c.nested]
+        if odd:
+            lines.append(
+                "recomputes per backward: "
+                + ", ".join(f"{c.name} {c.recomputes}" + (" (nested)" if c.nested else "") for c in odd[:8])
+                + (f" and {len(odd) - 8} more" if len(odd) > 8 else "")
+                + " (1 is right)"
+            )
+        advice = advise(self)
+        if advice:
+            lines.append("what to do:")
+            for a in advice:
+                lines.extend("  " + line for line in a.lines())
         if self.mismatches:
             rows = [("kind", "name", "max abs err", "max rel err", "region")]
-            for m in self.mismatches:
-                rows.append((m.kind, m.name, _num(m.max_abs_err), _num(m.max_rel_err), m.region or "?"))
+            for m in self.mismatches[:_MAX_ROWS]:
+                rows.append((m.kind, m.name, _num(m.max_abs_err), _num(m.max_rel_err), _short(m.region or "?")))
             widths = [max(len(r[i]) for r in rows) for i in range(5)]
             for i, r in enumerate(rows):
                 lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
                 if i == 0:
                     lines.append("  " + "  ".join("-" * w for w in widths))
-            details = [(m.kind, m.name, m.detail) for m in self.mismatches if m.detail]
+            if len(self.mismatches) > _MAX_ROWS:
+                lines.append(f"  ... {len(self.mismatches) - _MAX_ROWS} more rows (report.mismatches has them all)")
+            details = [(m.kind, m.name, m.detail) for m in self.mismatches if m.detail and m.detail not in _GENERIC]
             for kind, name, detail in details[:10]:
                 lines.append(f"  {kind} {name}: {detail}")
         mem = self.memory
@@ -182,6 +300,16 @@ def _jsonable(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, str)):
         return value
     return str(value)
+
+
+_MAX_ROWS = 20
+# Details that the kind already says: not repeated under the table.
+_GENERIC = ("no gradient in the checkpointed run", "no gradient in the baseline")
+_MAX_LINE = 100
+
+
+def _short(region: str, limit: int = 60) -> str:
+    return region if len(region) <= limit else region[: limit - 3] + "..."
 
 
 def _num(x: float) -> str:

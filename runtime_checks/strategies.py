@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from hypothesis import strategies as st
@@ -35,7 +35,7 @@ def tensors(
     shape: Sequence[int | str],
     dtype: torch.dtype = torch.float32,
     elements: SearchStrategy[Any] | tuple[float, float] | None = None,
-    requires_grad: bool = False,
+    requires_grad: bool | Literal["either"] = False,
     dims: Mapping[str, tuple[int, int]] | None = None,
     device: str | torch.device = "cpu",
 ) -> SearchStrategy[torch.Tensor]:
@@ -47,6 +47,10 @@ def tensors(
     for integer and bool), a ``(low, high)`` range (uniform; integers in
     ``[low, high)``), or a hypothesis strategy drawn per element (slow for
     big tensors, but shrinks values too).
+    ``requires_grad="either"`` draws it per example: the search then covers
+    the frozen-inputs regime too — region inputs that do not require grad, as
+    with frozen embeddings or a PEFT-style frozen base, where reentrant
+    checkpoint silently drops the gradients of the parameters inside.
     """
     if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence):
         raise TypeError(f"shape must be a sequence of ints and dimension names, got {shape!r}")
@@ -64,8 +68,10 @@ def tensors(
             if not 0 <= lo <= hi:
                 raise ValueError(f"bounds for dimension {entry!r} must satisfy 0 <= low <= high, got {(lo, hi)!r}")
             dim_strats.append(_dim_strategy(entry, (lo, hi)))
+    if requires_grad not in (True, False, "either"):
+        raise ValueError(f"requires_grad must be True, False or 'either', got {requires_grad!r}")
     if requires_grad and not (dtype.is_floating_point or dtype.is_complex):
-        raise ValueError(f"requires_grad=True needs a floating dtype, got {dtype}")
+        raise ValueError(f"requires_grad={requires_grad!r} needs a floating dtype, got {dtype}")
 
     @st.composite
     def draw(draw_fn: Any) -> torch.Tensor:
@@ -91,7 +97,9 @@ def tensors(
             values = draw_fn(st.lists(elements, min_size=numel, max_size=numel))
             t = torch.tensor(values, dtype=torch.float64 if dtype.is_floating_point else None).reshape(size)
         t = t.to(dtype=dtype, device=device)
-        if requires_grad:
+        # Drawn last, so shrinking prefers the frozen regime (False) once found.
+        grad = draw_fn(st.booleans()) if requires_grad == "either" else requires_grad
+        if grad:
             t.requires_grad_(True)
         return t
 

@@ -26,6 +26,7 @@ import math
 import time
 import warnings
 import zlib
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -33,8 +34,10 @@ from typing import Any, Literal
 import torch
 import torch.utils.checkpoint
 
-from runtime_checks import _state, bypass
-from runtime_checks.report import MemoryStats, Mismatch, Report, TimingStats
+from runtime_checks import _state, bypass, hooks
+from runtime_checks.census import Census, localise_by_owner, owning_region
+from runtime_checks.recompute import ValueRecorder
+from runtime_checks.report import Divergence, MemoryStats, Mismatch, RegionCensus, Report, TimingStats
 from runtime_checks.snapshot import (
     ModelState,
     ParameterWriteError,
@@ -81,6 +84,7 @@ class _Run:
     regions: list[str] = field(default_factory=list)
     fingerprints: dict[tuple[str, int], list[Any]] = field(default_factory=dict)
     rng_stashes: int = 0
+    hook_counts: Counter[hooks.HookKey] = field(default_factory=Counter)
 
 
 def verify(
@@ -97,6 +101,8 @@ def verify(
     localize: bool = True,
     checkpoint_kwargs: Mapping[str, Any] | None = None,
     snapshot_params: bool | Literal["disk"] = "disk",
+    allow_no_checkpoint: bool = False,
+    autocast: str | torch.dtype | None = None,
 ) -> Report:
     """Compare ``model`` as it checkpoints against the same model with checkpointing bypassed.
 
@@ -112,6 +118,11 @@ def verify(
     ``rtol``/``atol`` replace the dtype defaults of ``torch.testing.assert_close``;
     either way a difference the baseline shows against itself is never reported.
     ``localize=False`` skips the search for the responsible regions.
+    ``allow_no_checkpoint=True`` accepts a model in which no checkpoint
+    region ran (by default that is not a pass: checkpointing is off).
+    ``autocast="bf16"`` (or ``"fp16"``, or the torch dtype) runs forward and
+    loss of both runs under ``torch.autocast`` on the run's device type, and
+    compares with that dtype's tolerances.
     ``snapshot_params`` decides how a model that writes to its own parameters
     during the step is undone: ``"disk"`` (default) saves them to a temporary
     file and reads back only what was written (no extra memory); ``True``
@@ -140,6 +151,7 @@ def verify(
     _check_tolerance("atol", atol)
     _check_materialised(model)
     run_device = _resolve_device(model, device)
+    autocast_dtype = _autocast_dtype(autocast)
     ckpt_kwargs = {"use_reentrant": False, **dict(checkpoint_kwargs or {})}
     wrap = _select_modules(model, checkpoint) if checkpoint is not None else []
 
@@ -167,6 +179,8 @@ def verify(
                 engine = _Engine(
                     model, inputs, mstate, pystate, run_device, dtype, loss_fn, wrap, ckpt_kwargs, rtol, atol, seed
                 )
+                engine.allow_no_checkpoint = allow_no_checkpoint
+                engine.autocast = autocast_dtype
                 try:
                     return engine.run(localize)
                 except ParameterWriteError:
@@ -222,10 +236,21 @@ class _Engine:
         self.projections: dict[tuple[str, tuple[int, ...], torch.dtype], torch.Tensor] = {}
         self.use_cuda = device.type == "cuda"
         self.param_ptrs: set[int] = set()
+        self.hook_counter = hooks.HookCounter(model)
+        self.allow_no_checkpoint = False
+        self.autocast: torch.dtype | None = None
 
     # -- one run ---------------------------------------------------------------
     def one_run(
-        self, mode: str, keep: frozenset[str] = frozenset(), *, measure: bool = False, forward_only: bool = False
+        self,
+        mode: str,
+        keep: frozenset[str] = frozenset(),
+        *,
+        measure: bool = False,
+        forward_only: bool = False,
+        census: Census | None = None,
+        count_hooks: bool = False,
+        recorder: ValueRecorder | None = None,
     ) -> _Run:
         """One forward+backward from the common starting point.
 
@@ -241,7 +266,8 @@ class _Engine:
         self.param_ptrs = _storage_ptrs([p for _, p in self.mstate.params]) | _storage_ptrs(
             [mod._buffers[b] for mod, b, _ in self.mstate.buffers if mod._buffers.get(b) is not None]
         )
-        session = _state.Session(namer=self.namer, mode=mode, keep=keep)
+        namer = census.counting_namer(self.namer) if census is not None else self.namer
+        session = _state.Session(namer=namer, mode=mode, keep=keep)
         result = _Run()
         args, kwargs, leaves = _fresh_inputs(self.inputs, self.device, self.dtype)
         seen: dict[int, int] = {}
@@ -272,6 +298,9 @@ class _Engine:
         _state.set_session(session)
         outputs: Any = None
         with (
+            self.hook_counter.counting() if count_hooks else contextlib.nullcontext(Counter()) as hook_counts,
+            census.watching() if census is not None else contextlib.nullcontext(),
+            recorder.watching() if recorder is not None else contextlib.nullcontext(),
             warnings.catch_warnings(record=True) as caught,
             _wrapped_modules(wrapped, self.ckpt_kwargs),
             bypass.composable_control(self.composable, session),
@@ -280,10 +309,18 @@ class _Engine:
             start = time.perf_counter()
             try:
                 with torch.enable_grad():
-                    with torch.autograd.graph.saved_tensors_hooks(pack, unpack) if measure else contextlib.nullcontext():
+                    with (
+                        torch.autograd.graph.saved_tensors_hooks(pack, unpack) if measure else contextlib.nullcontext(),
+                        self._autocast(),
+                    ):
                         outputs = self.model(*args, **kwargs)
                     if not forward_only:
-                        loss = self._loss(outputs)
+                        with self._autocast():
+                            loss = self._loss(outputs)
+                        if census is not None:
+                            census.backward()
+                        if recorder is not None:
+                            recorder.backward()
                         if loss.requires_grad:
                             loss.backward()
                 if self.use_cuda:
@@ -298,6 +335,7 @@ class _Engine:
         result.regions = list(session.regions)
         result.fingerprints = session.fingerprints or {}
         result.rng_stashes = session.rng_stashes
+        result.hook_counts = hook_counts
         result.saved_bytes = sum(seen.values())
         result.per_region = per_region
         if forward_only:
@@ -322,6 +360,11 @@ class _Engine:
         for name, value in self.pystate.scalar_values().items():
             result.other[("state", name)] = value
         return result
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast)
 
     def _loss(self, outputs: Any) -> torch.Tensor:
         if self.loss_fn is not None:
@@ -356,12 +399,13 @@ class _Engine:
         # (lazy imports and initialisation, allocator growth) off the timed runs.
         ckpt_mem = self.one_run("record", measure=True, forward_only=True)
         # Nothing is checkpointed in the baseline, so counting hooks are harmless there.
-        base = self.one_run("bypass", measure=True)
+        base = self.one_run("bypass", measure=True, count_hooks=True)
         if base.error is not None:
             raise base.error
         base_seconds = base.seconds
-        ckpt = self.one_run("record")
-        tol = _Tolerance(self.rtol, self.atol, {}, len(ckpt.regions))
+        census = Census(self.model)
+        ckpt = self.one_run("record", census=census, count_hooks=True)
+        tol = _Tolerance(self.rtol, self.atol, {}, len(ckpt.regions), self.autocast)
         mismatches = _compare(ckpt, base, tol) + _recompute_drift(ckpt_mem, ckpt, tol)
         state_diffs = {
             key for key, value in ckpt.other.items()
@@ -382,16 +426,12 @@ class _Engine:
             base_seconds = min(base_seconds, base2.seconds)
             noise = _noise(base2, base, suspects | state_diffs)
             del base2
-            tol = _Tolerance(self.rtol, self.atol, noise, len(ckpt.regions))
+            tol = _Tolerance(self.rtol, self.atol, noise, len(ckpt.regions), self.autocast)
             noisy = tuple(sorted(name for (kind, name), n in noise.items() if n.exceeds_default))
             errors = [m for m in mismatches if m.kind in ("error", "recompute")]
             mismatches = errors + [m for m in _compare(ckpt, base, tol, suspects) if m.kind != "error"]
         regions = list(ckpt.regions)
-        if mismatches and regions:
-            if len(regions) == 1:
-                mismatches = [dataclasses.replace(m, region=regions[0]) for m in mismatches]
-            elif localize:
-                mismatches = self._localise(regions, mismatches, base, tol)
+        mismatches, divergences = self._attribute(regions, mismatches, census.result(regions), base, tol, localize)
         self.mstate.reset_for_run(full_check=True)  # also detects a parameter written by any run
         notes = [f"only in the checkpointed run: warning: {w}" for w in dict.fromkeys(ckpt.warnings) if w not in base.warnings]
         if ckpt.error is None:
@@ -409,7 +449,7 @@ class _Engine:
         timing = TimingStats(checkpointed_s=ckpt.seconds, baseline_s=base_seconds)
         ordered = tuple(sorted(mismatches, key=Mismatch.sort_key))
         return Report(
-            equivalent=not ordered,
+            equivalent=not ordered and (bool(regions) or self.allow_no_checkpoint),
             mismatches=ordered,
             regions=tuple(regions),
             memory=memory,
@@ -417,7 +457,48 @@ class _Engine:
             device=str(self.device),
             noisy=noisy,
             notes=tuple(notes[:8]),
+            census=tuple(
+                # A backward that raised stopped part-way: its recompute counts mean nothing.
+                dataclasses.replace(c, recomputes=None) if ckpt.error is not None else c
+                for c in census.result(regions)
+            ),
+            recompute=divergences,
+            side_effects=hooks.differences(base.hook_counts, ckpt.hook_counts) if ckpt.error is None else (),
+            allow_no_checkpoint=self.allow_no_checkpoint,
         )
+
+    def _attribute(
+        self,
+        regions: list[str],
+        mismatches: list[Mismatch],
+        census: tuple[RegionCensus, ...],
+        base: _Run,
+        tol: _Tolerance,
+        localize: bool,
+    ) -> tuple[list[Mismatch], tuple[Divergence, ...]]:
+        """The region behind each mismatch: by owner (no run), by one value-check run, then by group testing."""
+        if not mismatches or not regions:
+            return mismatches, ()
+        owned, rest = localise_by_owner(mismatches, regions, census)
+        divergences: tuple[Divergence, ...] = ()
+        if rest and (localize or len(regions) == 1):
+            # One checkpointed run comparing each region's forward with its own
+            # recompute: names the op, and localises every region at once.
+            divergences = self._recompute_values(regions)
+        if len(regions) == 1:
+            return [dataclasses.replace(m, region=regions[0]) for m in owned + rest], divergences
+        if rest and divergences:
+            rest = _explain_errors(_blame(rest, regions, divergences), divergences)
+        unexplained = [m for m in rest if m.region is None]
+        if unexplained and localize:
+            found = iter(self._localise(regions, unexplained, base, tol))
+            rest = [next(found) if m.region is None else m for m in rest]
+        return owned + rest, divergences
+
+    def _recompute_values(self, regions: list[str]) -> tuple[Divergence, ...]:
+        recorder = ValueRecorder(self.model, regions)
+        self.one_run("record", recorder=recorder)
+        return recorder.divergences()
 
     def _localise(self, regions: list[str], mismatches: list[Mismatch], base: _Run, tol: _Tolerance) -> list[Mismatch]:
         """Group testing over regions: which subsets, checkpointed alone, reproduce which mismatches."""
@@ -459,6 +540,32 @@ class _Engine:
         return out
 
 
+def _blame(mismatches: list[Mismatch], regions: list[str], divergences: tuple[Divergence, ...]) -> list[Mismatch]:
+    """Values the diverging regions explain: a value inside one of them is its; others are theirs jointly."""
+    diverged = [d.region for d in divergences]
+    out = []
+    for m in mismatches:
+        if m.kind == "error" or m.region is not None:
+            out.append(m)
+            continue
+        owner = owning_region(m.name, regions)
+        out.append(dataclasses.replace(m, region=owner if owner in diverged else ", ".join(diverged)))
+    return out
+
+
+def _explain_errors(mismatches: list[Mismatch], divergences: tuple[Divergence, ...]) -> list[Mismatch]:
+    """An error is blamed on the region whose recompute diverged first (the advice names its op and line)."""
+    if not divergences:
+        return mismatches
+    out = []
+    for m in mismatches:
+        if m.kind == "error":
+            first = divergences[0]
+            m = dataclasses.replace(m, region=m.region or first.region)
+        out.append(m)
+    return out
+
+
 # ----------------------------------------------------------------------------- comparison
 @dataclass
 class _Noise:
@@ -467,11 +574,19 @@ class _Noise:
 
 
 class _Tolerance:
-    def __init__(self, rtol: float | None, atol: float | None, noise: Mapping[Key, _Noise], regions: int = 0) -> None:
+    def __init__(
+        self,
+        rtol: float | None,
+        atol: float | None,
+        noise: Mapping[Key, _Noise],
+        regions: int = 0,
+        autocast: torch.dtype | None = None,
+    ) -> None:
         self.rtol = rtol
         self.atol = atol
         self.noise = noise
         self.regions = regions
+        self.autocast = autocast
 
     def for_magnitude(self, dtype: torch.dtype) -> float | None:
         """The round-off allowance relative to a tensor's largest magnitude (default tolerances only).
@@ -490,11 +605,16 @@ class _Tolerance:
             return None
         if not (dtype.is_floating_point or dtype.is_complex):
             return None
-        eps = torch.finfo(dtype).eps
+        # Under autocast every value went through the low-precision dtype.
+        eps = torch.finfo(self.autocast if self.autocast is not None and dtype.is_floating_point else dtype).eps
         return 16 * eps * math.sqrt(1 + self.regions)
 
     def for_tensor(self, key: Key, dtype: torch.dtype) -> tuple[float, float]:
         drtol, datol = _DEFAULT_TOLERANCES.get(dtype, (0.0, 0.0))
+        if self.autocast is not None and dtype.is_floating_point:
+            # Under autocast every value went through the low-precision dtype.
+            artol, aatol = _DEFAULT_TOLERANCES[self.autocast]
+            drtol, datol = max(drtol, artol), max(datol, aatol)
         rtol = self.rtol if self.rtol is not None else drtol
         atol = self.atol if self.atol is not None else datol
         n = self.noise.get(key)
@@ -942,6 +1062,19 @@ def _check_materialised(model: torch.nn.Module) -> None:
                     f"{kind} {name!r} is on the meta device (no values): materialise the model first "
                     "(model.to_empty(device=...) and initialise or load its weights)"
                 )
+
+
+_AUTOCAST = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
+
+
+def _autocast_dtype(value: str | torch.dtype | None) -> torch.dtype | None:
+    if value is None:
+        return None
+    if isinstance(value, torch.dtype) and value in (torch.bfloat16, torch.float16):
+        return value
+    if isinstance(value, str) and value in _AUTOCAST:
+        return _AUTOCAST[value]
+    raise VerifyError(f"autocast must be 'bf16', 'fp16', torch.bfloat16 or torch.float16, got {value!r}")
 
 
 def _qualname(obj: Any) -> str:

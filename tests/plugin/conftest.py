@@ -43,7 +43,7 @@ def warm_verifier() -> None:
     verify(models.clean(), torch.randn(2, 8))
     verify(models.hazardous(), torch.randn(2, 8))
 
-    @settings(max_examples=2, database=None)
+    @settings(max_examples=2, database=None, deadline=None)
     @given(strategies.tensors(shape=("B", 8)))
     def draw(x: object) -> None:
         verify(models.clean(), x)
