@@ -9,6 +9,7 @@ make), 2 usage, configuration or internal error.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -104,6 +105,8 @@ def _build_parser() -> argparse.ArgumentParser:
     rule.add_argument("--all", action="store_true", help="list every rule")
 
     sub.add_parser("verify", help="runtime verification (needs the runtime extra)", add_help=False)
+    sub.add_parser("profile", help="per-region activation memory and recompute time (runtime extra)", add_help=False)
+    sub.add_parser("plan", help="regions to checkpoint under a memory budget (plan extra)", add_help=False)
     return parser
 
 
@@ -339,15 +342,16 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 def _missing_runtime(exc: ImportError) -> bool:
     missing = (getattr(exc, "name", None) or "").split(".")[0]
-    return missing in ("torch", "hypothesis", "numpy") or missing == ""
+    return missing in ("torch", "hypothesis", "numpy", "scipy") or missing == ""
 
 
-def _cmd_verify(argv: Sequence[str]) -> int:
+def _cmd_verify(argv: Sequence[str], entry: str = "runtime_checks.cli", command: str = "verify") -> int:
     # runtime_checks imports torch lazily, so a missing runtime extra can
     # surface at import time or only once the command runs.
-    message = "ckptlint verify needs the runtime extra: pip install 'ckptlint[runtime]'"
+    extra = "plan" if command == "plan" else "runtime"
+    message = f"ckptlint {command} needs the {extra} extra: pip install 'ckptlint[{extra}]'"
     try:
-        import runtime_checks.cli as runtime_cli
+        runtime_cli = importlib.import_module(entry)
     except ImportError as exc:
         if _missing_runtime(exc):
             print(message, file=sys.stderr)
@@ -367,6 +371,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "verify":
         return _cmd_verify(argv[1:])
+    if argv and argv[0] in ("profile", "plan"):
+        return _cmd_verify(argv, "runtime_checks.plan_cli", argv[0])
     parser = _build_parser()
     args = parser.parse_args(argv)
     try:
