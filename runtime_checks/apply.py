@@ -8,8 +8,9 @@ checkpoints the segment as one call (``checkpoint_seq`` style). The handle's
 ``remove()`` restores every ``forward`` it replaced.
 
 ``measure_plan(model, inputs, plan)`` applies the plan, counts the activation
-bytes held between forward and backward (saved-tensor hooks, each storage
-once, plus the RNG state each region stashes), times full steps, reads CUDA
+bytes held between forward and backward (saved-tensor hooks and the inputs
+each checkpoint call holds, each storage once, plus the RNG state each
+region stashes), times full steps, reads CUDA
 peak memory where the model runs on CUDA, runs ``verify`` on the planned
 configuration, and removes the plan.
 """
@@ -26,7 +27,7 @@ import torch
 import torch.utils.checkpoint
 
 from runtime_checks.plan import Plan, PlanError
-from runtime_checks.profile import _loss, _storage, preserved, storage_ptrs
+from runtime_checks.profile import _loss, _storage, _tensors, preserved, storage_ptrs
 from runtime_checks.report import Report
 from runtime_checks.snapshot import seed_everything
 from runtime_checks.verify import _fresh_inputs, _resolve_device
@@ -42,11 +43,19 @@ class PlanHandle:
     def __init__(self, regions: tuple[str, ...]) -> None:
         self.regions = regions
         self.calls = 0  # checkpoint calls made through the plan's wrappers
+        # While recording: the tensors each checkpoint call holds to rerun its function (its
+        # inputs, also keyword and nested ones, which no saved-tensor hook sees).
+        self.recording: list[Any] | None = None
         self._saved: list[tuple[torch.nn.Module, Any]] = []
 
     def _replace(self, mod: torch.nn.Module, forward: Callable[..., Any]) -> None:
         self._saved.append((mod, mod.__dict__.get("forward", _ABSENT)))
         mod.__dict__["forward"] = forward
+
+    def _enter_region(self, args: Any) -> None:
+        self.calls += 1
+        if self.recording is not None:
+            self.recording.append(args)
 
     def remove(self) -> None:
         for mod, previous in reversed(self._saved):
@@ -93,7 +102,7 @@ def apply_plan(model: torch.nn.Module, plan: Plan | Sequence[str]) -> PlanHandle
             inner = mod.forward
 
             def forward(*args: Any, __inner: Any = inner, **kwargs: Any) -> Any:
-                handle.calls += 1
+                handle._enter_region((args, kwargs))
                 return torch.utils.checkpoint.checkpoint(__inner, *args, use_reentrant=False, **kwargs)
 
             handle._replace(mod, forward)
@@ -136,7 +145,7 @@ def _segmented(functions: torch.nn.Sequential, spans: list[tuple[int, int]], han
         while j < len(items):
             if j in runs:
                 end, seg = runs[j]
-                handle.calls += 1
+                handle._enter_region(x)
                 x = torch.utils.checkpoint.checkpoint(seg, x, use_reentrant=False)
                 j = end + 1
             else:
@@ -152,9 +161,10 @@ def _segmented(functions: torch.nn.Sequential, spans: list[tuple[int, int]], han
 class PlanMeasurement:
     """Predicted against measured for one plan.
 
-    ``measured_bytes``: activation bytes held between forward and backward
-    (saved-tensor hooks, each storage once, parameters excluded, plus
-    ``rng_bytes`` per checkpointed call). ``step_s``: median full step.
+    ``measured_bytes``: activation bytes held between forward and backward:
+    what autograd saves (saved-tensor hooks) and the inputs each checkpoint
+    call holds by reference, each storage once, parameters excluded, plus
+    ``rng_bytes`` per checkpointed call. ``step_s``: median full step.
     ``cuda_peak_bytes``: ``max_memory_allocated`` over a step on CUDA, else ``None``.
     ``report``: ``verify`` on the planned configuration (``None`` if not run).
     """
@@ -188,7 +198,9 @@ def measure_plan(
     per_call_rng = rng_bytes if rng_bytes is not None else torch.get_rng_state().numel()
     with apply_plan(model, plan) as handle:
         with preserved(model):
-            held = _held_bytes(model, inputs, device, seed)
+            handle.recording = []
+            held = _held_bytes(model, inputs, device, seed, handle)
+            handle.recording = None
             calls = handle.calls
             times, peak = _steps(model, inputs, device, loss_fn, repeats, seed)
         report = None
@@ -206,8 +218,12 @@ def measure_plan(
     )
 
 
-def _held_bytes(model: torch.nn.Module, inputs: Any, device: torch.device, seed: int) -> int:
-    """Bytes autograd holds after a forward, each storage once, parameters and buffers excluded."""
+def _held_bytes(model: torch.nn.Module, inputs: Any, device: torch.device, seed: int, handle: PlanHandle) -> int:
+    """Bytes held for backward after a forward, each storage once, parameters and buffers excluded.
+
+    What autograd saves (saved-tensor hooks) plus what each checkpoint call holds by
+    reference to rerun its function (its inputs, recorded by the plan's wrappers).
+    """
     params = storage_ptrs(model)
     sizes: dict[int, int] = {}
     keep: list[torch.Tensor] = []
@@ -223,6 +239,10 @@ def _held_bytes(model: torch.nn.Module, inputs: Any, device: torch.device, seed:
     args, kwargs, _ = _fresh_inputs(inputs, device, None)
     with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = model(*args, **kwargs)
+    for t in _tensors(handle.recording or []):
+        st = _storage(t)
+        if st is not None and st[0] and st[0] not in params:
+            sizes[st[0]] = st[1]
     del out
     return sum(sizes.values())
 

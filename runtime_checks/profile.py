@@ -149,10 +149,10 @@ def _storage(t: torch.Tensor) -> tuple[int, int] | None:
 def _tensors(obj: Any, depth: int = 0) -> Iterator[torch.Tensor]:
     if isinstance(obj, torch.Tensor):
         yield obj
-    elif depth < 4 and isinstance(obj, (list, tuple)):
+    elif depth < 6 and isinstance(obj, (list, tuple)):
         for v in obj:
             yield from _tensors(v, depth + 1)
-    elif depth < 4 and isinstance(obj, dict):
+    elif depth < 6 and isinstance(obj, dict):
         for v in obj.values():
             yield from _tensors(v, depth + 1)
 
