@@ -35,6 +35,8 @@ _MODULES = (
     "ckp305_rng_not_preserved",
     "ckp401_missing_use_reentrant",
     "ckp402_reentrant_with_kwargs",
+    "ckp501_lone_cheap_op",
+    "ckp502_checkpoint_without_grad",
 )
 
 ALL_RULES: list[ModuleType] = sorted(
