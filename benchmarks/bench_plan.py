@@ -56,8 +56,8 @@ def bert() -> tuple[torch.nn.Module, Any]:
 def vit() -> tuple[torch.nn.Module, Any]:
     import timm
 
-    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10).train()
-    return model, torch.randn(2, 3, 224, 224, generator=_gen())
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10, img_size=96).train()
+    return model, torch.randn(2, 3, 96, 96, generator=_gen())
 
 
 def resnet() -> tuple[torch.nn.Module, Any]:
@@ -69,7 +69,7 @@ def resnet() -> tuple[torch.nn.Module, Any]:
     for m in model.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.eval()
-    return model, torch.randn(2, 3, 128, 128, generator=_gen())
+    return model, torch.randn(2, 3, 64, 64, generator=_gen())
 
 
 def unet() -> tuple[torch.nn.Module, Any]:
@@ -93,13 +93,13 @@ def _mib(n: float) -> str:
     return f"{n / 2**20:.1f}"
 
 
-def bench(name: str, budget: str) -> list[dict[str, Any]]:
+def bench(name: str, budget: str, repeats: int = 3) -> list[dict[str, Any]]:
     torch.manual_seed(0)
     model, inputs = MODELS[name]()
     t0 = time.perf_counter()
-    prof = runtime_checks.profile(model, inputs)
+    prof = runtime_checks.profile(model, inputs, repeats=repeats)
     profile_s = time.perf_counter() - t0
-    base = runtime_checks.measure_plan(model, inputs, runtime_checks.plan(prof, "100%"), check=False)
+    base = runtime_checks.measure_plan(model, inputs, runtime_checks.plan(prof, "100%"), check=False, repeats=repeats)
     if base.plan.regions:  # 100% never needs a checkpoint; guard the baseline anyway
         raise SystemExit(f"{name}: baseline plan is not empty")
     rows = []
@@ -110,7 +110,7 @@ def bench(name: str, budget: str) -> list[dict[str, Any]]:
         plans = []
     plans += runtime_checks.heuristics(prof, budget)
     for p in plans:
-        m = runtime_checks.measure_plan(model, inputs, p, check=p.method == "milp")
+        m = runtime_checks.measure_plan(model, inputs, p, check=p.method == "milp", repeats=repeats)
         rows.append({
             "model": name,
             "regions": len(prof.regions),
@@ -158,13 +158,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="gpt2,bert,unet", help=f"comma-separated, from {', '.join(MODELS)}")
     ap.add_argument("--budget", default="50%", help="activation-memory budget (bytes, 2GiB, or %% of unchecked)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed passes per measurement (default 3)")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
     args = ap.parse_args()
     rows: list[dict[str, Any]] = []
     for name in args.models.split(","):
         if name not in MODELS:
             ap.error(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
-        rows += bench(name, args.budget)
+        rows += bench(name, args.budget, args.repeats)
         print(f"{name}: profiled in {rows[-1]['profile_s']:.1f}s = {rows[-1]['profile_steps']:.1f} steps", file=sys.stderr)
     print(table(rows))
     if args.json:
