@@ -9,6 +9,7 @@ make), 2 usage, configuration or internal error, 130 interrupted (Ctrl-C).
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from typing import Sequence
@@ -126,6 +127,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("server", help="run the language server on stdin/stdout (needs the lsp extra)")
     sub.add_parser("verify", help="runtime verification (needs the runtime extra)", add_help=False)
+    sub.add_parser("profile", help="per-region activation memory and recompute time (runtime extra)", add_help=False)
+    sub.add_parser("plan", help="regions to checkpoint under a memory budget (plan extra)", add_help=False)
     return parser
 
 
@@ -364,7 +367,7 @@ def _missing_runtime(exc: ImportError) -> bool:
     module (``from mypkg import nope``, ``.name`` empty), is not that.
     """
     missing = (getattr(exc, "name", None) or "").split(".")[0]
-    if missing not in ("torch", "hypothesis", "numpy"):
+    if missing not in ("torch", "hypothesis", "numpy", "scipy"):
         return False
     import importlib.util
 
@@ -374,12 +377,13 @@ def _missing_runtime(exc: ImportError) -> bool:
         return True
 
 
-def _cmd_verify(argv: Sequence[str]) -> int:
+def _cmd_verify(argv: Sequence[str], entry: str = "runtime_checks.cli", command: str = "verify") -> int:
     # runtime_checks imports torch lazily, so a missing runtime extra can
     # surface at import time or only once the command runs.
-    message = "ckptlint verify needs the runtime extra: pip install 'ckptlint[runtime]'"
+    extra = "plan" if command == "plan" else "runtime"
+    message = f"ckptlint {command} needs the {extra} extra: pip install 'ckptlint[{extra}]'"
     try:
-        import runtime_checks.cli as runtime_cli
+        runtime_cli = importlib.import_module(entry)
     except ImportError as exc:
         if _missing_runtime(exc):
             print(message, file=sys.stderr)
@@ -411,6 +415,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             traceback.print_exc()
             return EXIT_ERROR
+    if argv and argv[0] in ("profile", "plan"):
+        return _cmd_verify(argv, "runtime_checks.plan_cli", argv[0])
     parser = _build_parser()
     args = parser.parse_args(argv)
     try:

@@ -21,13 +21,21 @@ __all__ = [
     "MemoryStats",
     "Mismatch",
     "ParameterWriteError",
+    "Plan",
+    "PlanError",
+    "Profile",
     "Report",
     "TimingStats",
     "VerifyError",
+    "apply_plan",
     "assert_checkpoint_equivalent",
     "bypass_checkpointing",
     "check_checkpoint_equivalence",
+    "heuristics",
     "inputs",
+    "measure_plan",
+    "plan",
+    "profile",
     "tensors",
     "verify",
     "verify_distributed",
@@ -49,9 +57,20 @@ _WHERE = {
     "bypass_checkpointing": "runtime_checks.bypass",
     "inputs": "runtime_checks.strategies",
     "tensors": "runtime_checks.strategies",
+    "Profile": "runtime_checks.profile",
+    "profile": "runtime_checks.profile",
+    "Plan": "runtime_checks.plan",
+    "PlanError": "runtime_checks.plan",
+    "plan": "runtime_checks.plan",
+    "heuristics": "runtime_checks.plan",
+    "apply_plan": "runtime_checks.apply",
+    "measure_plan": "runtime_checks.apply",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
+    from runtime_checks.apply import apply_plan, measure_plan
+    from runtime_checks.plan import Plan, PlanError, heuristics, plan
+    from runtime_checks.profile import Profile, profile
     from runtime_checks.assertions import (
         assert_checkpoint_equivalent,
         check_checkpoint_equivalence,

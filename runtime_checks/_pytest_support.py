@@ -292,6 +292,9 @@ def _verify_and_record(
     record(item, summary_entry(report, model))
     if not report.equivalent:
         raise AssertionError(failure_message(report, model, inputs, reproduce()))
+    from runtime_checks import thresholds  # min_saved / max_overhead
+
+    thresholds.check(item, report, model, inputs)
     return report
 
 

@@ -73,6 +73,8 @@ MARKER_KEYWORDS: tuple[str, ...] = (
     "backend",
     "wrap_kwargs",
     "timeout",
+    "min_saved",
+    "max_overhead",
 )
 
 _DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
@@ -137,6 +139,20 @@ _OPTIONS: tuple[_Option, ...] = (
         "do not bisect over checkpoint regions to name the one that breaks equivalence (faster)",
         is_flag=True,
         ini_type="bool",
+    ),
+    _Option(
+        "--ckpt-min-saved",
+        "ckpt_min_saved",
+        "fail a checkpoint-equivalence test whose checkpointing frees less than this share of the bytes "
+        "saved for backward (40%) or this size (64MiB)",
+        metavar="SHARE",
+    ),
+    _Option(
+        "--ckpt-max-overhead",
+        "ckpt_max_overhead",
+        "fail a checkpoint-equivalence test whose checkpointed step takes more than this ratio of the "
+        "bypassed step (e.g. 1.6)",
+        metavar="RATIO",
     ),
     _Option(
         "--ckpt-require-device",
@@ -206,6 +222,17 @@ def _parse_bool(value: object, where: str) -> bool:
     raise OptionError(f"{where}: invalid boolean {value!r} (expected true or false)")
 
 
+def _thresholds_parser(name: str) -> Callable[[object, str], Any]:
+    """Validate --ckpt-min-saved / --ckpt-max-overhead at startup (read per test by runtime_checks.thresholds)."""
+
+    def parse(value: object, where: str) -> Any:
+        from runtime_checks import thresholds
+
+        return getattr(thresholds, name)(value, where)
+
+    return parse
+
+
 def _ini_where(config: pytest.Config, key: str) -> str:
     inipath = getattr(config, "inipath", None)
     name = inipath.name if inipath is not None else "ini file"
@@ -223,6 +250,8 @@ def options_from_config(config: pytest.Config) -> CkptOptions:
         "ckpt_atol": _parse_tolerance,
         "ckpt_no_localize": _parse_bool,
         "ckpt_require_device": _parse_bool,
+        "ckpt_min_saved": _thresholds_parser("parse_min_saved"),
+        "ckpt_max_overhead": _thresholds_parser("parse_max_overhead"),
     }
     values: dict[str, Any] = {}
     for option in _OPTIONS:

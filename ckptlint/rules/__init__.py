@@ -39,6 +39,8 @@ _MODULES = (
     "ckp402_reentrant_with_kwargs",
     "ckp403_reentrant_no_grad_inputs",
     "ckp404_reentrant_under_ddp",
+    "ckp501_lone_cheap_op",
+    "ckp502_checkpoint_without_grad",
 )
 
 ALL_RULES: list[ModuleType] = sorted(
