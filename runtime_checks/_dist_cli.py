@@ -58,7 +58,10 @@ def run_distributed(args: Any, strategy: Any, argv: list[str]) -> int:
     examples = draw_examples(strategy, args.examples, hseed, args.nproc)
     if not examples:
         raise UsageError(f"no drawn input has a batch of at least --nproc {args.nproc}; widen the batch with --dim B=...")
-    kwargs: dict[str, Any] = {"rtol": args.rtol, "atol": args.atol, "seed": args.seed}
+    kwargs: dict[str, Any] = {
+        "rtol": args.rtol, "atol": args.atol, "seed": args.seed,
+        "allow_no_checkpoint": bool(getattr(args, "allow_no_checkpoint", False)),
+    }
     if args.checkpoint_type:
         kwargs["checkpoint"] = args.checkpoint_type
         kwargs["checkpoint_kwargs"] = {"use_reentrant": bool(args.reentrant)}

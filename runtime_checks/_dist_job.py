@@ -35,6 +35,7 @@ class Job:
     rtol: float | None
     atol: float | None
     threads: int
+    allow_no_checkpoint: bool = False
 
 
 def result_path(workdir: str, rank: int) -> str:

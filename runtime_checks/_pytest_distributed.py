@@ -42,7 +42,7 @@ def verify_distributed_and_record(
     else:
         examples = [inputs() if callable(inputs) and not isinstance(inputs, torch.Tensor) else inputs]
     kwargs = {k: marker[k] for k in ("wrap", "backend", "wrap_kwargs", "timeout", "checkpoint", "checkpoint_kwargs",
-                                     "loss_fn", "seed") if k in marker}
+                                     "loss_fn", "seed", "allow_no_checkpoint") if k in marker}
     kwargs.update(rtol=options.rtol, atol=options.atol)
     message = None
     for example in examples:

@@ -152,7 +152,9 @@ class _Rank:
         mismatches = self.compare(ckpt, base, base2)
         notes = self.notes(ckpt, base)
         return Report(
-            equivalent=not mismatches,
+            # As for verify: a model in which no checkpoint region ran is not a pass unless allowed.
+            equivalent=not mismatches and (bool(ckpt.regions) or self.job.allow_no_checkpoint),
+            allow_no_checkpoint=self.job.allow_no_checkpoint,
             mismatches=tuple(sorted(mismatches, key=Mismatch.sort_key)),
             regions=tuple(ckpt.regions),
             memory=MemoryStats(
@@ -307,8 +309,6 @@ class _Rank:
             for name, value in ckpt.state.items():
                 if name in base.state and not _same(value, base.state[name]):
                     out.append(f"Python state differs after the step: {name} = {value!r}, baseline {base.state[name]!r}")
-        if not ckpt.regions and ckpt.error is None:
-            out.append("nothing was checkpointed in this rank: the model ran without any checkpoint region")
         return out
 
 

@@ -69,7 +69,9 @@ class DistributedReport:
     seconds: float
 
     def __str__(self) -> str:
-        verdict = "EQUIVALENT" if self.equivalent else "NOT EQUIVALENT"
+        unchecked = bool(self.ranks) and not any(r.regions for r in self.ranks) and not self.ranks[0].allow_no_checkpoint
+        verdict = "NOT CHECKPOINTED (no checkpoint region ran)" if unchecked else (
+            "EQUIVALENT" if self.equivalent else "NOT EQUIVALENT")
         lines = [
             f"ckptlint verify: {verdict} under {self.wrap.upper()} ({self.world_size} ranks, {self.backend}); "
             f"{self.seconds:.1f} s"
@@ -128,6 +130,7 @@ def verify_distributed(
     atol: float | None = None,
     seed: int = 0,
     timeout: float = 300.0,
+    allow_no_checkpoint: bool = False,
     start_method: Literal["spawn", "forkserver", "fork"] = "spawn",
 ) -> DistributedReport:
     """Verify ``model_factory()``'s checkpointing under ``wrap`` on ``world_size`` processes.
@@ -146,6 +149,8 @@ def verify_distributed(
     ``"fsdp2"`` (``fully_shard`` on each block of every ``ModuleList``, then
     on the root, with ``wrap_kwargs``). ``backend``: ``"gloo"`` on CPU
     (default without CUDA), ``"nccl"`` on CUDA (one GPU per rank).
+    ``allow_no_checkpoint=True`` accepts a model in which no checkpoint region
+    ran (by default that is not a pass, as for ``verify``).
     ``timeout`` bounds the whole call and every collective: a rank that
     hangs or dies ends the call with :class:`DistributedError`, every process
     stopped and every temporary file removed.
@@ -184,6 +189,7 @@ def verify_distributed(
         rtol=rtol,
         atol=atol,
         threads=max(1, (os.cpu_count() or 1) // world_size),
+        allow_no_checkpoint=allow_no_checkpoint,
     )
     start = time.perf_counter()
     try:

@@ -103,3 +103,8 @@ class SleepsInForward(nn.Module):
             fh.write("running")
         time.sleep(120)
         return checkpoint(self.fc, x, use_reentrant=False)
+
+
+def plain_mlp() -> nn.Module:
+    """No checkpointing at all: not a pass unless allow_no_checkpoint=True."""
+    return nn.Sequential(nn.Linear(WIDTH, WIDTH), nn.GELU(), nn.Linear(WIDTH, WIDTH))

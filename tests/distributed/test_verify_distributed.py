@@ -171,3 +171,10 @@ def test_ctrl_c_in_the_caller_stops_every_rank(tmp_path):
     for pid in ranks:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_a_model_that_checkpoints_nothing_is_not_a_pass():
+    report = verify_distributed(dist_models.plain_mlp, _x(), world_size=2, wrap="ddp")
+    assert not report.equivalent
+    assert "NOT CHECKPOINTED (no checkpoint region ran)" in str(report)
+    assert all(r.regions == () and not r.mismatches for r in report.ranks)
