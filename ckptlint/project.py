@@ -26,7 +26,17 @@ from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
 
 from ckptlint.files import display_path
 
-__all__ = ["ClassInfo", "FunctionInfo", "ModuleInfo", "Project", "decode_source", "dotted_name"]
+__all__ = [
+    "DEFAULT_MAX_NESTING",
+    "ClassInfo",
+    "FunctionInfo",
+    "ModuleInfo",
+    "Project",
+    "decode_source",
+    "dotted_name",
+    "max_nesting",
+    "strict_decode",
+]
 
 
 def dotted_name(node: cst.BaseExpression) -> str | None:
@@ -58,31 +68,65 @@ def _module_name_for(path: str) -> tuple[str, str, bool]:
 
 def decode_source(data: bytes) -> str:
     """Decode like Python does (BOM / coding cookie), falling back to UTF-8 with replacement."""
+    try:
+        return strict_decode(data)
+    except SyntaxError:
+        return data.decode("utf-8", errors="replace")
+
+
+def strict_decode(data: bytes) -> str:
+    """Decode exactly as Python's compiler would, or raise ``SyntaxError`` with its message.
+
+    No coding cookie means UTF-8 (PEP 3120): a Latin-1 file without one is a
+    file Python refuses to import, so it is reported rather than guessed at.
+    """
     import io
     import tokenize
 
     try:
         encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
-        return data.decode(encoding)
-    except (SyntaxError, LookupError, UnicodeDecodeError):
-        return data.decode("utf-8", errors="replace")
-
-
-def _syntax_error(source: str, exc: cst.ParserSyntaxError) -> tuple[str, int, int]:
-    """Message and position of a parse error; CPython's when it agrees (more precise)."""
-    import ast
-
+    except SyntaxError as exc:
+        if "invalid or missing encoding declaration" not in str(exc):
+            raise SyntaxError(str(exc).split(" for ", 1)[0]) from None  # an unknown or conflicting cookie
+        encoding = "utf-8"  # no cookie and a first line that is not UTF-8: say so below
     try:
-        ast.parse(source)
-    except SyntaxError as err:
-        if err.lineno:
-            return (err.msg, err.lineno, max((err.offset or 1) - 1, 0))
-    except (ValueError, RecursionError, MemoryError):
-        pass
-    message = exc.message
-    if message.startswith("parser error: "):
-        message = message[len("parser error: "):]
-    return (message, exc.raw_line, exc.raw_column)
+        return data.decode(encoding)
+    except LookupError:
+        raise SyntaxError(f"unknown encoding: {encoding}") from None
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1)
+        if encoding in ("utf-8", "utf-8-sig"):
+            message = f"not UTF-8 (byte {data[exc.start]:#04x}); use a coding declaration (PEP 263) or re-encode the file"
+        else:
+            message = f"not valid {encoding} (byte {data[exc.start]:#04x}) although the coding declaration says so"
+        err = SyntaxError(message)
+        err.lineno, err.offset = line, column + 1
+        raise err from None
+
+
+def max_nesting(node: ast.AST) -> int:
+    """How deeply the syntax tree under ``node`` nests (iteratively: never recurses)."""
+    best = 0
+    stack = [(node, 1)]
+    pop, push, children = stack.pop, stack.append, ast.iter_child_nodes
+    while stack:
+        item, depth = pop()
+        if depth > best:
+            best = depth
+        for child in children(item):
+            push((child, depth + 1))
+    return best
+
+
+def _syntax_error(exc: BaseException) -> tuple[str, int, int]:
+    """Python's own message and position for a file its parser rejects."""
+    if isinstance(exc, SyntaxError):
+        return (exc.msg or "invalid syntax", exc.lineno or 1, max((exc.offset or 1) - 1, 0))
+    if isinstance(exc, ValueError):  # "source code string cannot contain null bytes"
+        return (str(exc), 1, 0)
+    # RecursionError: CPython's compiler gives up the same way.
+    return ("too deeply nested for Python's parser", 1, 0)
 
 
 @dataclass
@@ -233,6 +277,10 @@ def _mentions_checkpoint(value: ast.expr) -> bool:
 
 
 _NEWLINE = re.compile(r"\r\n|\r|\n")
+# Deeper statements are not parsed by libcst (see ModuleInfo.too_deep). Real
+# code nests ~20 levels (transformers' deepest: 21); libcst needs seconds per
+# thousand levels and its native parser overflows its stack further down.
+DEFAULT_MAX_NESTING = 100
 
 
 class ModuleInfo:
@@ -248,7 +296,17 @@ class ModuleInfo:
     does not know).
     """
 
-    def __init__(self, path: str, source: str, name: str, root: str, is_package: bool) -> None:
+    def __init__(
+        self,
+        path: str,
+        source: str,
+        name: str,
+        root: str,
+        is_package: bool,
+        *,
+        decode_error: SyntaxError | None = None,
+        nesting_limit: int = DEFAULT_MAX_NESTING,
+    ) -> None:
         self.path = path
         self.display = display_path(path)
         self.name = name
@@ -274,10 +332,21 @@ class ModuleInfo:
         self._stmt_of: dict[int, int] = {}  # id(node) -> statement index, filled as statements are walked
         self._walked: set[int] = set()
         self._full: cst.Module | None = None
+        self.nesting_limit = nesting_limit
+        # (line, depth) of top-level statements too deeply nested to hand to
+        # libcst: its native parser takes minutes (or overflows its stack) on
+        # them, so they stay opaque and the engine reports them (CKP003).
+        self.too_deep: list[tuple[int, int]] = []
+        if decode_error is not None:
+            self.parse_error = _syntax_error(decode_error)
+            return
+        # Python's own parser is the gate: what it rejects never reaches
+        # libcst, whose native parser can crash the process on such input.
         try:
             tree = ast.parse(source)
-        except (SyntaxError, ValueError, RecursionError, MemoryError):
-            self._parse_whole()
+        except (SyntaxError, ValueError, RecursionError) as exc:
+            # MemoryError propagates: it is the file's memory budget, not its syntax.
+            self.parse_error = _syntax_error(exc)
             return
         for st in tree.body:
             line = min([st.lineno, *(d.lineno for d in getattr(st, "decorator_list", ()))])
@@ -287,44 +356,6 @@ class ModuleInfo:
         self._stmts = [None] * len(self.starts)
 
     # -- parsing -------------------------------------------------------------------
-
-    def _parse_whole(self) -> None:
-        """libcst over the whole file: the fallback for files ``ast`` rejects."""
-        try:
-            module = cst.parse_module(self.source)
-        except cst.ParserSyntaxError as exc:
-            self.parse_error = _syntax_error(self.source, exc)
-            return
-        except (RecursionError, MemoryError) as exc:  # deeply nested generated code
-            self.parse_error = (f"cannot parse: {type(exc).__name__}", 1, 0)
-            return
-        self._full = module
-        self.starts = []
-        self._stmts = list(module.body)
-        self._def_seg.clear()
-        self._assign_segs.clear()
-        for i, stmt in enumerate(module.body):
-            for inner in _flatten(stmt):
-                if isinstance(inner, (cst.FunctionDef, cst.ClassDef)):
-                    self._def_seg[inner.name.value] = i
-                    if isinstance(inner, cst.ClassDef):
-                        self.class_bases[inner.name.value] = [
-                            module.code_for_node(a.value) for a in inner.bases if a.keyword is None
-                        ]
-                elif isinstance(inner, cst.SimpleStatementLine):
-                    for small in inner.body:
-                        if isinstance(small, (cst.Import, cst.ImportFrom)):
-                            self.add_import(small, self.imports)
-                        elif isinstance(small, cst.Assign):
-                            for t in small.targets:
-                                if isinstance(t.target, cst.Name):
-                                    self._assign_segs.setdefault(t.target.value, []).append(i)
-                                    value = small.value
-                                    candidates = [value, *(a.value for a in value.args)] if isinstance(value, cst.Call) else [value]
-                                    if any("checkpoint" in (dotted_name(c) or "") for c in candidates):
-                                        self.checkpoint_aliases.add(t.target.value)
-                        elif isinstance(small, cst.AnnAssign) and isinstance(small.target, cst.Name):
-                            self._assign_segs.setdefault(small.target.value, []).append(i)
 
     def _index_ast(self, st: ast.stmt, seg: int) -> None:
         if isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
@@ -379,13 +410,15 @@ class ModuleInfo:
             end = (
                 self._offsets[self.starts[index + 1] - 1] if index + 1 < len(self.starts) else len(self.source)
             )
-            try:
-                segment = cst.parse_module(self.source[start:end])
-            except (RecursionError, MemoryError):
-                # Too deeply nested for libcst (generated literals): nothing in it can be read.
-                segment = cst.parse_module("pass\n")
-            except cst.ParserSyntaxError:
-                segment = None
+            segment = None
+            depth = self._nesting(start, end)
+            if depth > self.nesting_limit:
+                self.too_deep.append((self.starts[index], depth))
+            else:
+                try:
+                    segment = cst.parse_module(self.source[start:end])
+                except (RecursionError, MemoryError, cst.ParserSyntaxError):
+                    segment = None
             if segment is None or len(segment.body) != 1:
                 # libcst reads this statement differently from ast (rare grammar
                 # corners): treat it as opaque rather than fail the file.
@@ -394,6 +427,14 @@ class ModuleInfo:
             self._stmts[index] = stmt
             self._seg_mods[index] = segment
         return stmt
+
+    def _nesting(self, start: int, end: int) -> int:
+        """Nesting depth of the source between two offsets (one top-level statement)."""
+        try:
+            tree = ast.parse(self.source[start:end])
+        except (SyntaxError, ValueError, RecursionError):
+            return 0  # the whole file parsed, so this is an ast/libcst split corner
+        return max_nesting(tree)
 
     @property
     def module(self) -> cst.Module:
@@ -504,9 +545,13 @@ class ModuleInfo:
 class Project:
     """The set of files being checked, with parse-on-demand and name lookup."""
 
-    def __init__(self, files: Iterable[str], sources: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, files: Iterable[str], sources: dict[str, str] | None = None, *, max_nesting: int = DEFAULT_MAX_NESTING
+    ) -> None:
         self.files: list[str] = sorted(os.path.normpath(f) for f in files)
+        self.max_nesting = max_nesting
         self._sources: dict[str, str] = {}
+        self._decode_errors: dict[str, SyntaxError] = {}
         # Texts passed in (e.g. fixed sources for --diff) win over the disk and are never trimmed.
         self._given = {os.path.normpath(k): v for k, v in (sources or {}).items()}
         self._modules: dict[str, ModuleInfo] = {}  # insertion order = recency of use
@@ -554,8 +599,18 @@ class Project:
         if path not in self._sources:
             with open(path, "rb") as fh:
                 data = fh.read()
-            self._sources[path] = decode_source(data)
+            try:
+                self._sources[path] = strict_decode(data)
+            except SyntaxError as exc:
+                # Analysed as text all the same (with replacement characters),
+                # but the module reports what Python's compiler would.
+                self._decode_errors[path] = exc
+                self._sources[path] = data.decode("utf-8", errors="replace")
         return self._sources[path]
+
+    def decode_error(self, path: str) -> SyntaxError | None:
+        """Why Python could not decode ``path`` (after :meth:`read`), if it could not."""
+        return self._decode_errors.get(os.path.normpath(path))
 
     def module(self, path: str) -> ModuleInfo:
         """The parsed module at ``path`` (parsed once, then cached)."""
@@ -569,7 +624,10 @@ class Project:
             if path not in self._names:
                 self._names[path] = _module_name_for(path)
             name, root, is_pkg = self._names[path]
-            info = ModuleInfo(path, self.read(path), name, root, is_pkg)
+            source = self.read(path)
+            info = ModuleInfo(
+                path, source, name, root, is_pkg, decode_error=self.decode_error(path), nesting_limit=self.max_nesting
+            )
             self._modules[path] = info
         return info
 
@@ -589,6 +647,7 @@ class Project:
             info = self._modules.pop(path)
             total -= len(info.source)
             self._sources.pop(path, None)
+            self._decode_errors.pop(path, None)
             for q in [q for q, c in self._classes.items() if c is not None and c.module is info]:
                 del self._classes[q]
 
