@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 from ckptlint.cache import Facts, ResultCache, content_hash
 from ckptlint.config import Config, code_matches
-from ckptlint.files import display_path, iter_python_files
+from ckptlint.files import Listing, display_path, list_python_files
 from ckptlint.fixes import SourceFile, applicable, apply_fixes, read_source, reparses, unified_diff, write_source
 from ckptlint.suppressions import apply_suppressions, parse_suppressions, unused_findings
 from ckptlint.types import Finding
@@ -80,6 +80,8 @@ class RunResult:
     cache_hits: int = 0
     fixes: FixReport | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    # One line each for stderr: things skipped that do not fail the run.
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def fixable(self) -> int:
@@ -409,20 +411,21 @@ def _filter(
 # --------------------------------------------------------------------- the run
 
 
-def list_files(paths: Sequence[str], config: Config) -> list[str]:
+def list_files(paths: Sequence[str], config: Config) -> Listing:
     """The Python files of a run: recursion and default skips, then ``exclude``."""
-    files = iter_python_files(list(paths) or ["."])
+    listing = list_python_files(list(paths) or ["."])
     matcher = config.exclude_matcher()
     if matcher:
-        files = [f for f in files if not matcher.matches(f)]
-    return files
+        listing.files = [f for f in listing.files if not matcher.matches(f)]
+    return listing
 
 
 def run(paths: Sequence[str], settings: RunSettings) -> RunResult:
     """Lint ``paths`` (and fix, if asked) under ``settings``."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    files = list_files(paths, settings.config)
+    listing = list_files(paths, settings.config)
+    files = listing.files
     timings["listing"] = time.perf_counter() - t0
     fixing = settings.fix or settings.diff or settings.unsafe_fixes
     overlay: dict[str, str] = {}
@@ -500,10 +503,11 @@ def run(paths: Sequence[str], settings: RunSettings) -> RunResult:
     return RunResult(
         findings=findings,
         suppressed=hidden,
-        errors=lint.errors,
+        errors=sorted(lint.errors + listing.problems),
         files_checked=len(files),
         files_analysed=analysed,
         cache_hits=lint.hits,
         fixes=report,
         timings=timings,
+        warnings=list(listing.warnings),
     )
