@@ -110,6 +110,7 @@ class _Pass:
     analysed: int
     hits: int
     texts: dict[str, str]
+    warnings: list[str] = field(default_factory=list)
 
 
 def _schedule(tasks: list[_Task]) -> list[_Task]:
@@ -317,6 +318,7 @@ def _lint_pass(
         analysed=sum(1 for kind, _ in tasks if kind == "analyse"),
         hits=hits,
         texts=texts,
+        warnings=[cache.warning] if cache.warning else [],
     )
 
 
@@ -509,5 +511,5 @@ def run(paths: Sequence[str], settings: RunSettings) -> RunResult:
         cache_hits=lint.hits,
         fixes=report,
         timings=timings,
-        warnings=list(listing.warnings),
+        warnings=list(listing.warnings) + lint.warnings,
     )
