@@ -8,8 +8,9 @@ run goes on and ends:
   worker stuck in native code where no Python handler can run, by a CPU-time
   timer whose default action ends the worker);
 * a worker's address space may grow by at most ``max-file-memory`` MiB past
-  its size at start-up, so a huge file raises ``MemoryError`` in the worker
-  instead of taking the machine;
+  its size at start-up (in a run without workers: past its size when the
+  task starts, for that task), so a huge file raises ``MemoryError`` instead
+  of taking the machine;
 * a worker that dies (segfault, OOM killer, the CPU timer) breaks the pool:
   the files that had started and not finished are re-run one per process, the
   one that kills its process again is reported, and the rest go on in a
@@ -78,16 +79,32 @@ def _init_worker(
 ) -> None:
     _WORKER.update(args=(files, sources), options=options, budgets=budgets, started=started, in_worker=in_worker)
     _fresh_project()
-    if in_worker and budgets.max_file_memory:
-        try:
-            import resource
+    if in_worker:
+        _cap_memory(budgets.max_file_memory)  # for the worker's life: it only runs tasks
 
-            limit = _statm(0) + budgets.max_file_memory * 1024 * 1024
-            _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-            if hard == resource.RLIM_INFINITY or limit < hard:
-                resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
-        except (ImportError, ValueError, OSError):
-            pass  # no address-space limits here (not Linux): the other budgets still hold
+
+def _cap_memory(mib: int) -> Callable[[], None]:
+    """Let the address space grow by at most ``mib`` MiB from now; returns the undo."""
+    if not mib:
+        return lambda: None
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        limit = _statm(0) + mib * 1024 * 1024
+        if hard != resource.RLIM_INFINITY and limit >= hard:
+            return lambda: None
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    except (ImportError, ValueError, OSError):
+        return lambda: None  # no address-space limits here (not Linux): the other budgets still hold
+
+    def undo() -> None:
+        try:
+            resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+        except (ValueError, OSError):
+            pass
+
+    return undo
 
 
 def _on_alarm(_signum: int, _frame: Any) -> None:
@@ -125,6 +142,8 @@ def _run_task(task: Task) -> Outcome:
         started.put(task)
     project = _WORKER["project"]
     why: str | None = None
+    # In this process (a small run), the cap holds for the task only.
+    uncap = (lambda: None) if _WORKER.get("in_worker") else _cap_memory(budgets.max_file_memory)
     disarm = _arm(budgets.file_timeout)
     try:
         try:
@@ -136,6 +155,7 @@ def _run_task(task: Task) -> Outcome:
                 out = (kind, path, tuple(result.findings), tuple(result.dependencies), result.error)
         finally:
             disarm()
+            uncap()
     except _Timeout:
         why = f"checking it took longer than file-timeout ({budgets.file_timeout:g} s)"
     except MemoryError:

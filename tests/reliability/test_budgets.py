@@ -69,12 +69,13 @@ def test_file_timeout(tmp_path: Path, ckptlint_cli, jobs: str) -> None:
     assert sum(f["code"] == "CKP101" for f in run.findings()) == 6
 
 
-def test_file_memory_budget_in_workers(tmp_path: Path, ckptlint_cli) -> None:
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_file_memory_budget(tmp_path: Path, ckptlint_cli, jobs: str) -> None:
     driver_tree(tmp_path)
     rows = ", ".join(str(i) for i in range(20)) + ",\n"
     (tmp_path / "table.py").write_text("from torch.utils.checkpoint import checkpoint\nT = [\n" + rows * 40_000 + "]\n")
     (tmp_path / "pyproject.toml").write_text("[tool.ckptlint]\nmax-file-memory = 64\n")
-    run = ckptlint_cli(["check", "--no-cache", "-j", "2", "--format", "json", "."], tmp_path)
+    run = ckptlint_cli(["check", "--no-cache", "-j", jobs, "--format", "json", "."], tmp_path)
     assert run.returncode == 1, run.stderr
     (table,) = _by_path(run, "table.py")
     assert table["code"] == "CKP003" and "max-file-memory (64 MiB)" in table["message"]
