@@ -105,6 +105,42 @@ def strict_decode(data: bytes) -> str:
         raise err from None
 
 
+# Python's parser errors about nesting it refuses: never second-guessed by libcst.
+_NESTING_ERRORS = ("too many nested parentheses", "too many levels of indentation")
+
+
+def _shallow(source: str, error: SyntaxError, limit: int) -> bool:
+    """Whether a file Python rejects may still go to libcst (for newer syntax).
+
+    Only when Python did not complain about nesting and the brackets and
+    indentation (Python's tokenizer, in pure Python) stay within ``limit``:
+    libcst's native parser overflows its stack on deeply nested input.
+    """
+    import io
+    import tokenize
+
+    if any(text in (error.msg or "") for text in _NESTING_ERRORS) or len(source) > 2_000_000:
+        return False
+    depth = indent = 0
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+            if tok.type == tokenize.OP and tok.string in "([{":
+                depth += 1
+                if depth > limit:
+                    return False
+            elif tok.type == tokenize.OP and tok.string in ")]}":
+                depth -= 1
+            elif tok.type == tokenize.INDENT:
+                indent += 1
+                if indent > limit:
+                    return False
+            elif tok.type == tokenize.DEDENT:
+                indent -= 1
+    except (tokenize.TokenError, SyntaxError, ValueError):
+        return False
+    return True
+
+
 def max_nesting(node: ast.AST) -> int:
     """How deeply the syntax tree under ``node`` nests (iteratively: never recurses)."""
     best = 0
@@ -346,7 +382,10 @@ class ModuleInfo:
             tree = ast.parse(source)
         except (SyntaxError, ValueError, RecursionError) as exc:
             # MemoryError propagates: it is the file's memory budget, not its syntax.
-            self.parse_error = _syntax_error(exc)
+            if type(exc) is SyntaxError and _shallow(source, exc, nesting_limit):
+                self._parse_whole(exc)  # maybe syntax newer than this Python (3.12 ``type``)
+            else:
+                self.parse_error = _syntax_error(exc)
             return
         for st in tree.body:
             line = min([st.lineno, *(d.lineno for d in getattr(st, "decorator_list", ()))])
@@ -356,6 +395,45 @@ class ModuleInfo:
         self._stmts = [None] * len(self.starts)
 
     # -- parsing -------------------------------------------------------------------
+
+    def _parse_whole(self, python_error: SyntaxError) -> None:
+        """libcst over the whole file: newer syntax than the running Python reads.
+
+        Only for a file whose nesting :func:`_shallow` bounded; if libcst
+        rejects it too, the finding is Python's error.
+        """
+        try:
+            module = cst.parse_module(self.source)
+        except (cst.ParserSyntaxError, RecursionError):
+            self.parse_error = _syntax_error(python_error)
+            return
+        self._full = module
+        self.starts = []
+        self._stmts = list(module.body)
+        self._def_seg.clear()
+        self._assign_segs.clear()
+        for i, stmt in enumerate(module.body):
+            for inner in _flatten(stmt):
+                if isinstance(inner, (cst.FunctionDef, cst.ClassDef)):
+                    self._def_seg[inner.name.value] = i
+                    if isinstance(inner, cst.ClassDef):
+                        self.class_bases[inner.name.value] = [
+                            module.code_for_node(a.value) for a in inner.bases if a.keyword is None
+                        ]
+                elif isinstance(inner, cst.SimpleStatementLine):
+                    for small in inner.body:
+                        if isinstance(small, (cst.Import, cst.ImportFrom)):
+                            self.add_import(small, self.imports)
+                        elif isinstance(small, cst.Assign):
+                            for t in small.targets:
+                                if isinstance(t.target, cst.Name):
+                                    self._assign_segs.setdefault(t.target.value, []).append(i)
+                                    value = small.value
+                                    candidates = [value, *(a.value for a in value.args)] if isinstance(value, cst.Call) else [value]
+                                    if any("checkpoint" in (dotted_name(c) or "") for c in candidates):
+                                        self.checkpoint_aliases.add(t.target.value)
+                        elif isinstance(small, cst.AnnAssign) and isinstance(small.target, cst.Name):
+                            self._assign_segs.setdefault(small.target.value, []).append(i)
 
     def _index_ast(self, st: ast.stmt, seg: int) -> None:
         if isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):

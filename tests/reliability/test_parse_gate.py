@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,14 +40,29 @@ def test_coding_cookie_is_honoured(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert [f.code for f in result.findings] == ["CKP101"]
 
 
-def test_libcst_never_sees_what_ast_rejects(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("deep", ["(" * 1300 + "1" + ")" * 1300, "[" * 150 + "1" + "]" * 150 + " +"])
+def test_libcst_never_sees_deep_nesting_python_rejects(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        deep: str) -> None:
     import libcst
 
     def boom(*_a, **_k):  # pragma: no cover - the assertion is that it is not called
-        raise AssertionError("libcst parser called on a file Python rejects")
+        raise AssertionError("libcst parser called on deep nesting Python rejects")
 
     monkeypatch.setattr(libcst, "parse_module", boom)
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "m.py").write_text("import torch.utils.checkpoint as cp\ndef f(x:\n    return cp.checkpoint(g, x)\n")
+    (tmp_path / "m.py").write_text(f"import torch.utils.checkpoint as cp\ny = {deep}\n")
     (finding,) = lint(["."]).findings
-    assert finding.code == "CKP001" and (finding.line, finding.column) == (2, 5)
+    assert finding.code == "CKP001" and finding.line == 2
+
+
+def test_newer_syntax_python_rejects_still_goes_to_libcst_when_shallow(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    newer = ("from torch.utils.checkpoint import checkpoint\ntype Pair = tuple[int, int]\n"
+             "def g(x):\n    x.add_(1)\n    return x\ndef f(x):\n    return checkpoint(g, x, use_reentrant=False)\n")
+    (tmp_path / "new.py").write_text(newer)
+    (tmp_path / "broken.py").write_text(newer + "def bad(:\n    pass\n")
+    got = sorted((f.path, f.line, f.code) for f in lint(["."]).findings)
+    # Python 3.11 rejects line 2 of both; libcst reads new.py (3.12 syntax), not broken.py.
+    first_error = 2 if sys.version_info < (3, 12) else 8
+    assert got == [("broken.py", first_error, "CKP001"), ("new.py", 4, "CKP101")]
