@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from .hostile import HOSTILE_DRIVER
+
 REPO = Path(__file__).resolve().parents[2]
 
 # A stand-in for ``python -m ckptlint`` that can inject faults into the engine
@@ -67,14 +69,7 @@ def ckptlint_cli():
     return run
 
 
-DRIVER = (
-    "from torch.utils.checkpoint import checkpoint\n"
-    "def f(x):\n"
-    "    return checkpoint(g, x, use_reentrant=False)\n"
-    "def g(x):\n"
-    "    x.add_(1)\n"
-    "    return x\n"
-)
+DRIVER = HOSTILE_DRIVER
 
 
 def driver_tree(root: Path, count: int = 6) -> None:
