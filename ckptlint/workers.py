@@ -142,8 +142,11 @@ def _run_task(task: Task) -> Outcome:
         started.put(task)
     project = _WORKER["project"]
     why: str | None = None
-    # In this process (a small run), the cap holds for the task only.
-    uncap = (lambda: None) if _WORKER.get("in_worker") else _cap_memory(budgets.max_file_memory)
+    # In this process (a small run), the cap holds for the task only, and only
+    # on the main thread: a host running lints in a thread (an editor server)
+    # must not have its other threads capped.
+    alone = threading.current_thread() is threading.main_thread()
+    uncap = _cap_memory(budgets.max_file_memory) if alone and not _WORKER.get("in_worker") else (lambda: None)
     disarm = _arm(budgets.file_timeout)
     try:
         try:
