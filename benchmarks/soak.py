@@ -184,12 +184,21 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
     report: dict[str, object] = {}
+
+    def done(key: str, value: object) -> None:
+        report[key] = value
+        print(json.dumps({key: value}), file=sys.stderr, flush=True)  # progress: a long run shows each part
+
     if not args.no_trees:
-        report["trees"] = soak_trees(list(args.trees), args.jobs)
-    report["hostile"] = soak_hostile()
+        trees: dict[str, object] = {}
+        for tree in args.trees:
+            trees[str(tree)] = soak_trees([tree], args.jobs)[str(tree)]
+            done(f"tree {tree}", trees[str(tree)])
+        report["trees"] = trees
+    done("hostile", soak_hostile())
     if not args.no_huge:
-        report["huge_50mb"] = soak_huge()
-    report["fuzz"] = soak_fuzz(args.minutes, [str(STDLIB)])
+        done("huge_50mb", soak_huge())
+    done("fuzz", soak_fuzz(args.minutes, [str(STDLIB)]))
     print(json.dumps(report, indent=2))
     failed = report["hostile"]["missing"] or report["fuzz"].get("status") or report["fuzz"].get("exceptions")  # type: ignore[index, union-attr]
     return 1 if failed else 0
