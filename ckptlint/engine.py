@@ -428,7 +428,12 @@ def lint(paths: Sequence[str], options: EngineOptions = EngineOptions(), exclude
             if f is not None:
                 findings.append(f)
             continue
-        result = analyze_file(project, path, options)
+        try:
+            result = analyze_file(project, path, options)
+        except MemoryError:  # no budgets here (the runner has them): one file's error
+            project = Project(files)
+            errors.append((path, "out of memory while checking this file"))
+            continue
         findings.extend(result.findings)
         if result.error is not None:
             errors.append((path, result.error))

@@ -105,6 +105,22 @@ def strict_decode(data: bytes) -> str:
         raise err from None
 
 
+def _parser_gave_up(source: str) -> bool:
+    """Whether a ``MemoryError`` from ``ast.parse`` is CPython's "too complex" verdict.
+
+    CPython 3.11's parser reports a stack overflow on deep nesting (10,000
+    unary minuses) as a bare ``MemoryError``; real exhaustion needs a big
+    file or an address-space limit (the ``max-file-memory`` budget).
+    """
+    try:
+        import resource
+
+        limited = resource.getrlimit(resource.RLIMIT_AS)[0] != resource.RLIM_INFINITY
+    except (ImportError, ValueError, OSError):
+        limited = False
+    return not limited or len(source) < 1_000_000
+
+
 # Python's parser errors about nesting it refuses: never second-guessed by libcst.
 _NESTING_ERRORS = ("too many nested parentheses", "too many levels of indentation")
 
@@ -161,8 +177,8 @@ def _syntax_error(exc: BaseException) -> tuple[str, int, int]:
         return (exc.msg or "invalid syntax", exc.lineno or 1, max((exc.offset or 1) - 1, 0))
     if isinstance(exc, ValueError):  # "source code string cannot contain null bytes"
         return (str(exc), 1, 0)
-    # RecursionError: CPython's compiler gives up the same way.
-    return ("too deeply nested for Python's parser", 1, 0)
+    # RecursionError / the parser's MemoryError: CPython's compiler gives up the same way.
+    return ("too deeply nested (or too complex) for Python's parser", 1, 0)
 
 
 @dataclass
@@ -380,8 +396,12 @@ class ModuleInfo:
         # libcst, whose native parser can crash the process on such input.
         try:
             tree = ast.parse(source)
+        except MemoryError as exc:
+            if not _parser_gave_up(source):
+                raise  # the file's memory budget (max-file-memory), not its syntax
+            self.parse_error = _syntax_error(exc)
+            return
         except (SyntaxError, ValueError, RecursionError) as exc:
-            # MemoryError propagates: it is the file's memory budget, not its syntax.
             if type(exc) is SyntaxError and _shallow(source, exc, nesting_limit):
                 self._parse_whole(exc)  # maybe syntax newer than this Python (3.12 ``type``)
             else:
