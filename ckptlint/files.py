@@ -315,8 +315,13 @@ def list_python_files(paths: Sequence[str], exclude: Sequence[str] = ()) -> List
             base = Path(os.path.abspath(path))
             roots.append((path, base))
             state.out = []
+            inherited = _inherited_ignores(base)
+            if _ignored(inherited, base, True):
+                # A folder named explicitly is checked even if an enclosing repo
+                # ignores it (pyenv's .gitignore holds /versions: the stdlib).
+                inherited = []
             if os.path.realpath(base) not in state.seen:
-                _walk(base, _inherited_ignores(base), state)
+                _walk(base, inherited, state)
             _walk_links(state)
             found.extend(path / p.relative_to(base) for p in state.out)
         else:

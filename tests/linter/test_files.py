@@ -163,3 +163,11 @@ def test_bracket_after_open_bracket_is_literal_like_git(tmp_path: Path) -> None:
     ignore = GitIgnore(tmp_path, ["[]]x.py"])
     assert ignore.match(tmp_path / "]x.py", False) is True
     assert ignore.match(tmp_path / "ax.py", False) is None
+
+
+def test_named_folder_ignored_by_an_enclosing_repo_is_still_walked(tmp_path: Path) -> None:
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".gitignore").write_text("/versions\n")
+    _touch(tmp_path, "versions/lib/a.py", "other.py")
+    assert _rel(iter_python_files([str(tmp_path / "versions" / "lib")]), tmp_path) == ["versions/lib/a.py"]
+    assert _rel(iter_python_files([str(tmp_path)]), tmp_path) == ["other.py"]
