@@ -31,12 +31,22 @@ final options): when a wrapper appears or disappears, they are dropped while
 hashes and facts survive.
 
 The store is one JSON file per (fingerprint, options) pair, written
-atomically at the end of a run; a corrupt or foreign file is ignored.
+atomically at the end of a run; a corrupt or foreign file is ignored. Each
+store is signed with an HMAC whose key lives outside the tree
+(``$XDG_CACHE_HOME/ckptlint/cache-key``, created owner-only on first use), so
+a store committed to a repository or edited by hand is never trusted: its
+findings are not served and its fix edits never reach ``--fix``. Entries that
+pass the signature are still checked for shape before use.
+
+The cache folder is never used through a symlink: a ``.ckptlint_cache`` that
+is a link (say, committed into a repository) would make ckptlint delete and
+write files in its target, so the run goes uncached with one warning.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import tempfile
@@ -110,6 +120,19 @@ class ResultCache:
         # in-memory fixed sources, which must never be stored as disk truth).
         self.read_only = read_only
         self.directory = Path(directory) if directory else Path(root) / CACHE_DIR_NAME
+        # One line for stderr when the cache had to be switched off.
+        self.warning: str | None = None
+        self._key: bytes | None = None
+        if enabled and os.path.islink(self.directory):
+            self.warning = (
+                f"{self.directory} is a symlink; the cache is not used (it would write and delete "
+                "files in the link's target): remove the link to cache again"
+            )
+            enabled = False
+        if enabled:
+            self._key = _signing_key()
+            enabled = self._key is not None
+        self.enabled = enabled
         key_material = json.dumps(
             {"tool": tool_fingerprint(), "options": options, "cwd": os.getcwd(), "format": FORMAT_VERSION},
             sort_keys=True,
@@ -134,7 +157,11 @@ class ResultCache:
     def _load(self) -> None:
         try:
             with open(self.file, "rb") as fh:
-                data = json.loads(fh.read())
+                raw = fh.read()
+            mac, _, payload = raw.partition(b"\n")
+            if not hmac.compare_digest(mac, self._sign(payload)):
+                return  # written by someone else (or edited): never trusted
+            data = json.loads(payload)
         except (OSError, ValueError):
             return
         if not isinstance(data, dict) or data.get("format") != FORMAT_VERSION:
@@ -142,17 +169,30 @@ class ResultCache:
         stat_index = data.get("stat")
         facts = data.get("facts")
         if isinstance(facts, dict):
-            self._facts = {k: v for k, v in facts.items() if isinstance(v, list) and len(v) == 3}
+            self._facts = {
+                k: v
+                for k, v in facts.items()
+                if isinstance(v, list) and len(v) == 3 and isinstance(v[0], str) and isinstance(v[1], list)
+                and (v[2] is None or _valid_findings(v[2]))
+            }
         key = data.get("analysis_key")
         self._analysis_key = key if isinstance(key, str) else None
         prefilter = data.get("prefilter")
         results = data.get("results")
         if isinstance(stat_index, dict):
-            self._stat = {k: v for k, v in stat_index.items() if isinstance(v, list) and len(v) == 3}
+            self._stat = {
+                k: v
+                for k, v in stat_index.items()
+                if isinstance(v, list) and len(v) == 3 and _nat(v[0]) and _nat(v[1]) and isinstance(v[2], str)
+            }
         if isinstance(prefilter, dict):
             self._prefilter = {k: v for k, v in prefilter.items() if isinstance(v, bool)}
         if isinstance(results, dict):
-            self._results = {k: v for k, v in results.items() if isinstance(v, dict)}
+            self._results = {k: v for k, v in results.items() if _valid_result(v)}
+
+    def _sign(self, payload: bytes) -> bytes:
+        assert self._key is not None
+        return hmac.new(self._key, payload, hashlib.sha256).hexdigest().encode()
 
     def save(self) -> None:
         """Write the store atomically if anything changed."""
@@ -160,12 +200,10 @@ class ResultCache:
             return
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            ignore = self.directory / ".gitignore"
-            if not ignore.exists():
-                ignore.write_text("# Created by ckptlint; safe to delete.\n*\n")
-            tag = self.directory / "CACHEDIR.TAG"
-            if not tag.exists():
-                tag.write_text("Signature: 8a477f597d28d172789f06886806bc55\n# ckptlint cache\n")
+            if os.path.islink(self.directory):  # appeared during the run
+                return
+            _create(self.directory / ".gitignore", "# Created by ckptlint; safe to delete.\n*\n")
+            _create(self.directory / "CACHEDIR.TAG", "Signature: 8a477f597d28d172789f06886806bc55\n# ckptlint cache\n")
             # Keep the stores of a few recent configurations (say, the
             # pre-commit hook's and a manual run's); older ones never hit again.
             others = sorted(
@@ -189,9 +227,10 @@ class ResultCache:
                 },
                 separators=(",", ":"),
             )
+            body = payload.encode("utf-8", "surrogatepass")
             fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.directory)
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(payload)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(self._sign(body) + b"\n" + body)
             # mkstemp makes it owner-only; a cache is as readable as the tree.
             os.chmod(tmp, 0o644)
             os.replace(tmp, self.file)
@@ -351,3 +390,79 @@ class ResultCache:
             "error": None,
         }
         self._dirty = True
+
+
+def _signing_key() -> bytes | None:
+    """The per-user key that signs cache stores (created on first use), or None."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    path = os.path.join(base, "ckptlint", "cache-key")
+    try:
+        with open(path, "rb") as fh:
+            key = fh.read()
+        if len(key) >= 32:
+            return key
+    except OSError:
+        pass
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        key = os.urandom(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(key)
+        return key
+    except FileExistsError:  # another run created it just now
+        try:
+            with open(path, "rb") as fh:
+                key = fh.read()
+            return key if len(key) >= 32 else None
+        except OSError:
+            return None
+    except OSError:
+        return None  # nowhere to keep a key: run uncached rather than trust unsigned stores
+
+
+def _create(path: Path, text: str) -> None:
+    """Create ``path`` with ``text`` unless something (even a dangling symlink) is there."""
+    if os.path.lexists(path):
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError:
+        return
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+
+
+def _nat(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _valid_findings(items: Any) -> bool:
+    """Every item has the shape :meth:`Finding.to_dict` writes (types and ranges)."""
+    if not isinstance(items, list):
+        return False
+    for f in items:
+        if not isinstance(f, dict) or not all(isinstance(f.get(k), str) for k in ("code", "message", "path")):
+            return False
+        if not (_nat(f.get("line")) and _nat(f.get("column")) and _nat(f.get("end_line")) and _nat(f.get("end_column"))):
+            return False
+        fix = f.get("fix")
+        if fix is not None:
+            edits = fix.get("edits") if isinstance(fix, dict) else None
+            if not isinstance(edits, list) or not all(
+                isinstance(e, dict) and isinstance(e.get("replacement"), str)
+                and all(_nat(e.get(k)) for k in ("start_line", "start_column", "end_line", "end_column"))
+                for e in edits
+            ):
+                return False
+    return True
+
+
+def _valid_result(entry: Any) -> bool:
+    return (
+        isinstance(entry, dict)
+        and isinstance(entry.get("hash"), str)
+        and _valid_findings(entry.get("findings"))
+        and isinstance(entry.get("deps"), list)
+        and all(isinstance(d, list) and len(d) == 2 and all(isinstance(x, str) for x in d) for d in entry["deps"])
+    )

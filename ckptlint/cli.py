@@ -266,7 +266,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         show_settings(config, config_start[0], sys.stdout)
         return EXIT_OK
     if args.show_files:
-        show_files(sorted({*list_files(args.paths, config), *sources}) if args.paths else sorted(sources), sys.stdout)
+        show_files(sorted({*list_files(args.paths, config).files, *sources}) if args.paths else sorted(sources), sys.stdout)
         return EXIT_OK
     fixing = args.fix or args.unsafe_fixes
     settings = RunSettings(
@@ -285,8 +285,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
     if stdin and (fixing or args.diff):
         return _fix_stdin(args, settings, sources)
     result = run(args.paths, settings)
+    for line in result.warnings:
+        print(f"ckptlint: warning: {line}", file=sys.stderr)
     for path, error in result.errors:
-        print(f"ckptlint: internal error while checking {path}:\n{error}", file=sys.stderr)
+        if "\n" in error.strip():
+            print(f"ckptlint: internal error while checking {path}:\n{error}", file=sys.stderr)
+        else:  # a file or folder that cannot be read: one line, no traceback
+            print(f"ckptlint: error: {path}: {error}", file=sys.stderr)
     report = result.fixes
     if report is not None:
         for path, why in report.failures:
@@ -344,10 +349,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         text = ""
     if to_file:
         try:
-            folder = os.path.dirname(os.path.abspath(args.output_file))
-            os.makedirs(folder, exist_ok=True)
-            with open(args.output_file, "w", encoding="utf-8") as fh:
-                fh.write(text)
+            _write_report(args.output_file, text)
         except OSError as exc:
             print(f"ckptlint: error: cannot write --output-file {args.output_file!r}: {exc.strerror}", file=sys.stderr)
             return EXIT_ERROR
@@ -358,6 +360,35 @@ def _cmd_check(args: argparse.Namespace) -> int:
     if result.findings and not args.exit_zero:
         return EXIT_FINDINGS
     return EXIT_OK
+
+
+def _write_report(path: str, text: str) -> None:
+    """Write ``--output-file`` atomically: the old report stays whole until the new one is."""
+    import tempfile
+
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    # Encoded before anything is opened; surrogateescape writes a non-UTF-8
+    # file name's own bytes rather than failing half-way.
+    data = text.encode("utf-8", errors="surrogateescape")
+    try:
+        mode = os.stat(path).st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    fd, tmp = tempfile.mkstemp(prefix=".ckptlint-", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def _missing_runtime(exc: ImportError) -> bool:

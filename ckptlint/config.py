@@ -33,6 +33,7 @@ else:  # pragma: no cover - exercised only on 3.10
     import tomli as tomllib
 
 __all__ = [
+    "Budgets",
     "Config",
     "ConfigError",
     "SelectionLayer",
@@ -51,6 +52,14 @@ DEFAULT_MAX_HELPER_DEPTH = 3
 # trees and no real model nests checkpointed helpers that deep.
 MAX_HELPER_DEPTH_LIMIT = 20
 
+_BUDGET_SPEC: dict[str, tuple[str, type | tuple[type, ...], float, float]] = {
+    "max-file-bytes": ("max_file_bytes", int, 0, 2**40),
+    "max-nesting": ("max_nesting", int, 10, 2000),
+    "file-timeout": ("file_timeout", (int, float), 0, 86400),
+    "max-file-memory": ("max_file_memory", int, 0, 2**20),
+}
+BUDGET_KEYS = tuple(_BUDGET_SPEC)
+
 _KEYS = (
     "select",
     "ignore",
@@ -61,7 +70,38 @@ _KEYS = (
     "checkpoint-functions",
     "max-helper-depth",
     "cache-dir",
+    *BUDGET_KEYS,
 )
+
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """Per-file limits: a file over one is reported (CKP003) instead of checked.
+
+    ``max_file_memory`` is in MiB and bounds a worker process's address-space
+    growth; ``file_timeout`` is in seconds; 0 switches either off.
+    """
+
+    max_file_bytes: int = 8_000_000
+    max_nesting: int = 100
+    file_timeout: float = 60.0
+    max_file_memory: int = 4096
+
+
+def _parse_budgets(data: Mapping[str, Any], source: str) -> Budgets:
+    values: dict[str, Any] = {}
+    for key, (name, kind, low, high) in _BUDGET_SPEC.items():
+        if key not in data:
+            continue
+        value = data[key]
+        ok = not isinstance(value, bool) and isinstance(value, kind) and low <= value <= high
+        if not ok:
+            what = "an integer" if kind is int else "a number"
+            raise _fail(key, value, source, f"expected {what} from {low} to {high}")
+        values[name] = value
+    return Budgets(**values)
+
 
 _RELEASED_CODES = (
     "CKP101 CKP102 CKP103 CKP104 CKP105 CKP106 CKP107 CKP201 CKP202 CKP203 CKP204 CKP205 "
@@ -105,6 +145,7 @@ class Config:
     extend_exclude: tuple[str, ...] = ()
     checkpoint_functions: tuple[str, ...] = ()
     max_helper_depth: int = DEFAULT_MAX_HELPER_DEPTH
+    budgets: Budgets = field(default_factory=lambda: Budgets())
     extra: Mapping[str, Any] = field(default_factory=dict)
     # `cache-dir` / --cache-dir / CKPTLINT_CACHE_DIR; None: <project_root>/.ckptlint_cache
     cache_dir: str | None = None
@@ -461,6 +502,7 @@ def parse_table(data: Mapping[str, Any], source: str, root: str) -> Config:
         extend_exclude=extend_exclude,
         checkpoint_functions=tuple(sorted(set(functions))),
         max_helper_depth=depth,
+        budgets=_parse_budgets(data, source),
     )
 
 

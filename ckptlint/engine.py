@@ -9,7 +9,6 @@ is the cheap text prefilter that decides whether a file needs it at all.
 
 from __future__ import annotations
 
-import ast
 import re
 import traceback
 from dataclasses import dataclass, replace
@@ -37,7 +36,9 @@ __all__ = [
     "find_wrappers",
     "lint",
     "may_reach_checkpoint",
+    "not_checked",
     "prepare_options",
+    "syntax_finding",
 ]
 
 
@@ -193,13 +194,9 @@ class _FileAnalysis:
 
     def run(self) -> None:
         mod = self.project.module(self.path)
-        if mod.parse_error is not None:
-            message, line, col = mod.parse_error
-            first_line = message.strip().splitlines()[0] if message.strip() else "invalid syntax"
-            self.findings.append(
-                Finding("CKP001", f"syntax error: {first_line}", mod.display, max(line, 1), max(col, 0),
-                        max(line, 1), max(col, 0) + 1, statement_lines=(max(line, 1), max(line, 1)))
-            )
+        syntax = syntax_finding(self.project, self.path)
+        if syntax is not None:
+            self.findings.append(syntax)
             return
         sites, checked = self.discovery.discover(mod)
         first_checked: dict[int, CheckedCallable] = {}
@@ -308,28 +305,38 @@ def analyze_file(project: Project, path: str, options: EngineOptions = EngineOpt
         analysis.run()
     except RecursionError:
         error = "".join(traceback.format_exc(limit=8))
+    except MemoryError:
+        # The file's memory budget (max-file-memory): the runner reports it.
+        project.stop_tracking()
+        raise
     except Exception:
         error = traceback.format_exc()
     accessed = project.stop_tracking()
+    for mod in project.loaded_modules():
+        if mod.too_deep and (mod.path in accessed or mod.path == project.normalize(path)):
+            for line, depth in mod.too_deep:
+                analysis.findings.append(
+                    not_checked(
+                        mod.display,
+                        f"the statement at line {line} nests {depth} levels deep (max-nesting is {mod.nesting_limit})",
+                        line,
+                    )
+                )
     project.trim()
     norm = project.normalize(path)
     deps = tuple(sorted(p for p in accessed if p != norm))
     return FileResult(path, tuple(_dedupe(analysis.findings)), deps, error)
 
 
-def _quick_syntax_error(project: Project, path: str) -> Finding | None:
-    """CKP001 for a file the prefilter skipped: ``ast`` first, libcst to confirm."""
-    try:
-        source = project.read(path)
-    except OSError:
-        return None
-    try:
-        ast.parse(source)
-        return None
-    except (SyntaxError, ValueError):
-        pass
-    except (RecursionError, MemoryError):
-        return None
+def not_checked(path: str, why: str, line: int = 1) -> Finding:
+    """The CKP003 finding for a file (or a statement at ``line``) over a per-file budget."""
+    how = "raise the budget in [tool.ckptlint] or exclude the file if it is generated data"
+    return Finding("CKP003", f"not checked: {why}; checkpointed code there is unchecked; {how}", path, line, 0,
+                   line, 1, statement_lines=(line, line))
+
+
+def syntax_finding(project: Project, path: str) -> Finding | None:
+    """CKP001 with Python's own message for a file its compiler rejects, else None."""
     mod = project.module(path)
     if mod.parse_error is None:
         return None
@@ -337,6 +344,15 @@ def _quick_syntax_error(project: Project, path: str) -> Finding | None:
     first_line = message.strip().splitlines()[0] if message.strip() else "invalid syntax"
     return Finding("CKP001", f"syntax error: {first_line}", mod.display, max(line, 1), max(col, 0), max(line, 1),
                    max(col, 0) + 1, statement_lines=(max(line, 1), max(line, 1)))
+
+
+def _quick_syntax_error(project: Project, path: str) -> Finding | None:
+    """CKP001 for a file the prefilter skipped: only Python's parser, never libcst."""
+    try:
+        project.read(path)
+    except OSError:
+        return None
+    return syntax_finding(project, path)
 
 
 def lint(paths: Sequence[str], options: EngineOptions = EngineOptions(), exclude: Sequence[str] = ()) -> LintResult:
@@ -357,7 +373,12 @@ def lint(paths: Sequence[str], options: EngineOptions = EngineOptions(), exclude
             if f is not None:
                 findings.append(f)
             continue
-        result = analyze_file(project, path, options)
+        try:
+            result = analyze_file(project, path, options)
+        except MemoryError:  # no budgets here (the runner has them): one file's error
+            project = Project(files)
+            errors.append((path, "out of memory while checking this file"))
+            continue
         findings.extend(result.findings)
         if result.error is not None:
             errors.append((path, result.error))

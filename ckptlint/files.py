@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-__all__ = ["GitIgnore", "display_path", "glob_to_regex", "iter_python_files"]
+__all__ = ["GitIgnore", "Listing", "display_path", "glob_to_regex", "iter_python_files", "list_python_files"]
 
 # Directory names never worth descending into. Virtualenvs with other names are
 # recognised by their ``pyvenv.cfg``.
@@ -79,14 +79,21 @@ def glob_to_regex(glob: str) -> str:
         elif c == "?":
             out.append("[^/]")
         elif c == "[":
-            j = glob.find("]", i + 1)
+            # As in git's wildmatch, a "]" right after "[" (or "[!") is literal.
+            first = i + 2 if glob.startswith("[!", i) else i + 1
+            j = glob.find("]", first + 1 if glob[first : first + 1] == "]" else first)
             if j == -1:
                 out.append(re.escape(c))
             else:
                 body = glob[i + 1 : j]
                 if body.startswith("!"):
                     body = "^" + body[1:]
-                out.append("[" + body.replace("\\", "\\\\") + "]")
+                cls = "[" + body.replace("\\", "\\\\").replace("[", "\\[") + "]"
+                try:
+                    re.compile(cls)
+                except re.error as exc:  # a reversed range such as [z-a]
+                    raise ValueError(f"invalid character class {glob[i : j + 1]!r} ({exc})") from None
+                out.append(cls)
                 i = j
         elif c == "\\" and i + 1 < n:
             i += 1
@@ -103,7 +110,9 @@ class GitIgnore:
     def __init__(self, base: Path, lines: Iterable[str]) -> None:
         self.base = base
         self.patterns: list[_Pattern] = []
-        for raw in lines:
+        # Patterns git would not match anything with: skipped, with why.
+        self.warnings: list[str] = []
+        for number, raw in enumerate(lines, 1):
             line = raw.rstrip("\n").rstrip("\r")
             # Trailing spaces are ignored unless escaped.
             stripped = line.rstrip(" ")
@@ -123,20 +132,28 @@ class GitIgnore:
                 continue
             anchored = "/" in line
             line = line.lstrip("/")
-            body = glob_to_regex(line)
+            try:
+                body = glob_to_regex(line)
+            except ValueError as exc:
+                shown = display_path(str(base / ".gitignore"))
+                self.warnings.append(f"{shown}:{number}: pattern {raw.strip()!r} ignored: {exc}")
+                continue
             prefix = "" if anchored else "(?:.*/)?"
             # A matched directory also excludes everything below it.
             regex = re.compile("^" + prefix + body + "(?:/.*)?$" if not dir_only else "^" + prefix + body + "$")
             self.patterns.append(_Pattern(regex, negated, dir_only))
 
     @classmethod
-    def load(cls, directory: Path) -> GitIgnore | None:
+    def load(cls, directory: Path, warnings: list[str] | None = None) -> GitIgnore | None:
         path = directory / ".gitignore"
         try:
             text = path.read_text(encoding="utf-8", errors="replace")
         except OSError:
             return None
-        return cls(directory, text.splitlines())
+        ignore = cls(directory, text.splitlines())
+        if warnings is not None:
+            warnings.extend(ignore.warnings)
+        return ignore
 
     def match(self, path: Path, is_dir: bool) -> bool | None:
         """True if ignored, False if re-included, None if no pattern speaks."""
@@ -156,7 +173,10 @@ class GitIgnore:
 
 
 def _is_venv(directory: Path) -> bool:
-    return (directory / "pyvenv.cfg").is_file()
+    try:
+        return os.path.isfile(directory / "pyvenv.cfg")
+    except OSError:  # pragma: no cover - isfile swallows OSError; kept for odd filesystems
+        return False
 
 
 def _git_root(start: Path) -> Path | None:
@@ -206,13 +226,40 @@ def _matches_exclude(path: Path, exclude: Sequence[str]) -> bool:
     return False
 
 
-def _walk(directory: Path, ignores: list[GitIgnore], exclude: Sequence[str], out: list[Path]) -> None:
-    own = GitIgnore.load(directory)
+@dataclass
+class Listing:
+    """The Python files under some paths, and what could not be listed."""
+
+    files: list[str]
+    # (path, why): folders that cannot be read; their files are unchecked.
+    problems: list[tuple[str, str]]
+    # Lines for stderr: .gitignore patterns skipped (git skips them too).
+    warnings: list[str]
+
+
+@dataclass
+class _Walk:
+    exclude: Sequence[str]
+    out: list[Path]
+    problems: list[tuple[str, str]]
+    warnings: list[str]
+    # Resolved folders already walked: a symlink to one of them (``ln -s .
+    # pkg/self``) adds nothing, so each folder is walked once and loops end.
+    seen: set[str]
+    # Symlinked folders, walked after every real folder so that a file keeps
+    # its real path whenever it has one inside the roots.
+    links: list[tuple[Path, list[GitIgnore]]]
+
+
+def _walk(directory: Path, ignores: list[GitIgnore], state: _Walk) -> None:
+    state.seen.add(os.path.realpath(directory))
+    own = GitIgnore.load(directory, state.warnings)
     if own is not None:
         ignores = [*ignores, own]
     try:
         entries = sorted(os.scandir(directory), key=lambda e: e.name)
-    except OSError:
+    except OSError as exc:
+        state.problems.append((str(directory), f"cannot read directory: {exc.strerror or exc}"))
         return
     for entry in entries:
         path = Path(entry.path)
@@ -223,43 +270,81 @@ def _walk(directory: Path, ignores: list[GitIgnore], exclude: Sequence[str], out
         if is_dir:
             if entry.name in SKIP_DIRS or _is_venv(path):
                 continue
-            if _ignored(ignores, path, True) or _matches_exclude(path, exclude):
+            if _ignored(ignores, path, True) or _matches_exclude(path, state.exclude):
                 continue
-            _walk(path, ignores, exclude, out)
+            try:
+                linked = entry.is_symlink()
+            except OSError:
+                continue
+            if linked:
+                state.links.append((path, ignores))
+            elif os.path.realpath(path) not in state.seen:
+                _walk(path, ignores, state)
         elif entry.name.endswith(PYTHON_SUFFIXES):
-            if _ignored(ignores, path, False) or _matches_exclude(path, exclude):
+            if _ignored(ignores, path, False) or _matches_exclude(path, state.exclude):
                 continue
-            out.append(path)
+            state.out.append(path)
 
 
-def iter_python_files(paths: Sequence[str], exclude: Sequence[str] = ()) -> list[str]:
-    """Python files under ``paths``, sorted, without duplicates.
+def _walk_links(state: _Walk) -> None:
+    while state.links:
+        path, ignores = state.links.pop(0)
+        if os.path.realpath(path) not in state.seen:
+            _walk(path, ignores, state)
+
+
+def list_python_files(paths: Sequence[str], exclude: Sequence[str] = ()) -> Listing:
+    """Python files under ``paths``, sorted, each file once, with what could not be read.
 
     Directories are searched recursively, skipping VCS folders, virtualenvs,
-    ``build/``, caches and anything ``.gitignore`` excludes. A file named
-    explicitly is always included. ``exclude`` holds extra glob patterns
-    matched against the path and each of its components.
+    ``build/``, caches and anything ``.gitignore`` excludes; a symlink to a
+    folder is followed only if that folder (by resolved path) is not walked
+    otherwise. A file named explicitly is always included. A file reached by
+    several paths (symlinks) is listed once, by the path without links when
+    there is one. ``exclude`` holds extra glob patterns matched against the
+    path and each of its components.
     """
     found: list[Path] = []
+    state = _Walk(exclude, [], [], [], set(), [])
+    roots: list[tuple[Path, Path]] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
             # Walk absolute paths so that ignore files above the start directory
             # compare against the same form, then hand back paths as given.
             base = Path(os.path.abspath(path))
-            below: list[Path] = []
-            _walk(base, _inherited_ignores(base), exclude, below)
-            found.extend(path / p.relative_to(base) for p in below)
+            roots.append((path, base))
+            state.out = []
+            inherited = _inherited_ignores(base)
+            if _ignored(inherited, base, True):
+                # A folder named explicitly is checked even if an enclosing repo
+                # ignores it (pyenv's .gitignore holds /versions: the stdlib).
+                inherited = []
+            if os.path.realpath(base) not in state.seen:
+                _walk(base, inherited, state)
+            _walk_links(state)
+            found.extend(path / p.relative_to(base) for p in state.out)
         else:
             found.append(path)
-    seen: set[str] = set()
-    result: list[str] = []
+    seen: dict[str, str] = {}
     for p in found:
         key = os.path.normpath(str(p))
-        if key not in seen:
-            seen.add(key)
-            result.append(key)
-    return sorted(result, key=lambda s: display_path(s))
+        real = os.path.realpath(key)
+        current = seen.get(real)
+        if current is None or (_through_link(current) and not _through_link(key)):
+            seen[real] = key
+    result = sorted(set(seen.values()), key=lambda s: display_path(s))
+    return Listing(result, sorted(state.problems), state.warnings)
+
+
+def _through_link(path: str) -> bool:
+    """Whether ``path`` passes through a symlink (its resolved form differs)."""
+    return os.path.realpath(path) != os.path.abspath(path)
+
+
+def iter_python_files(paths: Sequence[str], exclude: Sequence[str] = ()) -> list[str]:
+    """The files of :func:`list_python_files` (problems and warnings dropped)."""
+    return list_python_files(paths, exclude).files
 
 
 def display_path(path: str) -> str:

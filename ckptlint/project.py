@@ -21,10 +21,20 @@ from typing import Iterable, Iterator
 
 import libcst as cst
 
-from ckptlint.sourcemodule import ModuleInfo
-from ckptlint.sourcetext import decode_source, dotted_name
+from ckptlint.sourcemodule import DEFAULT_MAX_NESTING, ModuleInfo
+from ckptlint.sourcetext import decode_source, dotted_name, max_nesting, strict_decode
 
-__all__ = ["ClassInfo", "FunctionInfo", "ModuleInfo", "Project", "decode_source", "dotted_name"]
+__all__ = [
+    "DEFAULT_MAX_NESTING",
+    "ClassInfo",
+    "FunctionInfo",
+    "ModuleInfo",
+    "Project",
+    "decode_source",
+    "dotted_name",
+    "max_nesting",
+    "strict_decode",
+]
 
 
 def _module_name_for(path: str) -> tuple[str, str, bool]:
@@ -67,9 +77,13 @@ class ClassInfo:
 class Project:
     """The set of files being checked, with parse-on-demand and name lookup."""
 
-    def __init__(self, files: Iterable[str], sources: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, files: Iterable[str], sources: dict[str, str] | None = None, *, max_nesting: int = DEFAULT_MAX_NESTING
+    ) -> None:
         self.files: list[str] = sorted(os.path.normpath(f) for f in files)
+        self.max_nesting = max_nesting
         self._sources: dict[str, str] = {}
+        self._decode_errors: dict[str, SyntaxError] = {}
         # Texts passed in (e.g. fixed sources for --diff) win over the disk and are never trimmed.
         self._given = {os.path.normpath(k): v for k, v in (sources or {}).items()}
         self._modules: dict[str, ModuleInfo] = {}  # insertion order = recency of use
@@ -82,7 +96,8 @@ class Project:
         self._classes: dict[str, ClassInfo | None] = {}
         self._functions: dict[str, FunctionInfo | None] = {}
         self._tracking: set[str] | None = None
-        self._found: dict[tuple[str, str], str | None] = {}  # (module name, root) -> path
+        # (module name, root) -> (path, candidate paths probed on the way)
+        self._found: dict[tuple[str, str], tuple[str | None, tuple[str, ...]]] = {}
         # Per-run memo for derived facts (keyed by path inside each table).
         self.cache: dict[str, dict[str, object]] = {}
 
@@ -117,8 +132,18 @@ class Project:
         if path not in self._sources:
             with open(path, "rb") as fh:
                 data = fh.read()
-            self._sources[path] = decode_source(data)
+            try:
+                self._sources[path] = strict_decode(data)
+            except SyntaxError as exc:
+                # Analysed as text all the same (with replacement characters),
+                # but the module reports what Python's compiler would.
+                self._decode_errors[path] = exc
+                self._sources[path] = data.decode("utf-8", errors="replace")
         return self._sources[path]
+
+    def decode_error(self, path: str) -> SyntaxError | None:
+        """Why Python could not decode ``path`` (after :meth:`read`), if it could not."""
+        return self._decode_errors.get(os.path.normpath(path))
 
     def module(self, path: str) -> ModuleInfo:
         """The parsed module at ``path`` (parsed once, then cached)."""
@@ -132,7 +157,10 @@ class Project:
             if path not in self._names:
                 self._names[path] = _module_name_for(path)
             name, root, is_pkg = self._names[path]
-            info = ModuleInfo(path, self.read(path), name, root, is_pkg)
+            source = self.read(path)
+            info = ModuleInfo(
+                path, source, name, root, is_pkg, decode_error=self.decode_error(path), nesting_limit=self.max_nesting
+            )
             self._modules[path] = info
         return info
 
@@ -152,6 +180,7 @@ class Project:
             info = self._modules.pop(path)
             total -= len(info.source)
             self._sources.pop(path, None)
+            self._decode_errors.pop(path, None)
             for q in [q for q, c in self._classes.items() if c is not None and c.module is info]:
                 del self._classes[q]
 
@@ -160,17 +189,38 @@ class Project:
 
     def find_module(self, name: str, near: ModuleInfo | None = None) -> ModuleInfo | None:
         """The module called ``name``: from the checked files, else on disk next to ``near``."""
-        root = near.root if near is not None else ""
-        key = (name, root)
-        path = self._found.get(key, "")
-        if path == "":
-            path = self._find_module_path(name, near)
-            self._found[key] = path
+        path = self._resolve_module(name, near)
         return self.module(path) if path is not None else None
 
-    def _find_module_path(self, name: str, near: ModuleInfo | None) -> str | None:
+    def _resolve_module(self, name: str, near: ModuleInfo | None) -> str | None:
+        """Memoised :meth:`_find_module_path`; the paths it probed count as read.
+
+        A cached result must go stale when a file appears that would change
+        the answer (``helpers.py`` created next to a driver whose import found
+        nothing, ``blocks/__init__.py`` beside ``blocks.py``), so the probed
+        candidates join the dependencies, missing ones included.
+        """
+        key = (name, near.root if near is not None else "")
+        memo = self._found.get(key)
+        if memo is None:
+            probed: list[str] = []
+            memo = (self._find_module_path(name, near, probed), tuple(probed))
+            self._found[key] = memo
+        if self._tracking is not None:
+            self._tracking.update(memo[1])
+        return memo[0]
+
+    def _find_module_path(self, name: str, near: ModuleInfo | None, probed: list[str] | None = None) -> str | None:
         candidates = self._by_name.get(name)
+        if near is not None and name and probed is not None:
+            rel = Path(*name.split("."))
+            for candidate in (Path(near.root) / rel / "__init__.py", Path(near.root) / rel.with_suffix(".py")):
+                path = os.path.normpath(str(candidate))
+                probed.append(path if os.path.isabs(near.path) else os.path.normpath(os.path.relpath(path)))
         if candidates:
+            # As Python's path finder: a package (blocks/__init__.py) wins over
+            # a module of the same name (blocks.py) in the same folder.
+            candidates = sorted(candidates, key=lambda c: not self._names.get(c[0], ("", "", False))[2])
             if near is not None and len(candidates) > 1:
                 same = [c for c in candidates if c[1] == near.root]
                 if same:
@@ -186,7 +236,7 @@ class Project:
         # A file next to the checked one that was not listed (checking one file
         # of a package): resolve it from disk so cross-file classes still work.
         rel = Path(*name.split("."))
-        for candidate in (Path(near.root) / rel.with_suffix(".py"), Path(near.root) / rel / "__init__.py"):
+        for candidate in (Path(near.root) / rel / "__init__.py", Path(near.root) / rel.with_suffix(".py")):
             if candidate.is_file():
                 path = os.path.normpath(str(candidate))
                 if not os.path.isabs(near.path):
@@ -199,10 +249,7 @@ class Project:
         """Source text of the in-tree module defining ``qualname`` (no parse), if any."""
         parts = qualname.split(".")
         for i in range(len(parts) - 1, 0, -1):
-            path = self._found.get((".".join(parts[:i]), near.root if near is not None else ""), "")
-            if path == "":
-                path = self._find_module_path(".".join(parts[:i]), near)
-                self._found[(".".join(parts[:i]), near.root if near is not None else "")] = path
+            path = self._resolve_module(".".join(parts[:i]), near)
             if path is not None:
                 if self._tracking is not None:
                     self._tracking.add(path)  # the result depends on this file's text

@@ -11,28 +11,23 @@ suppression comments. Keeping those out of the engine means changing
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-import signal
 import time
-import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from ckptlint.cache import Facts, ResultCache, content_hash
 from ckptlint.config import Config, code_matches
-from ckptlint.files import display_path, iter_python_files
+from ckptlint.files import Listing, display_path, list_python_files
 from ckptlint.fixing import FixReport, fix_passes
 from ckptlint.suppressions import apply_suppressions, parse_suppressions, unused_findings
 from ckptlint.types import Finding
+from ckptlint.workers import Outcome as _Outcome
+from ckptlint.workers import Task as _Task
+from ckptlint.workers import execute as _execute
 
 __all__ = ["RunSettings", "RunResult", "FixReport", "run", "default_jobs"]
 
-# Below this many files to analyse, a worker pool costs more than it saves.
-POOL_THRESHOLD = 4
-# A worker whose resident memory passes this drops its parsed-module cache
-# (and starts afresh) so that peak memory stays bounded on huge trees.
-WORKER_RSS_LIMIT = 350 * 1024 * 1024
 
 
 def default_jobs() -> int:
@@ -74,114 +69,21 @@ class RunResult:
     cache_hits: int = 0
     fixes: FixReport | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    # One line each for stderr: things skipped that do not fail the run.
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def fixable(self) -> int:
         return sum(1 for f in self.findings if f.fix is not None)
 
 
-# --------------------------------------------------------------------- workers
-
-_WORKER: dict[str, Any] = {}
+# --------------------------------------------------------------------- one pass
 
 
 def _engine() -> Any:
     from ckptlint import engine
 
     return engine
-
-
-def _init_worker(files: list[str], sources: dict[str, str], options: Any) -> None:
-    if multiprocessing.parent_process() is not None:
-        # Ctrl-C reaches the whole process group: the parent alone reports it
-        # and ends the pool, so no worker prints a traceback.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-    engine = _engine()
-    _WORKER["args"] = (files, sources)
-    _WORKER["project"] = engine.Project(files, sources=dict(sources))
-    _WORKER["options"] = options
-
-
-def _rss_bytes() -> int:
-    try:
-        with open("/proc/self/statm", "rb") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-_Task = tuple[str, str]  # (kind, path); kind "analyse" (a driver) or "syntax" (CKP001 only)
-_Outcome = tuple[str, str, tuple[Finding, ...], tuple[str, ...], str | None]
-
-
-def _syntax_check(engine: Any, project: Any, path: str) -> Finding | None:
-    check = getattr(engine, "quick_syntax_error", None) or engine._quick_syntax_error
-    return check(project, path)
-
-
-def _run_task(task: _Task) -> _Outcome:
-    kind, path = task
-    engine = _engine()
-    project = _WORKER["project"]
-    try:
-        if kind == "syntax":
-            found = _syntax_check(engine, project, path)
-            out: _Outcome = (kind, path, (found,) if found is not None else (), (), None)
-        else:
-            result = engine.analyze_file(project, path, _WORKER["options"])
-            out = (kind, path, tuple(result.findings), tuple(result.dependencies), result.error)
-    except Exception:  # one file's crash must not stop the others
-        out = (kind, path, (), (), traceback.format_exc())
-    if _rss_bytes() > WORKER_RSS_LIMIT:
-        # Parsed modules are the bulk of a worker's memory; dropping them
-        # costs re-parses, never correctness.
-        files, sources = _WORKER["args"]
-        _WORKER["project"] = engine.Project(files, sources=dict(sources))
-        import gc
-
-        gc.collect()
-    return out
-
-
-def _execute(
-    files: list[str],
-    tasks: list[_Task],
-    sources: dict[str, str],
-    options: Any,
-    jobs: int,
-    progress: Callable[[int, int], None] | None,
-) -> list[_Outcome]:
-    """Run ``tasks`` in this process or in a pool of ``jobs`` workers."""
-    if not tasks:
-        return []
-    out: list[_Outcome] = []
-    # Syntax checks are cheap; only real analyses justify a pool.
-    heavy = sum(1 for kind, _ in tasks if kind == "analyse")
-    if jobs <= 1 or (heavy < POOL_THRESHOLD and len(tasks) < 50 * POOL_THRESHOLD):
-        _init_worker(files, sources, options)
-        try:
-            for i, task in enumerate(tasks, 1):
-                out.append(_run_task(task))
-                if progress:
-                    progress(i, len(tasks))
-        finally:
-            _WORKER.clear()
-        return out
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    ctx = multiprocessing.get_context(method)
-    # One task at a time: an analysis takes from milliseconds to seconds, so
-    # bigger chunks would leave one worker finishing a batch while the others
-    # idle; the scheduling order already keeps a folder's files together.
-    chunk = 1
-    with ctx.Pool(jobs, initializer=_init_worker, initargs=(files, sources, options)) as pool:
-        for i, item in enumerate(pool.imap_unordered(_run_task, tasks, chunksize=chunk), 1):
-            out.append(item)
-            if progress:
-                progress(i, len(tasks))
-    return out
-
-
-# --------------------------------------------------------------------- one pass
 
 
 def _decode(data: bytes) -> str:
@@ -197,6 +99,7 @@ class _Pass:
     analysed: int
     hits: int
     texts: dict[str, str]
+    warnings: list[str] = field(default_factory=list)
 
 
 def _schedule(tasks: list[_Task]) -> list[_Task]:
@@ -219,11 +122,24 @@ def _schedule(tasks: list[_Task]) -> list[_Task]:
     return sorted(tasks, key=lambda t: (-weight[os.path.dirname(t[1])], os.path.dirname(t[1]), -size[t[1]], t[1]))
 
 
-def _options_key(functions: Sequence[str], depth: int) -> str:
+def _over_size(path: str, limit: int) -> str | None:
+    """Why ``path`` is too big to read (``max-file-bytes``), or None."""
+    if not limit:
+        return None
+    try:
+        size = os.stat(path).st_size
+    except OSError:
+        return None  # reported as unreadable when it is read
+    if size <= limit:
+        return None
+    return f"the file has {size:,} bytes, more than max-file-bytes ({limit:,})"
+
+
+def _options_key(functions: Sequence[str], depth: int, nesting: int) -> str:
     import hashlib
     import json
 
-    data = {"checkpoint_functions": list(functions), "max_helper_depth": depth}
+    data = {"checkpoint_functions": list(functions), "max_helper_depth": depth, "max_nesting": nesting}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -272,11 +188,17 @@ def _lint_pass(
     base_functions = tuple(config.checkpoint_functions)
     wrappers: set[str] = set()
     facts: dict[str, Facts] = {}
+    budgets = config.budgets
+    oversized: list[Finding] = []
     for path in files:
         if path in overlay:
             texts[path] = overlay[path]
             digests[path] = cache.current_hash(path)
         else:
+            too_big = _over_size(path, budgets.max_file_bytes)
+            if too_big is not None:
+                oversized.append(_engine().not_checked(display_path(path), too_big))
+                continue
             digest = cache.known_hash(path)
             if digest is None and text_of(path) is None:
                 continue
@@ -299,7 +221,7 @@ def _lint_pass(
         facts[path] = known
         wrappers.update(known.wrappers)
     functions = tuple(sorted(set(base_functions) | wrappers))
-    cache.set_analysis_key(_options_key(functions, config.max_helper_depth))
+    cache.set_analysis_key(_options_key(functions, config.max_helper_depth, budgets.max_nesting))
     lazy: dict[str, Any] = {}
 
     def options() -> Any:
@@ -352,10 +274,12 @@ def _lint_pass(
     texts.clear()
     jobs = settings.jobs if settings.jobs is not None else default_jobs()
     need_options = any(kind == "analyse" for kind, _ in tasks)
-    fresh = _execute(files, tasks, overlay, options() if need_options else None, jobs, settings.progress)
+    fresh = _execute(files, tasks, overlay, options() if need_options else None, jobs, settings.progress, budgets)
     for kind, path, found, deps, error in fresh:
         digest = digests.get(path)
-        if not digest:
+        if not digest or any(f.code == "CKP003" for f in found):
+            # A budget verdict depends on the machine and the budgets, not only
+            # on the file: the next run tries again.
             continue
         if kind == "analyse":
             cache.store(path, digest, found, deps, error)
@@ -365,7 +289,7 @@ def _lint_pass(
     cache.save()
     timings["analysis"] = timings.get("analysis", 0.0) + time.perf_counter() - t0
 
-    findings: set[Finding] = set()
+    findings: set[Finding] = set(oversized)
     errors: list[tuple[str, str]] = sorted(unreadable.items())
     for _kind, path, found, _deps, error in results:
         findings.update(found)
@@ -384,6 +308,7 @@ def _lint_pass(
         analysed=sum(1 for kind, _ in tasks if kind == "analyse"),
         hits=hits,
         texts=texts,
+        warnings=[cache.warning] if cache.warning else [],
     )
 
 
@@ -432,9 +357,14 @@ def _filter(
         selected.append(finding)
 
     by_path: dict[str, list[Finding]] = {}
-    for finding in selected:
-        by_path.setdefault(finding.path, []).append(finding)
     kept: list[Finding] = []
+    for finding in selected:
+        if finding.code == "CKP003":
+            # Over a budget: reading (and tokenizing) the file for suppression
+            # comments is what the budget avoids; ignore/per-file-ignores apply.
+            kept.append(finding)
+            continue
+        by_path.setdefault(finding.path, []).append(finding)
     hidden: list[Finding] = []
     parsed: dict[str, Any] = {}
     for path, group in by_path.items():
@@ -468,13 +398,13 @@ def _filter(
 # --------------------------------------------------------------------- the run
 
 
-def list_files(paths: Sequence[str], config: Config) -> list[str]:
+def list_files(paths: Sequence[str], config: Config) -> Listing:
     """The Python files of a run: recursion and default skips, then ``exclude``."""
-    files = iter_python_files(list(paths) or ["."])
+    listing = list_python_files(list(paths) or ["."])
     matcher = config.exclude_matcher()
     if matcher:
-        files = [f for f in files if not matcher.matches(f)]
-    return files
+        listing.files = [f for f in listing.files if not matcher.matches(f)]
+    return listing
 
 
 def _with_sources(files: list[str], settings: RunSettings) -> tuple[list[str], dict[str, str]]:
@@ -501,8 +431,8 @@ def run(paths: Sequence[str], settings: RunSettings) -> RunResult:
     t0 = time.perf_counter()
     # With in-memory sources, paths may name files that exist only there.
     on_disk = [p for p in paths if os.path.exists(p)] if settings.sources else list(paths)
-    files = list_files(on_disk, settings.config) if on_disk or not settings.sources else []
-    files, base = _with_sources(files, settings)
+    listing = list_files(on_disk, settings.config) if on_disk or not settings.sources else Listing([], [], [])
+    files, base = _with_sources(listing.files, settings)
     timings["listing"] = time.perf_counter() - t0
     fixing = settings.fix or settings.diff or settings.unsafe_fixes
     if fixing and base:
@@ -531,10 +461,11 @@ def run(paths: Sequence[str], settings: RunSettings) -> RunResult:
     return RunResult(
         findings=findings,
         suppressed=hidden,
-        errors=lint.errors,
+        errors=sorted(lint.errors + listing.problems),
         files_checked=len(files),
         files_analysed=analysed,
         cache_hits=lint.hits,
         fixes=report,
         timings=timings,
+        warnings=list(listing.warnings) + lint.warnings,
     )

@@ -15,14 +15,21 @@ from ckptlint.sourcetext import (
     LazyDefs,
     dotted_name,
     flatten,
+    max_nesting,
     mentions_checkpoint,
+    parser_gave_up,
     resolve_positions,
+    shallow,
     syntax_error,
 )
 
-__all__ = ["ModuleInfo"]
+__all__ = ["DEFAULT_MAX_NESTING", "ModuleInfo"]
 
 _NEWLINE = re.compile(r"\r\n|\r|\n")
+# Deeper statements are not parsed by libcst (see ModuleInfo.too_deep). Real
+# code nests ~20 levels (transformers' deepest: 21); libcst needs seconds per
+# thousand levels and its native parser overflows its stack further down.
+DEFAULT_MAX_NESTING = 100
 
 
 class ModuleInfo:
@@ -38,7 +45,17 @@ class ModuleInfo:
     does not know).
     """
 
-    def __init__(self, path: str, source: str, name: str, root: str, is_package: bool) -> None:
+    def __init__(
+        self,
+        path: str,
+        source: str,
+        name: str,
+        root: str,
+        is_package: bool,
+        *,
+        decode_error: SyntaxError | None = None,
+        nesting_limit: int = DEFAULT_MAX_NESTING,
+    ) -> None:
         self.path = path
         self.display = display_path(path)
         self.name = name
@@ -65,10 +82,28 @@ class ModuleInfo:
         self._stmt_of: dict[int, int] = {}  # id(node) -> statement index, filled as statements are walked
         self._walked: set[int] = set()
         self._full: cst.Module | None = None
+        self.nesting_limit = nesting_limit
+        # (line, depth) of top-level statements too deeply nested to hand to
+        # libcst: its native parser takes minutes (or overflows its stack) on
+        # them, so they stay opaque and the engine reports them (CKP003).
+        self.too_deep: list[tuple[int, int]] = []
+        if decode_error is not None:
+            self.parse_error = syntax_error(decode_error)
+            return
+        # Python's own parser is the gate: what it rejects never reaches
+        # libcst, whose native parser can crash the process on such input.
         try:
             tree = ast.parse(source)
-        except (SyntaxError, ValueError, RecursionError, MemoryError):
-            self._parse_whole()
+        except MemoryError as exc:
+            if not parser_gave_up(source):
+                raise  # the file's memory budget (max-file-memory), not its syntax
+            self.parse_error = syntax_error(exc)
+            return
+        except (SyntaxError, ValueError, RecursionError) as exc:
+            if type(exc) is SyntaxError and shallow(source, exc, nesting_limit):
+                self._parse_whole(exc)  # maybe syntax newer than this Python (3.12 ``type``)
+            else:
+                self.parse_error = syntax_error(exc)
             return
         for st in tree.body:
             line = min([st.lineno, *(d.lineno for d in getattr(st, "decorator_list", ()))])
@@ -79,15 +114,16 @@ class ModuleInfo:
 
     # -- parsing -------------------------------------------------------------------
 
-    def _parse_whole(self) -> None:
-        """libcst over the whole file: the fallback for files ``ast`` rejects."""
+    def _parse_whole(self, python_error: SyntaxError) -> None:
+        """libcst over the whole file: newer syntax than the running Python reads.
+
+        Only for a file whose nesting :func:`_shallow` bounded; if libcst
+        rejects it too, the finding is Python's error.
+        """
         try:
             module = cst.parse_module(self.source)
-        except cst.ParserSyntaxError as exc:
-            self.parse_error = syntax_error(self.source, exc)
-            return
-        except (RecursionError, MemoryError) as exc:  # deeply nested generated code
-            self.parse_error = (f"cannot parse: {type(exc).__name__}", 1, 0)
+        except (cst.ParserSyntaxError, RecursionError):
+            self.parse_error = syntax_error(python_error)
             return
         self._full = module
         self.starts = []
@@ -171,13 +207,15 @@ class ModuleInfo:
             end = (
                 self._offsets[self.starts[index + 1] - 1] if index + 1 < len(self.starts) else len(self.source)
             )
-            try:
-                segment = cst.parse_module(self.source[start:end])
-            except (RecursionError, MemoryError):
-                # Too deeply nested for libcst (generated literals): nothing in it can be read.
-                segment = cst.parse_module("pass\n")
-            except cst.ParserSyntaxError:
-                segment = None
+            segment = None
+            depth = self._nesting(start, end)
+            if depth > self.nesting_limit:
+                self.too_deep.append((self.starts[index], depth))
+            else:
+                try:
+                    segment = cst.parse_module(self.source[start:end])
+                except (RecursionError, MemoryError, cst.ParserSyntaxError):
+                    segment = None
             if segment is None or len(segment.body) != 1:
                 # libcst reads this statement differently from ast (rare grammar
                 # corners): treat it as opaque rather than fail the file.
@@ -186,6 +224,14 @@ class ModuleInfo:
             self._stmts[index] = stmt
             self._seg_mods[index] = segment
         return stmt
+
+    def _nesting(self, start: int, end: int) -> int:
+        """Nesting depth of the source between two offsets (one top-level statement)."""
+        try:
+            tree = ast.parse(self.source[start:end])
+        except (SyntaxError, ValueError, RecursionError):
+            return 0  # the whole file parsed, so this is an ast/libcst split corner
+        return max_nesting(tree)
 
     @property
     def module(self) -> cst.Module:

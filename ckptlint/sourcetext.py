@@ -42,31 +42,118 @@ def dotted_name(node: cst.BaseExpression) -> str | None:
 
 def decode_source(data: bytes) -> str:
     """Decode like Python does (BOM / coding cookie), falling back to UTF-8 with replacement."""
+    try:
+        return strict_decode(data)
+    except SyntaxError:
+        return data.decode("utf-8", errors="replace")
+
+
+def strict_decode(data: bytes) -> str:
+    """Decode exactly as Python's compiler would, or raise ``SyntaxError`` with its message.
+
+    No coding cookie means UTF-8 (PEP 3120): a Latin-1 file without one is a
+    file Python refuses to import, so it is reported rather than guessed at.
+    """
     import io
     import tokenize
 
     try:
         encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
-        return data.decode(encoding)
-    except (SyntaxError, LookupError, UnicodeDecodeError):
-        return data.decode("utf-8", errors="replace")
-
-
-def syntax_error(source: str, exc: cst.ParserSyntaxError) -> tuple[str, int, int]:
-    """Message and position of a parse error; CPython's when it agrees (more precise)."""
-    import ast
-
+    except SyntaxError as exc:
+        if "invalid or missing encoding declaration" not in str(exc):
+            raise SyntaxError(str(exc).split(" for ", 1)[0]) from None  # an unknown or conflicting cookie
+        encoding = "utf-8"  # no cookie and a first line that is not UTF-8: say so below
     try:
-        ast.parse(source)
-    except SyntaxError as err:
-        if err.lineno:
-            return (err.msg, err.lineno, max((err.offset or 1) - 1, 0))
-    except (ValueError, RecursionError, MemoryError):
-        pass
-    message = exc.message
-    if message.startswith("parser error: "):
-        message = message[len("parser error: "):]
-    return (message, exc.raw_line, exc.raw_column)
+        return data.decode(encoding)
+    except LookupError:
+        raise SyntaxError(f"unknown encoding: {encoding}") from None
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1)
+        if encoding in ("utf-8", "utf-8-sig"):
+            message = f"not UTF-8 (byte {data[exc.start]:#04x}); use a coding declaration (PEP 263) or re-encode the file"
+        else:
+            message = f"not valid {encoding} (byte {data[exc.start]:#04x}) although the coding declaration says so"
+        err = SyntaxError(message)
+        err.lineno, err.offset = line, column + 1
+        raise err from None
+
+
+def parser_gave_up(source: str) -> bool:
+    """Whether a ``MemoryError`` from ``ast.parse`` is CPython's "too complex" verdict.
+
+    CPython 3.11's parser reports a stack overflow on deep nesting (10,000
+    unary minuses) as a bare ``MemoryError``; real exhaustion needs a big
+    file or an address-space limit (the ``max-file-memory`` budget).
+    """
+    try:
+        import resource
+
+        limited = resource.getrlimit(resource.RLIMIT_AS)[0] != resource.RLIM_INFINITY
+    except (ImportError, ValueError, OSError):
+        limited = False
+    return not limited or len(source) < 1_000_000
+
+
+# Python's parser errors about nesting it refuses: never second-guessed by libcst.
+_NESTING_ERRORS = ("too many nested parentheses", "too many levels of indentation")
+
+
+def shallow(source: str, error: SyntaxError, limit: int) -> bool:
+    """Whether a file Python rejects may still go to libcst (for newer syntax).
+
+    Only when Python did not complain about nesting and the brackets and
+    indentation (Python's tokenizer, in pure Python) stay within ``limit``:
+    libcst's native parser overflows its stack on deeply nested input.
+    """
+    import io
+    import tokenize
+
+    if any(text in (error.msg or "") for text in _NESTING_ERRORS) or len(source) > 2_000_000:
+        return False
+    depth = indent = 0
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+            if tok.type == tokenize.OP and tok.string in "([{":
+                depth += 1
+                if depth > limit:
+                    return False
+            elif tok.type == tokenize.OP and tok.string in ")]}":
+                depth -= 1
+            elif tok.type == tokenize.INDENT:
+                indent += 1
+                if indent > limit:
+                    return False
+            elif tok.type == tokenize.DEDENT:
+                indent -= 1
+    except (tokenize.TokenError, SyntaxError, ValueError):
+        return False
+    return True
+
+
+def max_nesting(node: ast.AST) -> int:
+    """How deeply the syntax tree under ``node`` nests (iteratively: never recurses)."""
+    best = 0
+    stack = [(node, 1)]
+    pop, push, children = stack.pop, stack.append, ast.iter_child_nodes
+    while stack:
+        item, depth = pop()
+        if depth > best:
+            best = depth
+        for child in children(item):
+            push((child, depth + 1))
+    return best
+
+
+def syntax_error(exc: BaseException) -> tuple[str, int, int]:
+    """Python's own message and position for a file its parser rejects."""
+    if isinstance(exc, SyntaxError):
+        return (exc.msg or "invalid syntax", exc.lineno or 1, max((exc.offset or 1) - 1, 0))
+    if isinstance(exc, ValueError):  # "source code string cannot contain null bytes"
+        return (str(exc), 1, 0)
+    # RecursionError / the parser's MemoryError: CPython's compiler gives up the same way.
+    return ("too deeply nested (or too complex) for Python's parser", 1, 0)
+
 
 class LazyDefs(Mapping[str, "cst.FunctionDef | cst.ClassDef"]):
     """Top-level defs by name, parsed only when looked up."""

@@ -7,21 +7,25 @@ One line per finding::
 escaped exactly as ``@actions/core`` does (``toCommandValue`` then
 ``escapeProperty``/``escapeData``): in the message ``%``, CR and LF become
 ``%25``, ``%0D``, ``%0A``; in property values additionally ``:`` and ``,``
-become ``%3A`` and ``%2C``. Columns are 1-based.
+become ``%3A`` and ``%2C``. Other control characters, bidi controls and
+undecodable bytes of file names are shown as ``\\x1b``-style escapes (the log
+is read in a terminal-like viewer). Columns are 1-based.
 """
 
 from __future__ import annotations
 
 from typing import Sequence
 
+from ckptlint.report.escape import printable
 from ckptlint.types import Finding
 
 __all__ = ["escape_data", "escape_property", "render", "annotation"]
 
 
 def escape_data(text: str) -> str:
-    """Escape a workflow command's message."""
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    """Escape a workflow command's message (other control characters: see :func:`printable`)."""
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return printable(text)
 
 
 def escape_property(text: str) -> str:

@@ -9,11 +9,13 @@ the same text.
 from __future__ import annotations
 
 import json
+import re
 import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 from urllib.parse import quote
 
+from ckptlint.report.escape import printable
 from ckptlint.types import Finding
 
 __all__ = ["INFORMATION_URI", "rule_descriptors", "sarif_log", "render"]
@@ -77,13 +79,17 @@ def find_repo_root(start: str | None = None) -> Path:
     return Path(os.getcwd()).resolve()
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _uri(path: str, root: Path) -> str:
     full = Path(path).resolve()
     try:
         rel = full.relative_to(root).as_posix()
     except ValueError:
         return full.as_uri()
-    return quote(rel, safe="/")
+    # bytes, not str: a file name that is not UTF-8 is percent-encoded as its bytes.
+    return quote(os.fsencode(rel), safe="/")
 
 
 def _region(line: int, column: int, end_line: int, end_column: int) -> dict[str, int]:
@@ -197,6 +203,17 @@ def sarif_log(
     return {"$schema": SCHEMA_URI, "version": "2.1.0", "runs": [run]}
 
 
+def _writable(value: Any) -> Any:
+    """Strings with undecodable file-name bytes escaped (UTF-8 cannot write them)."""
+    if isinstance(value, str):
+        return printable(value, keep_newlines=True) if _SURROGATE.search(value) else value
+    if isinstance(value, dict):
+        return {k: _writable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_writable(v) for v in value]
+    return value
+
+
 def render(findings: Sequence[Finding], **kwargs: Any) -> str:
     """The SARIF log as indented JSON text (ends with a newline)."""
-    return json.dumps(sarif_log(findings, **kwargs), indent=2, ensure_ascii=False) + "\n"
+    return json.dumps(_writable(sarif_log(findings, **kwargs)), indent=2, ensure_ascii=False) + "\n"

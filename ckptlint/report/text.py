@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
+from ckptlint.report.escape import printable
 from ckptlint.types import Finding
 
 __all__ = ["fix_hint", "fixable_marker", "format_text", "summary_line"]
@@ -61,18 +62,24 @@ def format_text(
 
     out: list[str] = []
     for f in findings:
-        loc = f"{c(_BOLD, f.path)}:{f.line}:{f.column + 1}:"
-        out.append(f"{loc} {c(_RED + _BOLD, f.code)} {fixable_marker(f, unsafe_fixes)}{f.message}")
+        # Paths and messages (which quote names and paths) come from the
+        # checked tree: never let them drive the terminal.
+        loc = f"{c(_BOLD, printable(f.path))}:{f.line}:{f.column + 1}:"
+        out.append(f"{loc} {c(_RED + _BOLD, f.code)} {fixable_marker(f, unsafe_fixes)}{printable(f.message)}")
         src = read_line(f.path, f.line) if read_line is not None else None
         if src is not None:
             gutter = str(f.line)
             pad = " " * len(gutter)
-            text = src.rstrip("\n").expandtabs(1)
-            width = (f.end_column - f.column) if f.end_line == f.line else max(len(text) - f.column, 1)
-            width = max(1, min(width, max(len(text) - f.column, 1)))
+            raw = src.rstrip("\r\n").expandtabs(1)
+            width = (f.end_column - f.column) if f.end_line == f.line else max(len(raw) - f.column, 1)
+            width = max(1, min(width, max(len(raw) - f.column, 1)))
+            # The caret moves with the escapes that widen the text before it.
+            start = len(printable(raw[: f.column]))
+            width = max(1, len(printable(raw[f.column : f.column + width])))
+            text = printable(raw)
             out.append(f"{pad} {c(_BLUE, '|')}")
             out.append(f"{c(_BLUE, gutter)} {c(_BLUE, '|')} {text}")
-            out.append(f"{pad} {c(_BLUE, '|')} {' ' * f.column}{c(_RED, '^' * width)}")
+            out.append(f"{pad} {c(_BLUE, '|')} {' ' * start}{c(_RED, '^' * width)}")
             out.append("")
     if quiet:
         return "".join(line + "\n" for line in out)

@@ -16,6 +16,7 @@ __all__ = ["ALL_RULES", "RULES_BY_CODE", "register", "rule_doc"]
 
 _MODULES = (
     "ckp001_syntax_error",
+    "ckp003_not_checked",
     "ckp101_inplace_method_on_input",
     "ckp102_augmented_assignment_on_input",
     "ckp103_item_assignment_on_input",

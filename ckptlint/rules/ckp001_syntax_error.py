@@ -1,7 +1,10 @@
 """CKP001 syntax-error: the file does not parse.
 
-What: the file is not valid Python for the parser (libcst), so nothing in it
-can be checked. The finding carries the parser's message and position.
+What: Python's own compiler rejects the file (a syntax error, nesting too
+deep for its parser, null bytes, or bytes that are not UTF-8 without a coding
+declaration), so nothing in it can be checked. The finding carries Python's
+message and position, as ``python file.py`` would report them; such a file is
+never handed to libcst.
 
 Why it matters: a file the linter cannot read is a file whose checkpointed
 code is unchecked; hiding that (as some linters do behind a verbose flag)

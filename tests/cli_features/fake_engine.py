@@ -21,7 +21,7 @@ CALLS: list[str] = []
 
 
 class Project:
-    def __init__(self, files, sources=None):  # type: ignore[no-untyped-def]
+    def __init__(self, files, sources=None, max_nesting=100):  # type: ignore[no-untyped-def]
         self.files = list(files)
         self.sources = dict(sources or {})
 

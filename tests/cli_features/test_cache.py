@@ -133,3 +133,135 @@ def test_unwritable_root_does_not_fail(tmp_path: Path) -> None:
     c = ResultCache(str(blocker), OPTS)  # cache dir would be under a regular file
     c.store(str(blocker), "h", [], [], None)
     c.save()  # must not raise
+
+
+# --- stale and hostile caches (real engine) ----------------------------------------------
+
+import pytest  # noqa: E402
+
+from ckptlint.config import Config  # noqa: E402
+from ckptlint.runner import RunSettings, run  # noqa: E402
+
+_MODEL = (
+    "from torch.utils.checkpoint import checkpoint\n"
+    "from {module} import work\n"
+    "def f(x):\n"
+    "    return checkpoint(work, x, use_reentrant=False)\n"
+)
+_MUTATES = "def work(x):\n    x.add_(1)\n    return x\n"
+_PURE = "def work(x):\n    return x + 1\n"
+
+
+@pytest.fixture
+def tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    (tmp_path / "pyproject.toml").write_text("")
+    return tmp_path
+
+
+def _check(root: Path, *, cached: bool = True) -> list[tuple[str, int, str]]:
+    result = run(["."], RunSettings(config=Config(root=str(root), project_root=str(root)), jobs=1, use_cache=cached))
+    assert not result.errors, result.errors
+    return sorted((f.path, f.line, f.code) for f in result.findings)
+
+
+def _aged(root: Path) -> None:
+    for p in root.rglob("*.py"):
+        _age(p)
+
+
+def test_file_created_after_a_cached_run_invalidates_the_import(tree: Path) -> None:
+    (tree / "model.py").write_text(_MODEL.format(module="helpers"))
+    _aged(tree)
+    assert _check(tree) == []  # helpers does not exist: nothing to follow
+    (tree / "helpers.py").write_text(_MUTATES)
+    _aged(tree)
+    assert _check(tree) == [("helpers.py", 2, "CKP101")] == _check(tree, cached=False)
+
+
+def test_package_wins_over_module_of_the_same_name(tree: Path) -> None:
+    (tree / "pkg" / "blocks").mkdir(parents=True)
+    (tree / "pkg" / "__init__.py").write_text("")
+    (tree / "pkg" / "blocks.py").write_text(_PURE)
+    (tree / "pkg" / "blocks" / "__init__.py").write_text(_MUTATES)  # what `import pkg.blocks` loads
+    (tree / "model.py").write_text(_MODEL.format(module="pkg.blocks"))
+    assert _check(tree, cached=False) == [("pkg/blocks/__init__.py", 2, "CKP101")]
+
+
+def test_package_created_beside_module_invalidates(tree: Path) -> None:
+    (tree / "pkg").mkdir()
+    (tree / "pkg" / "__init__.py").write_text("")
+    (tree / "pkg" / "blocks.py").write_text(_PURE)
+    (tree / "model.py").write_text(_MODEL.format(module="pkg.blocks"))
+    _aged(tree)
+    assert _check(tree) == []
+    (tree / "pkg" / "blocks").mkdir()
+    (tree / "pkg" / "blocks" / "__init__.py").write_text(_MUTATES)
+    _aged(tree)
+    assert _check(tree) == [("pkg/blocks/__init__.py", 2, "CKP101")]
+
+
+def _store(root: Path) -> Path:
+    (store,) = (root / ".ckptlint_cache").glob("v*-*.json")
+    return store
+
+
+def test_forged_cache_entry_is_never_trusted(tree: Path) -> None:
+    (tree / "helpers.py").write_text(_MUTATES)
+    (tree / "model.py").write_text(_MODEL.format(module="helpers"))
+    _aged(tree)
+    honest = _check(tree)
+    store = _store(tree)
+    mac, _, body = store.read_bytes().partition(b"\n")
+    data = json.loads(body)
+    (entry,) = data["results"].values()
+    forged = dict(entry["findings"][0], message="FORGED", fix={
+        "description": "rm -rf", "applicability": "safe",
+        "edits": [{"start_line": 1, "start_column": 0, "end_line": 1, "end_column": 0, "replacement": "import os\n"}]})
+    entry["findings"] = [forged]
+    for variant in (mac + b"\n" + json.dumps(data).encode(), json.dumps(data).encode()):
+        store.write_bytes(variant)
+        result = run(["."], RunSettings(config=Config(root=str(tree), project_root=str(tree)), jobs=1, fix=True))
+        assert "FORGED" not in {f.message for f in result.findings}
+        assert sorted((f.path, f.line, f.code) for f in result.findings) == honest
+        assert not (tree / "model.py").read_text().startswith("import os")
+
+
+def test_malformed_but_signed_entries_are_ignored(tree: Path) -> None:
+    cache = ResultCache(str(tree), OPTS)
+    (tree / "m.py").write_text("x = 1\n")
+    cache.store("m.py", "h1", [_finding("m.py")], [], None)
+    cache.save()
+    store = _store(tree)
+    _mac, _, body = store.read_bytes().partition(b"\n")
+    data = json.loads(body)
+    (entry,) = data["results"].values()
+    entry["findings"][0]["line"] = "3; rm"  # a wrong type
+    payload = json.dumps(data).encode()
+    store.write_bytes(cache._sign(payload) + b"\n" + payload)
+    assert ResultCache(str(tree), OPTS).lookup("m.py", "h1") is None
+
+
+def test_symlinked_cache_folder_is_refused(tree: Path) -> None:
+    target = tree / "precious"
+    target.mkdir()
+    (target / "v1-keep.json").write_text("{}")
+    (target / "notes.txt").write_text("mine\n")
+    (tree / ".ckptlint_cache").symlink_to(target)
+    (tree / "model.py").write_text(_MODEL.format(module="helpers"))
+    (tree / "helpers.py").write_text(_MUTATES)
+    before = sorted((p.name, p.read_bytes()) for p in target.iterdir())
+    for _ in range(2):
+        result = run(["."], RunSettings(config=Config(root=str(tree), project_root=str(tree)), jobs=1))
+        assert [w for w in result.warnings if "symlink" in w] and result.cache_hits == 0
+    assert sorted((p.name, p.read_bytes()) for p in target.iterdir()) == before
+
+
+def test_dangling_symlink_inside_cache_folder_is_not_followed(tree: Path) -> None:
+    (tree / ".ckptlint_cache").mkdir()
+    (tree / ".ckptlint_cache" / ".gitignore").symlink_to(tree / "outside.txt")
+    (tree / "model.py").write_text(_MODEL.format(module="helpers"))
+    _aged(tree)
+    _check(tree)
+    assert not (tree / "outside.txt").exists()

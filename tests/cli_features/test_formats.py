@@ -115,3 +115,86 @@ def test_github_lines() -> None:
         "in-place add_() on 'x': use x = x.add(...), 100%25%0Asecond\n"
     )
     assert github.render([Finding("CKP002", "u", "a.py", 1, 0, 1, 1)]).startswith("::warning ")
+
+
+# --- hostile names and text: no terminal injection, no crash, no truncated report -------
+
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+from ckptlint.report.escape import printable  # noqa: E402
+from ckptlint.report.text import format_text  # noqa: E402
+
+_REPO = Path(__file__).resolve().parents[2]
+_HOSTILE_LINE = "    x.add_(1)  # \x1b[2J\x1b]0;pwned\x07 \u202e"
+
+
+def test_printable_escapes_controls_bidi_and_undecodable_bytes() -> None:
+    assert printable("a\x1b[31mb\x07\u202ec\tz") == "a\\x1b[31mb\\x07\\u202ec\tz"
+    assert printable(os.fsdecode(b"caf\xe9.py")) == "caf\\xe9.py"
+    assert printable("two\nlines") == "two\\nlines"
+
+
+def test_text_output_never_echoes_escape_sequences() -> None:
+    bad = Finding("CKP101", "in-place on 'x'", "pkg/\x1b]8;;evil\x07m.py", 1, 4, 1, 13)
+    out = format_text([bad], read_line=lambda _p, _l: _HOSTILE_LINE)
+    assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
+    lines = out.splitlines()
+    assert lines[0].startswith("pkg/\\x1b]8;;evil\\x07m.py:1:5: CKP101")
+    # the caret still sits under x.add_(1)
+    assert lines[2].index("x.add_") == lines[3].index("^")
+
+
+def test_github_output_escapes_control_characters() -> None:
+    bad = Finding("CKP101", "msg \x1b[2J", os.fsdecode(b"caf\xe9\x1b.py"), 1, 0, 1, 1)
+    line = github.annotation(bad)
+    assert "\x1b" not in line and "caf\\xe9\\x1b.py" in line
+
+
+def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[bytes]:
+    env = dict(os.environ, PYTHONPATH=str(_REPO))
+    return subprocess.run([sys.executable, "-m", "ckptlint", *args], cwd=cwd, env=env, capture_output=True, timeout=120)
+
+
+@pytest.fixture
+def odd_tree(tmp_path: Path) -> Path:
+    (tmp_path / ".git").mkdir()
+    pkg = os.path.join(os.fsencode(tmp_path), b"pkg")
+    os.mkdir(pkg)
+    driver = (b"from torch.utils.checkpoint import checkpoint\ndef f(x):\n    return checkpoint(g, x, use_reentrant=False)\n"
+              b"def g(x):\n" + _HOSTILE_LINE.encode() + b"\n    return x\n")
+    for name in (b"caf\xe9.py", b"new\nline.py"):
+        with open(os.path.join(pkg, name), "wb") as fh:
+            fh.write(driver)
+    return tmp_path
+
+
+@pytest.mark.parametrize("fmt", ["text", "json", "sarif", "github"])
+def test_non_utf8_file_names_in_every_format_and_output_file(odd_tree: Path, fmt: str) -> None:
+    report = odd_tree / "report.out"
+    report.write_text("previous report\n")
+    to_stdout = _cli(["check", "--no-cache", "--format", fmt, "pkg"], odd_tree)
+    assert to_stdout.returncode == 1, to_stdout.stderr
+    assert b"\x1b" not in to_stdout.stdout and b"Traceback" not in to_stdout.stderr
+    proc = _cli(["check", "--no-cache", "--format", fmt, "-o", "report.out", "pkg"], odd_tree)
+    assert proc.returncode == 1, proc.stderr
+    data = report.read_bytes()
+    assert data == to_stdout.stdout
+    data.decode("utf-8")  # the report is valid UTF-8 whatever the file names
+    if fmt == "sarif":
+        log = json.loads(data)
+        uris = sorted(r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] for r in log["runs"][0]["results"])
+        assert "pkg/caf%E9.py" in uris and "pkg/new%0Aline.py" in uris
+        validate_sarif(log)
+
+
+def test_output_file_is_replaced_atomically_keeping_its_mode(odd_tree: Path) -> None:
+    report = odd_tree / "report.txt"
+    report.write_text("old\n")
+    report.chmod(0o640)
+    proc = _cli(["check", "--no-cache", "-o", "report.txt", "pkg"], odd_tree)
+    assert proc.returncode == 1
+    assert report.stat().st_mode & 0o777 == 0o640
+    assert "CKP101" in report.read_text()
+    assert sorted(p.name for p in odd_tree.iterdir() if p.name.startswith(".ckptlint-")) == []

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ckptlint import runner
+from ckptlint import runner, workers
 from ckptlint.config import Config, SelectionLayer, load_config
 from ckptlint.runner import RunSettings, run
 
@@ -17,6 +17,7 @@ from . import fake_engine
 @pytest.fixture(autouse=True)
 def _fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(runner, "_engine", lambda: fake_engine)
+    monkeypatch.setattr(workers, "_engine", lambda: fake_engine)
     monkeypatch.chdir(tmp_path)
     fake_engine.CALLS.clear()
 

@@ -93,3 +93,81 @@ def test_display_path_relative_to_cwd(tmp_path: Path, monkeypatch: pytest.Monkey
     assert display_path("./a/../a/b.py") == "a/b.py"
     outside = str(tmp_path.parent / "elsewhere.py")
     assert display_path(outside) == outside.replace(os.sep, "/")
+
+
+# --- hostile trees: symlinks, unreadable folders, broken .gitignore ---------------------
+
+from ckptlint.files import list_python_files  # noqa: E402
+
+
+def test_symlink_to_parent_checks_each_file_once(tmp_path: Path) -> None:
+    _touch(tmp_path, "pkg/a.py", "pkg/sub/b.py")
+    (tmp_path / "pkg" / "self").symlink_to(".")  # ln -s . pkg/self: was 41 copies of each file
+    (tmp_path / "pkg" / "sub" / "up").symlink_to("..")
+    assert _rel(iter_python_files([str(tmp_path)]), tmp_path) == ["pkg/a.py", "pkg/sub/b.py"]
+
+
+def test_two_loop_links_stay_linear(tmp_path: Path) -> None:
+    # Two self-links made the walk exponential; now each folder is walked once.
+    for i in range(12):
+        _touch(tmp_path, f"d{i}/m.py")
+        (tmp_path / f"d{i}" / "loop1").symlink_to("..")
+        (tmp_path / f"d{i}" / "loop2").symlink_to(".")
+    files = iter_python_files([str(tmp_path)])
+    assert _rel(files, tmp_path) == sorted(f"d{i}/m.py" for i in range(12))
+
+
+def test_linked_folder_is_listed_by_its_real_path_and_outside_ones_once(tmp_path: Path) -> None:
+    _touch(tmp_path, "tree/models/m.py", "elsewhere/e.py")
+    (tmp_path / "tree" / "a_legacy").symlink_to("models")  # sorts before the real folder
+    (tmp_path / "tree" / "ext").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "tree" / "ext2").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "tree" / "alias.py").symlink_to("models/m.py")
+    got = _rel(iter_python_files([str(tmp_path / "tree")]), tmp_path / "tree")
+    assert got == ["ext/e.py", "models/m.py"]
+
+
+def test_unreadable_folder_is_a_problem_not_a_crash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _touch(tmp_path, "ok/a.py", "secret/s.py")
+    secret = tmp_path / "secret"
+    secret.chmod(0)
+    real_scandir = os.scandir
+
+    def scandir(path):  # root ignores permissions: refuse as the OS would for a user
+        if os.path.realpath(path) == str(secret.resolve()):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    try:
+        listing = list_python_files([str(tmp_path)])
+    finally:
+        secret.chmod(0o755)
+    assert _rel(listing.files, tmp_path) == ["ok/a.py"]
+    assert listing.problems == [(str(secret), "cannot read directory: Permission denied")]
+
+
+@pytest.mark.parametrize("pattern", ["[]", "[z-a]", "[!]", "a[", "[[]"])
+def test_invalid_gitignore_patterns_are_skipped_with_a_warning(tmp_path: Path, pattern: str) -> None:
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".gitignore").write_text(f"{pattern}\nskipped.py\n")
+    _touch(tmp_path, "kept.py", "skipped.py")
+    listing = list_python_files([str(tmp_path)])
+    assert _rel(listing.files, tmp_path) == ["kept.py"]
+    if pattern == "[z-a]":
+        (warning,) = listing.warnings
+        assert ".gitignore:1: pattern '[z-a]' ignored" in warning
+
+
+def test_bracket_after_open_bracket_is_literal_like_git(tmp_path: Path) -> None:
+    ignore = GitIgnore(tmp_path, ["[]]x.py"])
+    assert ignore.match(tmp_path / "]x.py", False) is True
+    assert ignore.match(tmp_path / "ax.py", False) is None
+
+
+def test_named_folder_ignored_by_an_enclosing_repo_is_still_walked(tmp_path: Path) -> None:
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".gitignore").write_text("/versions\n")
+    _touch(tmp_path, "versions/lib/a.py", "other.py")
+    assert _rel(iter_python_files([str(tmp_path / "versions" / "lib")]), tmp_path) == ["versions/lib/a.py"]
+    assert _rel(iter_python_files([str(tmp_path)]), tmp_path) == ["other.py"]
