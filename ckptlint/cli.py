@@ -364,7 +364,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 def _write_report(path: str, text: str) -> None:
     """Write ``--output-file`` atomically: the old report stays whole until the new one is."""
-    import tempfile
+    from ckptlint.atomic import replace_atomically
 
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -377,18 +377,7 @@ def _write_report(path: str, text: str) -> None:
         umask = os.umask(0)
         os.umask(umask)
         mode = 0o666 & ~umask
-    fd, tmp = tempfile.mkstemp(prefix=".ckptlint-", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    replace_atomically(path, data, mode=mode)
 
 
 def _missing_runtime(exc: ImportError) -> bool:

@@ -19,11 +19,11 @@ import io
 import os
 import re
 import stat
-import tempfile
 import tokenize
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
+from ckptlint.atomic import replace_atomically
 from ckptlint.types import Edit, Finding, Fix
 
 __all__ = [
@@ -79,40 +79,7 @@ def write_source(path: str, source: SourceFile, *, expected: str | None = None) 
     if expected is not None and read_source(real).text != expected:
         raise StaleFileError(f"{path} changed on disk while it was being fixed")
     st = os.stat(real)
-    fd, tmp = tempfile.mkstemp(prefix=".ckptlint-", suffix=".tmp", dir=os.path.dirname(real))
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.chmod(tmp, stat.S_IMODE(st.st_mode))
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if hasattr(os, "chown") and (os.stat(tmp).st_uid, os.stat(tmp).st_gid) != (st.st_uid, st.st_gid):
-            try:
-                os.chown(tmp, st.st_uid, st.st_gid)
-            except OSError:
-                pass  # only the owner's own group or root may give files away
-        os.replace(tmp, real)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_folder(os.path.dirname(real))
-
-
-def _fsync_folder(folder: str) -> None:
-    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    replace_atomically(real, data, mode=stat.S_IMODE(st.st_mode), owner=(st.st_uid, st.st_gid))
 
 
 def applicable(finding: Finding, *, unsafe: bool) -> bool:

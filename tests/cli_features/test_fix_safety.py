@@ -243,7 +243,7 @@ def test_unwritable_folder_gives_a_per_file_message(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Issue 11: "--fix in an unwritable folder: traceback, exit 2, no report".
-    from ckptlint import cli, fixes
+    from ckptlint import atomic, cli
 
     locked = tmp_path / "locked"
     locked.mkdir()
@@ -253,14 +253,14 @@ def test_unwritable_folder_gives_a_per_file_message(
     if os.geteuid() == 0:
         # Root ignores permission bits; make the folder refuse new files the
         # way the kernel does for everyone else.
-        real_mkstemp = fixes.tempfile.mkstemp
+        real_mkstemp = atomic.tempfile.mkstemp
 
         def mkstemp(*args: object, **kw: object):  # type: ignore[no-untyped-def]
             if os.path.realpath(str(kw.get("dir"))) == os.path.realpath(locked):
                 raise PermissionError(13, "Permission denied")
             return real_mkstemp(*args, **kw)  # type: ignore[arg-type]
 
-        monkeypatch.setattr(fixes.tempfile, "mkstemp", mkstemp)
+        monkeypatch.setattr(atomic.tempfile, "mkstemp", mkstemp)
     monkeypatch.chdir(tmp_path)
     try:
         code = cli.main(["check", ".", "--fix", "--unsafe-fixes", "--no-cache", "--jobs", "1"])
