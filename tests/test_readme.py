@@ -39,6 +39,7 @@ DELEGATED = {
     ("runtime.md", "python"): "tests/runtime/test_docs.py runs every python block of this page",
     ("pytest.md", "python"): "pytest test-module fragments needing the plugin's fixtures and markers; the complete "
     "example is examples/test_example_equivalence.py (shown verbatim, checked by tests/plugin)",
+    ("planner.md", "python"): "tests/runtime/test_planner_docs.py runs every python block of this page, in order",
     ("distributed.md", "python"): "tests/distributed/test_docs.py runs the script and the pytest example "
     "(each spawns rank processes)",
 }
