@@ -578,7 +578,11 @@ def test_runtime_verifier_agrees_with_fixture(
     torch.manual_seed(0)
     inputs = tuple(torch.randn(*shape) for shape in shapes)
     model_cls = getattr(module, cls)
-    report = verify(lambda: model_cls(*args), inputs[0] if len(inputs) == 1 else inputs, localize=False)
+    # The question is whether checkpointing changes anything: a fixture that checkpoints nothing
+    # (checkpoint_sequential with one segment) is compared as it is, not failed for it.
+    report = verify(
+        lambda: model_cls(*args), inputs[0] if len(inputs) == 1 else inputs, localize=False, allow_no_checkpoint=True
+    )
     if claim == "hazard":
         assert not report.equivalent or report.notes, f"{name}: the verifier saw no difference\n{report}"
     else:
