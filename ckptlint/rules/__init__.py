@@ -39,6 +39,7 @@ _MODULES = (
     "ckp402_reentrant_with_kwargs",
     "ckp403_reentrant_no_grad_inputs",
     "ckp404_reentrant_under_ddp",
+    "ckp405_sac_cache_mutation",
     "ckp501_lone_cheap_op",
     "ckp502_checkpoint_without_grad",
 )
