@@ -30,6 +30,7 @@ _MODULES = (
     "ckp205_torch_global_setter",
     "ckp206_hook_state_write",
     "ckp207_outer_tracker_update",
+    "ckp208_use_cache_under_checkpoint",
     "ckp301_python_random",
     "ckp302_numpy_random",
     "ckp303_explicit_generator",
