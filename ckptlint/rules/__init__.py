@@ -31,6 +31,7 @@ _MODULES = (
     "ckp205_torch_global_setter",
     "ckp206_hook_state_write",
     "ckp207_outer_tracker_update",
+    "ckp208_use_cache_under_checkpoint",
     "ckp301_python_random",
     "ckp302_numpy_random",
     "ckp303_explicit_generator",
@@ -40,6 +41,7 @@ _MODULES = (
     "ckp402_reentrant_with_kwargs",
     "ckp403_reentrant_no_grad_inputs",
     "ckp404_reentrant_under_ddp",
+    "ckp405_sac_cache_mutation",
     "ckp501_lone_cheap_op",
     "ckp502_checkpoint_without_grad",
 )
