@@ -41,6 +41,7 @@ _MODULES = (
     "ckp404_reentrant_under_ddp",
     "ckp501_lone_cheap_op",
     "ckp502_checkpoint_without_grad",
+    "ckp503_checkpointed_output_region",
 )
 
 ALL_RULES: list[ModuleType] = sorted(

@@ -7,7 +7,7 @@ import libcst as cst
 from ckptlint.discovery.sites import SiteCall
 from ckptlint.project import dotted_name
 
-__all__ = ["CHEAP_FUNCTIONS", "CHEAP_MODULES", "GRAD_OFF", "qualnames"]
+__all__ = ["CHEAP_FUNCTIONS", "CHEAP_MODULES", "GRAD_OFF", "LOSS_FUNCTIONS", "body_nodes", "qualnames"]
 
 _F = "torch.nn.functional"
 _NN = "torch.nn"
@@ -21,6 +21,11 @@ CHEAP_FUNCTIONS = frozenset(
 CHEAP_MODULES = frozenset(
     {f"{_NN}.{n}" for n in ("ReLU", "GELU", "SiLU", "Mish", "Sigmoid", "Tanh", "Softmax", "Dropout", "LayerNorm",
                             "GroupNorm", "RMSNorm", "LeakyReLU", "ELU", "Hardswish", "Identity", "Softplus")}
+)
+# Functional losses: a value passed straight into one is the end of the forward graph.
+LOSS_FUNCTIONS = frozenset(
+    {f"{_F}.{n}" for n in ("cross_entropy", "nll_loss", "mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss",
+                           "binary_cross_entropy", "binary_cross_entropy_with_logits", "kl_div", "ctc_loss")}
 )
 GRAD_OFF = frozenset({"torch.no_grad", "torch.inference_mode", "torch.autograd.grad_mode.no_grad",
                       "torch.autograd.grad_mode.inference_mode"})
@@ -39,4 +44,16 @@ def qualnames(site: SiteCall, expr: cst.BaseExpression) -> list[str]:
             out.append(f"{target}.{rest}" if rest else target)
         if out:
             break
+    return out
+
+
+def body_nodes(fn: cst.FunctionDef | cst.Lambda) -> list[cst.CSTNode]:
+    """Every node of ``fn``'s own body, nested functions, lambdas and classes left out (they run elsewhere)."""
+    out: list[cst.CSTNode] = []
+    todo: list[cst.CSTNode] = list(fn.body.children) if isinstance(fn, cst.FunctionDef) else [fn.body]
+    while todo:
+        node = todo.pop()
+        out.append(node)
+        if not isinstance(node, (cst.FunctionDef, cst.Lambda, cst.ClassDef)):
+            todo.extend(node.children)
     return out
