@@ -42,6 +42,7 @@ _MODULES = (
     "ckp501_lone_cheap_op",
     "ckp502_checkpoint_without_grad",
     "ckp503_checkpointed_output_region",
+    "ckp504_doubled_checkpointing",
 )
 
 ALL_RULES: list[ModuleType] = sorted(

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import libcst as cst
 
 from ckptlint.discovery.sites import SiteCall
 from ckptlint.project import dotted_name
 
-__all__ = ["CHEAP_FUNCTIONS", "CHEAP_MODULES", "GRAD_OFF", "LOSS_FUNCTIONS", "body_nodes", "qualnames"]
+__all__ = ["CHEAP_FUNCTIONS", "CHEAP_MODULES", "GRAD_OFF", "LOSS_FUNCTIONS", "body_nodes", "qualnames", "walk_own"]
 
 _F = "torch.nn.functional"
 _NN = "torch.nn"
@@ -49,8 +51,13 @@ def qualnames(site: SiteCall, expr: cst.BaseExpression) -> list[str]:
 
 def body_nodes(fn: cst.FunctionDef | cst.Lambda) -> list[cst.CSTNode]:
     """Every node of ``fn``'s own body, nested functions, lambdas and classes left out (they run elsewhere)."""
+    return walk_own(list(fn.body.children) if isinstance(fn, cst.FunctionDef) else [fn.body])
+
+
+def walk_own(nodes: Sequence[cst.CSTNode]) -> list[cst.CSTNode]:
+    """``nodes`` and everything under them, except inside functions, lambdas and classes."""
     out: list[cst.CSTNode] = []
-    todo: list[cst.CSTNode] = list(fn.body.children) if isinstance(fn, cst.FunctionDef) else [fn.body]
+    todo = list(nodes)
     while todo:
         node = todo.pop()
         out.append(node)
