@@ -8,8 +8,9 @@ What: torch's ``checkpoint(...)`` whose value goes straight into the
   (also as an element of a returned tuple);
 - the ``forward`` of the file's root model: ``return checkpoint(self.head, x,
   use_reentrant=False)`` (or ``return checkpoint(...), aux``) in a class the
-  same file builds outside any class (``model = Net()``) and never inside
-  another class nor subclasses.
+  same file builds outside any class (``model = Net()``,
+  ``DDP(Net())``; not from a function a class calls) and never inside another
+  class nor subclasses.
 
 Why it only costs time: the last region's activations are needed as soon as
 backward starts, so checkpointing it frees them only for the instant between
@@ -72,12 +73,19 @@ def _is_loss_of(site: SiteCall, expr: cst.BaseExpression) -> bool:
 
 
 class _Builds(cst.CSTVisitor):
-    """Where the module builds or subclasses the class ``short``: outside any class, inside one."""
+    """Where the module builds or subclasses the class ``short``: outside any class, inside one.
+
+    Outside, only a construction bound to a name (``model = Net()``) or handed to a call
+    (``DistributedDataParallel(Net())``) counts (``return Net()`` may build a block for a caller
+    elsewhere); one in a top-level function counts as inside when a class body calls that function.
+    """
 
     def __init__(self, short: str) -> None:
         self.short = short
         self.depth = 0
-        self.outside = False
+        self.function: str | None = None
+        self.builders: set[str | None] = set()  # top-level functions (None: module body) that build it
+        self.called_in_classes: set[str] = set()
         self.inside = False
 
     def visit_ClassDef(self, node: cst.ClassDef) -> None:
@@ -88,18 +96,36 @@ class _Builds(cst.CSTVisitor):
     def leave_ClassDef(self, original_node: cst.ClassDef) -> None:
         self.depth -= 1
 
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        if not self.depth and self.function is None:
+            self.function = node.name.value
+
+    def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
+        if not self.depth and self.function == original_node.name.value:
+            self.function = None
+
+    def _builds(self, expr: cst.BaseExpression) -> bool:
+        return isinstance(expr, cst.Call) and isinstance(expr.func, cst.Name) and expr.func.value == self.short
+
+    def visit_Assign(self, node: cst.Assign) -> None:
+        if not self.depth and self._builds(node.value) and all(isinstance(t.target, cst.Name) for t in node.targets):
+            self.builders.add(self.function)
+
     def visit_Call(self, node: cst.Call) -> None:
-        if isinstance(node.func, cst.Name) and node.func.value == self.short:
-            if self.depth:
-                self.inside = True
-            else:
-                self.outside = True
+        if self.depth:
+            if isinstance(node.func, cst.Name):
+                self.called_in_classes.add(node.func.value)
+            self.inside = self.inside or self._builds(node)
+        elif any(self._builds(arg.value) for arg in node.args):
+            self.builders.add(self.function)
 
 
 def _root_model(mod: ModuleInfo, short: str) -> bool:
     builds = _Builds(short)
     mod.module.visit(builds)
-    return builds.outside and not builds.inside
+    if builds.inside or not builds.builders:
+        return False
+    return not any(fn in builds.called_in_classes for fn in builds.builders if fn is not None)
 
 
 def check(site: SiteCall, ctx: RuleContext) -> Iterator[Hit]:
