@@ -174,6 +174,30 @@ class Net(nn.Module):
 
 model = Net()
 """,
+    """
+import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
+
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.mlp = nn.Linear(8, 8)
+
+    def forward(self, x):
+        return checkpoint(self.mlp, x, use_reentrant=False)
+
+def make_block():
+    blk = Block()
+    return blk
+
+def make_stem():
+    return Block()
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.ModuleList([make_block() for _ in range(2)])
+""",
 ]
 
 INVALID = [
