@@ -44,6 +44,8 @@ _MODULES = (
     "ckp405_sac_cache_mutation",
     "ckp501_lone_cheap_op",
     "ckp502_checkpoint_without_grad",
+    "ckp503_checkpointed_output_region",
+    "ckp504_doubled_checkpointing",
 )
 
 ALL_RULES: list[ModuleType] = sorted(
