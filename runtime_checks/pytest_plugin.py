@@ -144,7 +144,7 @@ _OPTIONS: tuple[_Option, ...] = (
         "--ckpt-min-saved",
         "ckpt_min_saved",
         "fail a checkpoint-equivalence test whose checkpointing frees less than this share of the bytes "
-        "saved for backward (40%) or this size (64MiB)",
+        "saved for backward (40%%) or this size (64MiB)",
         metavar="SHARE",
     ),
     _Option(

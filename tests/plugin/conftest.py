@@ -19,9 +19,12 @@ def models(pytester: pytest.Pytester) -> pytest.Pytester:
     return pytester
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def warm_verifier() -> None:
     """Run the verifier once in this (outer) process before any in-process pytester session.
+
+    Autouse: any in-process session (``--help`` in test_options.py too) may be the first to
+    import torch's lazily loaded parts, so this must run before every test of this folder.
 
     pytester restores ``sys.modules`` after each in-process run, dropping the modules that
     run imported lazily; torch registers native operator libraries when some of its
