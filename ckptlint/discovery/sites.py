@@ -69,6 +69,9 @@ class CheckedCallable:
     member: Instance | None = None
     label: str = ""  # for members: the checkpointed expression as written (``self.stem``)
     member_input: str = "input"  # for members: the checkpoint's input as written
+    # For members: the site checkpoints this one module and nothing else (not
+    # one member of a Sequential, not beside an in-tree block).
+    member_alone: bool = False
 
     @property
     def name(self) -> str:
@@ -297,10 +300,12 @@ class Discovery:
                 sites.append(site)
                 self.resolver.externals = []
                 try:
-                    checked.extend(self._callables(site, spec))
+                    in_tree = list(self._callables(site, spec))
+                    checked.extend(in_tree)
                     found = self.resolver.externals
                 finally:
                     self.resolver.externals = None
+                alone = not in_tree and len({id(inst.call) for inst, _ in found}) == 1
                 preserve = literal_truth(site.option("preserve_rng_state")) is not False
                 seen: set[int] = set()
                 for inst, receives in found:
@@ -314,7 +319,7 @@ class Discovery:
                     checked.append(
                         CheckedCallable(None, frozenset({"input"} if receives else ()), mod, call, preserve,
                                         spec.name, ctx.qualname, member=inst, label=label,
-                                        member_input=data_name or "input")
+                                        member_input=data_name or "input", member_alone=alone)
                     )
         return sites, checked
 

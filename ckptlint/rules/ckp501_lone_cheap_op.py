@@ -53,7 +53,8 @@ def check(site: SiteCall, ctx: RuleContext) -> Iterator[Hit]:
         yield Hit(site.call, MESSAGE.format(func=site.name, op=quals[0].rsplit(".", 1)[-1]))
         return
     member = ctx.checked.member if ctx.checked is not None else None
-    if member is not None and not member.is_container and N.matches(member.qualnames, CHEAP_MODULES):
+    alone = ctx.checked is not None and ctx.checked.member_alone  # not one module of a checkpointed Sequential
+    if member is not None and alone and not member.is_container and N.matches(member.qualnames, CHEAP_MODULES):
         yield Hit(site.call, MESSAGE.format(func=site.name, op=member.short_name))
 
 
@@ -79,6 +80,18 @@ class Block(nn.Module):
     def forward(self, x):
         relu = lambda t: t * 2
         return checkpoint(self.mlp, x, use_reentrant=False) + checkpoint(relu, x, use_reentrant=False)
+""",
+    """
+import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
+
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.LayerNorm(8), nn.Linear(8, 32), nn.GELU(), nn.Linear(32, 8))
+
+    def forward(self, x):
+        return checkpoint(self.mlp, x, use_reentrant=False)  # a whole block that starts with a norm
 """,
 ]
 
