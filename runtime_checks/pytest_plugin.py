@@ -560,9 +560,12 @@ def _aggregate(nodeid: str, entries: list[dict[str, Any]]) -> list[dict[str, Any
             row = grouped[entry["model"]] = dict(entry, nodeid=nodeid, runs=0, failures=0)
             ratios[entry["model"]] = []
         row["runs"] += 1
-        if not entry["equivalent"]:
+        if not entry["equivalent"] or entry.get("thresholds"):
             row["failures"] += 1
+        if not entry["equivalent"]:
             row["equivalent"] = False
+        if entry.get("thresholds"):
+            row["thresholds"] = entry["thresholds"]
         for key in ("worst", "worst_parameter"):
             if _worse(entry.get(key), row.get(key)):
                 row[key] = entry[key]
@@ -593,7 +596,7 @@ def format_summary(results: list[dict[str, Any]]) -> list[str]:
     """Lines of the terminal summary: verdict, test, model, worst error, memory saved, overhead."""
     lines = []
     for row in results:
-        verdict = "PASS" if row["equivalent"] else "FAIL"
+        verdict = "PASS" if row["equivalent"] and not row.get("thresholds") else "FAIL"
         several = row.get("runs", 1) > 1
         runs = f", {row['runs']} runs" if several else ""
         failures = f", {row['failures']} failing" if several and row.get("failures") else ""
@@ -605,6 +608,8 @@ def format_summary(results: list[dict[str, Any]]) -> list[str]:
             text += f"; worst parameter: {_format_mismatch(parameter)}"
         lines.append(f"    {text}")
         lines.append(f"    {_format_memory(row)}; {_format_ratio(row.get('ratio'))}")
+        for missed in row.get("thresholds") or ():
+            lines.append(f"    threshold missed: {missed}")
     return lines
 
 

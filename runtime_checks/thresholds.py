@@ -97,6 +97,18 @@ def thresholds_for(item: Any) -> Thresholds:
 def check(item: Any, report: Any, model: Any, inputs: Any) -> None:
     """Fail the test (AssertionError with the measured numbers) when ``report`` misses a threshold."""
     __tracebackhide__ = True
+    missed = problems(item, report, model, inputs)
+    if missed:
+        raise AssertionError(failure_text(missed))
+
+
+def failure_text(missed: list[str]) -> str:
+    return "ckpt_equivalence thresholds: " + "; ".join(missed)
+
+
+def problems(item: Any, report: Any, model: Any, inputs: Any) -> list[str]:
+    """The thresholds ``report`` misses, each with the measured numbers (empty: all met)."""
+    __tracebackhide__ = True
     from runtime_checks.pytest_plugin import OptionError
 
     try:
@@ -128,8 +140,7 @@ def check(item: Any, report: Any, model: Any, inputs: Any) -> None:
                 f"{base_s * 1e3:.1f} ms, fastest of 3), above max_overhead={limits.max_overhead:g} "
                 f"({limits.max_overhead_where}); `ckptlint plan` finds cheaper regions"
             )
-    if problems:
-        raise AssertionError("ckpt_equivalence thresholds: " + "; ".join(problems))
+    return problems
 
 
 def _retime(model: Any, inputs: Any, steps: int = 3) -> tuple[float, float]:

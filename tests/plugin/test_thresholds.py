@@ -53,6 +53,10 @@ def test_marker_min_saved_fails_with_the_measured_share(models: pytest.Pytester)
         ["*ckpt_equivalence thresholds: checkpointing frees * KiB of * KiB saved for backward (*%), "
          "below min_saved='99%' (@pytest.mark.ckpt_equivalence(min_saved=...)); regions: blocks.0, blocks.1, blocks.2*"]
     )
+    # The summary agrees with the outcome: an equivalent model that misses a threshold is a FAIL.
+    summary = result.stdout.str().split("ckptlint: gradient-checkpoint equivalence")[1]
+    assert "FAIL test_t.py::test_needs_99" in summary and "PASS test_t.py::test_needs_1" in summary, summary
+    result.stdout.fnmatch_lines(["*threshold missed: checkpointing frees * below min_saved='99%'*"])
 
 
 def test_cli_and_ini_apply_where_the_marker_is_silent(models: pytest.Pytester) -> None:
