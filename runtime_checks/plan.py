@@ -248,21 +248,29 @@ def _solve(prof: Profile, units: list[_Unit], limit: int | None) -> list[_Unit] 
     lb = np.concatenate([np.zeros(nu), [1.0 if g.outside else 0.0 for g in groups]])
     bounds = Bounds(lb, np.ones(nu + ng))
     integrality = np.concatenate([np.ones(nu), np.zeros(ng)])
+    # Exact, not HiGHS's default 0.01% gap; its absolute gap (1e-6, not settable through scipy) is
+    # made negligible by scaling the recompute times to sum to 1e6.
+    exact = {"mip_rel_gap": 0.0}
     if limit is None:
-        res = milp(memory, constraints=cons, bounds=bounds, integrality=integrality)
-    else:
-        budget_row = LinearConstraint(memory.reshape(1, -1), -np.inf, limit / scale + 1e-12)
-        objective = np.concatenate([times, np.zeros(ng)])
-        res = milp(objective, constraints=[*cons, budget_row], bounds=bounds, integrality=integrality)
-        if res.status != 0:
+        res = milp(memory, constraints=cons, bounds=bounds, integrality=integrality, options=exact)
+        if res.status != 0 or res.x is None:
             return None
-        # Among the fastest plans, the one that holds least.
-        fastest = LinearConstraint(objective.reshape(1, -1), -np.inf, res.fun + 1e-9 + 1e-6 * abs(res.fun))
-        res2 = milp(memory, constraints=[*cons, budget_row, fastest], bounds=bounds, integrality=integrality)
-        res = res2 if res2.status == 0 else res
+        return [u for j, u in enumerate(units) if res.x[j] > 0.5]
+    budget_row = LinearConstraint(memory.reshape(1, -1), -np.inf, limit / scale + 1e-12)
+    objective = np.concatenate([times * (1e6 / max(float(times.sum()), 1e-300)), np.zeros(ng)])
+    res = milp(objective, constraints=[*cons, budget_row], bounds=bounds, integrality=integrality, options=exact)
     if res.status != 0 or res.x is None:
         return None
-    return [u for j, u in enumerate(units) if res.x[j] > 0.5]
+    chosen = [j for j in range(nu) if res.x[j] > 0.5]
+    # Among the fastest plans, the one that holds least; kept only if it is really as fast.
+    fastest = LinearConstraint(objective.reshape(1, -1), -np.inf, res.fun + 1e-3)
+    res2 = milp(memory, constraints=[*cons, budget_row, fastest], bounds=bounds, integrality=integrality,
+                options=exact)
+    if res2.status == 0 and res2.x is not None:
+        other = [j for j in range(nu) if res2.x[j] > 0.5]
+        if sum(times[j] for j in other) <= sum(times[j] for j in chosen):
+            chosen = other
+    return [units[j] for j in chosen]
 
 
 # ----------------------------------------------------------------------------- heuristics

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import random
 
 import pytest
 import torch
@@ -48,6 +50,24 @@ def test_plan_is_the_exact_optimum_over_every_subset(seq: tuple[Stack, runtime_c
         p = runtime_checks.plan(prof, share, segments=False)
         assert p.predicted_bytes <= budget
         assert best is not None and p.predicted_recompute_s == pytest.approx(best, rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_plan_is_exact_when_recompute_times_nearly_tie(seq: tuple[Stack, runtime_checks.Profile], seed: int) -> None:
+    """Microsecond regions whose times differ by parts per million: HiGHS's default gaps would stop early."""
+    _, measured = seq
+    rng = random.Random(seed)
+    base = rng.uniform(1e-5, 1e-3)
+    prof = dataclasses.replace(measured, regions=[
+        dataclasses.replace(r, recompute_s=base * (1 + rng.choice([0, 1e-6, 2e-6, 1e-3]))) for r in measured.regions])
+    units = [_Unit(r.name, (i,), i) for i, r in enumerate(prof.regions)]
+    for share in ("80%", "60%", "45%"):
+        budget = parse_budget(share, prof.total_saved_bytes)
+        best = min(_predict(prof, list(c))[1] for k in range(len(units) + 1)
+                   for c in itertools.combinations(units, k) if _predict(prof, list(c))[0] <= budget)
+        p = runtime_checks.plan(prof, share, segments=False)
+        assert p.predicted_bytes <= budget
+        assert p.predicted_recompute_s == pytest.approx(best, rel=1e-12, abs=0)
 
 
 def test_plan_meets_the_budget_measured_and_beats_heuristics(seq: tuple[Stack, runtime_checks.Profile]) -> None:
