@@ -28,7 +28,8 @@ class Stats:
 
 
 def _hook_dicts(model: torch.nn.Module) -> list[tuple[str, dict]]:
-    return [(n, dict(m._forward_hooks)) for n, m in model.named_modules()] + [
+    kinds = ("_forward_pre_hooks", "_forward_hooks", "_backward_hooks", "_backward_pre_hooks")
+    return [(n, k, dict(getattr(m, k))) for n, m in model.named_modules() for k in kinds] + [
         ("global", dict(torch.nn.modules.module._global_forward_hooks))
     ]
 
@@ -39,6 +40,8 @@ def test_forward_hook_counter_on_gpt2_counts_the_recompute() -> None:
     model.train()
     stats = Stats()
     handles = [block.mlp.register_forward_hook(stats) for block in model.transformer.h]
+    pre = Stats()
+    handles.append(model.transformer.h[0].mlp.register_forward_pre_hook(lambda m, a: pre(m, a, None)))
     seen: list[str] = []
     handles.append(torch.nn.modules.module.register_module_forward_hook(
         lambda m, a, o: seen.append(type(m).__name__) if isinstance(m, torch.nn.LayerNorm) else None
@@ -51,6 +54,7 @@ def test_forward_hook_counter_on_gpt2_counts_the_recompute() -> None:
         # ... but the statistics collector counted every block twice.
         assert calls[("transformer.h.0.mlp", "forward hook")] == (1, 2)
         assert calls[("transformer.h.1.mlp", "forward hook")] == (1, 2)
+        assert calls[("transformer.h.0.mlp", "forward pre-hook")] == (1, 2)
         base, ckpt = calls[("global", "global forward hook")]
         assert ckpt > base
         assert "hooks-rerun" in [a.cause for a in advise(report)]
