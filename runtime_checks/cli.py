@@ -181,10 +181,13 @@ def user_error(exc: BaseException, *, location_first: bool = True) -> str:
     message = f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
     if isinstance(exc, SyntaxError) and exc.filename:
         return f"{exc.filename}:{exc.lineno}: SyntaxError: {exc.msg}"
-    where = None
+    where, in_backward = None, False
     for frame in traceback.extract_tb(exc.__traceback__):
         if not _internal(frame.filename):
             where = frame
+        in_backward = in_backward or (frame.name == "backward" and "autograd" in Path(frame.filename).parts)
+    if where is None and in_backward:  # autograd's errors carry no frame of the model
+        return f"{message} (raised in backward: torch.autograd.set_detect_anomaly(True) shows the forward line)"
     if where is None:
         return message
     if location_first:

@@ -78,6 +78,21 @@ def test_model_failing_without_checkpointing_names_its_source_line(capsys: pytes
     lines = [ln for ln in err.splitlines() if ln.startswith("ckptlint verify: error:")]
     assert len(lines) == 1 and "without checkpointing too" in lines[0]
     assert "Traceback" not in err and "runtime_checks" not in lines[0], err
+    # A bug inside the model's forward: its own error, at its own source line.
+    code, _, err = run(capsys, f"{DATA}:Reshaping", "--input", "float32[B,16]", "--checkpoint-type", "Block",
+                       "--examples", "1")
+    assert code == 2
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("ckptlint verify: error:")]
+    lineno = next(i for i, src in enumerate(DATA.read_text().splitlines(), 1) if ".view(-1, 7)" in src)
+    assert "without checkpointing too" in line and "RuntimeError" in line, line
+    assert f"(at {DATA}:{lineno}: return self.block(x).view(-1, 7)" in line, line
+    assert "Traceback" not in err
+    # Raised by autograd in backward, where no frame of the model is left: say how to find the line.
+    code, _, err = run(capsys, f"{DATA}:OverwritesSaved", "--input", "float32[B,16]", "--checkpoint-type", "Block",
+                       "--examples", "1")
+    assert code == 2
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("ckptlint verify: error:")]
+    assert "modified by an inplace operation" in line and "set_detect_anomaly(True)" in line, line
 
 
 def test_json_format_is_the_documented_schema(capsys: pytest.CaptureFixture[str]) -> None:

@@ -50,3 +50,26 @@ instance = safe()
 
 def broken() -> nn.Module:
     raise RuntimeError("cannot build")
+
+
+class Reshaping(nn.Module):
+    """A model bug that has nothing to do with checkpointing: a reshape that never fits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = Block()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(x).view(-1, 7)  # 16 features never split into rows of 7
+
+
+class OverwritesSaved(nn.Module):
+    """Modifies in place a tensor sigmoid saved for backward: autograd raises in backward, checkpoint or not."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = Block()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.sigmoid(self.block(x))
+        return y.mul_(2)
