@@ -68,3 +68,30 @@ def test_densenet121_header_and_advice_fit_on_screen() -> None:
     lines = str(report).splitlines()
     assert lines[1].startswith("checkpoint regions: 58: features.denseblock1.denselayer{1..6}")
     assert max(len(line) for line in lines) < 400  # was one 2,000-character header line
+
+
+class DictOutput(nn.Module):
+    """Reentrant checkpoint of a region returning a dict: autograd.Function does not track tensors in a
+    dict, so the region's parameters get no gradient, without a warning (its input requires grad)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.head = nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 8)
+
+    def region(self, h: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"out": self.b(h)}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.a(x)
+        return self.head(h) + checkpoint(self.region, h, use_reentrant=True)["out"]
+
+
+def test_missing_gradients_without_the_warning_advise_non_reentrant() -> None:
+    report = verify(DictOutput(), torch.randn(4, 8))
+    assert not report.equivalent
+    missing = sorted(m.name for m in report.mismatches if m.kind == "missing_grad")
+    assert missing == ["b.bias", "b.weight"], report.mismatches
+    (advice,) = [a for a in advise(report) if a.cause == "missing-grad"]
+    assert advice.summary.startswith("2 tensors get no gradient in the checkpointed run (b.bias, b.weight)")
+    assert "use_reentrant=False" in advice.fix and advice.rule == "CKP401"
+    assert "use use_reentrant=False" in one_line(report)
