@@ -364,6 +364,29 @@ def test_memory_counts_the_rng_states_checkpoint_keeps_and_says_no_saving() -> N
     assert d["memory"]["rng_state_bytes"] == 3 * state and d["memory"]["saved_bytes_saved"] == report.memory.saved_bytes_saved
 
 
+def test_memory_counts_the_region_input_non_reentrant_checkpoint_keeps() -> None:
+    """Once overstated by the region's input: checkpointing keeps ``h`` alive for the recompute."""
+
+    class Model(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pre = torch.nn.Linear(64, 64)
+            self.region = torch.nn.Sequential(
+                torch.nn.Linear(64, 64), torch.nn.Tanh(), torch.nn.Linear(64, 64), torch.nn.Tanh())
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.pre(x)
+            return torch.utils.checkpoint.checkpoint(self.region, h, use_reentrant=False, preserve_rng_state=False)
+
+    memory = verify(Model(), torch.randn(32, 64)).memory
+    unit = 32 * 64 * 4  # one float32 [32, 64] activation
+    # Without checkpointing: x (saved by pre), h, and the two tanh outputs (each storage once).
+    assert memory.saved_bytes_baseline == 4 * unit
+    # With it: x, and the region's input h that checkpoint holds; not 1 unit (x alone), as once counted.
+    assert memory.saved_bytes_checkpointed == 2 * unit
+    assert memory.saved_bytes_saved == 2 * unit
+
+
 def test_memory_is_counted_through_offloading_hooks_around_checkpoint() -> None:
     """transformers' ``offload=True`` wraps each checkpoint call in ``save_on_cpu``: the figures must not read 0."""
 
