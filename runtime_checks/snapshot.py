@@ -169,6 +169,10 @@ class PyState:
 
     def _restore_hooks(self) -> None:
         for hooks, items in self.hook_dicts:
+            if not items:  # most hook dicts are empty, and stay so
+                if hooks:
+                    hooks.clear()
+                continue
             if len(hooks) != len(items) or any(hooks.get(k, _MISSING) is not v for k, v in items):
                 hooks.clear()
                 hooks.update(items)
