@@ -44,3 +44,20 @@ def test_hazard_still_caught_under_autocast() -> None:
 def test_bad_autocast_value() -> None:
     with pytest.raises(VerifyError, match="autocast must be"):
         verify(Net(), make_input(), autocast="int8")
+
+
+def test_fp16_autocast_runs_in_float16_and_is_equivalent() -> None:
+    model = tiny_llama()
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+
+    def fp16_only(_m: torch.nn.Module, _args: object, out: torch.Tensor) -> None:
+        if out.dtype != torch.float16:
+            raise TypeError(f"fp16 autocast not active: {out.dtype}")
+
+    handle = model.model.layers[0].mlp.down_proj.register_forward_hook(fp16_only)
+    try:
+        report = verify(model, token_ids(), autocast="fp16")
+        assert report.equivalent, str(report)
+    finally:
+        handle.remove()
