@@ -112,19 +112,33 @@ def _frozen(report: Report, missing: list[Mismatch]) -> Advice:
     )
 
 
-def _errors(rows: list[Mismatch]) -> list[Advice]:
+# What torch's "different metadata" most likely means, by what the decoder saw differ first.
+_METADATA_CAUSE = {
+    "shape": ("the recompute saw tensors of another shape than the forward: a cache or list grown by the "
+              "first run, or a shape changed by a wrapper", "CKP203"),
+    "dtype": ("the recompute ran in another dtype than the forward: autocast (or a dtype flag the first run "
+              "set) active around the forward but not around backward's recompute", "CKP205"),
+    "path": ("the recompute took another path than the forward: a flag or counter the first run changed",
+             "CKP201"),
+}
+_METADATA_GENERIC = ("the recompute produced tensors of another shape/dtype/count than the forward (a cache or "
+                     "list grown by the first run, a dtype changed by autocast, a shape changed by a wrapper)")
+
+
+def _errors(rows: list[Mismatch], decoded: dict[str, str] | None = None) -> list[Advice]:
+    decoded = decoded or {}
     out = []
     for m in rows:
         text = m.detail
         if "different metadata" in text or "Recomputed values" in text:
+            cause, rule = _METADATA_CAUSE.get(decoded.get(m.region or "", ""), (_METADATA_GENERIC, "CKP203"))
             out.append(Advice(
                 "recompute-metadata",
-                f"torch's determinism check failed in {m.region or 'a region'}: the recompute produced "
-                "tensors of another shape/dtype/count than the forward (a cache or list grown by the first "
-                "run, a dtype changed by autocast, a shape changed by a wrapper)" + (f"; {text}" if text else ""),
+                f"torch's determinism check failed in {m.region or 'a region'}: {cause}"
+                + (f"; {text}" if text else ""),
                 "make the region a function of its inputs only: pass caches in and return them instead of "
                 "appending to state, and keep autocast the same around forward and backward",
-                "CKP203",
+                rule,
             ))
         elif "inplace operation" in text or "in-place" in text:
             out.append(Advice(
@@ -160,7 +174,10 @@ def advise(report: Report) -> tuple[Advice, ...]:
     by_kind: dict[str, list[Mismatch]] = defaultdict(list)
     for m in report.mismatches:
         by_kind[m.kind].append(m)
-    out.extend(_errors(by_kind.get("error", [])))
+    first_difference = {}
+    for d in report.recompute:
+        first_difference.setdefault(d.region, d.what)
+    out.extend(_errors(by_kind.get("error", []), first_difference))
     warned = any(NO_GRAD_WARNING in n for n in report.notes)
     missing = by_kind.get("missing_grad", [])
     if missing:

@@ -107,3 +107,37 @@ def test_checkpoint_error_from_a_growing_cache_is_decoded_on_gpt2() -> None:
     causes = [a.cause for a in advise(report)]
     assert causes[:2] == ["recompute-metadata", "recompute-diverged"]
     assert "a cache or list grown by the first run" in one_line(report)
+
+
+class UpcastAfterFirstCall(nn.Module):
+    """A projection that switches itself to float64 after its first call (a dtype flag set by the first run)."""
+
+    def __init__(self, proj: nn.Module) -> None:
+        super().__init__()
+        self.proj = proj
+        self.compute_dtype = torch.float32
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.sin(x.to(self.compute_dtype))  # DTYPE-LINE
+        self.compute_dtype = torch.float64
+        return self.proj(h.to(x.dtype))
+
+
+def test_checkpoint_error_from_a_dtype_change_names_the_dtype_cause_on_gpt2() -> None:
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=100, n_positions=16)
+    model = transformers.GPT2LMHeadModel(cfg)
+    block = model.transformer.h[0]
+    block.mlp.c_proj = UpcastAfterFirstCall(block.mlp.c_proj)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    ids = torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(0))
+    report = verify(model, {"input_ids": ids})
+    (err,) = [m for m in report.mismatches if m.kind == "error"]
+    assert err.name == "CheckpointError" and err.region == "transformer.h.0"
+    (d,) = report.recompute
+    assert (d.region, d.what) == ("transformer.h.0", "dtype")
+    assert d.module == "transformer.h.0.mlp.c_proj"
+    assert d.source.endswith(f"test_recompute.py:{_line('# DTYPE-LINE')}")
+    (meta,) = [a for a in advise(report) if a.cause == "recompute-metadata"]
+    assert "ran in another dtype than the forward" in meta.summary and meta.rule == "CKP205"
