@@ -555,6 +555,8 @@ RUNTIME_CASES: list[tuple[str, str, tuple[int, ...], tuple[tuple[int, ...], ...]
     ("benign_frozen_stem_nonreentrant.py", "FrozenStemModel", (8,), ((4, 8),), "benign"),
     ("moe_aux_loss_hook.py", "Model", (8,), ((4, 8),), "hazard"),
     ("benign_hook_reads_only.py", "Model", (8,), ((4, 8),), "benign"),
+    ("fill_once_prefix_from_input.py", "Model", (8,), ((4, 8),), "hazard"),
+    ("benign_fill_once_from_metadata.py", "Model", (8,), ((4, 8),), "benign"),
 ]
 
 

@@ -56,6 +56,8 @@ class WriteEvent:
     # Inside ``if self.x is None: self.x = ...``-style fill-once blocks: the
     # recompute finds the state already filled and writes nothing new.
     memoized: bool = False
+    # ... and the value filled in computes with a checkpoint input's values: the recompute skips it.
+    from_inputs: bool = False
 
 
 @dataclass

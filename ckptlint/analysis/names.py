@@ -315,3 +315,12 @@ RANDOM_METHODS = frozenset(
 def matches(qualnames: list[str] | tuple[str, ...] | set[str], names: frozenset[str] | set[str]) -> bool:
     """True when any candidate qualified name is in ``names``."""
     return any(q in names for q in qualnames)
+
+# What a tensor's attribute or method gives that does not depend on its values: a fill-once cache built
+# from these alone (``if self.cos is None: self.cos = make(x.shape[-1], x.device)``) fills the same way
+# in the recompute.
+TENSOR_METADATA_ATTRS = frozenset({"shape", "dtype", "device", "is_cuda", "layout", "ndim", "requires_grad"})
+TENSOR_METADATA_METHODS = frozenset({
+    "size", "dim", "numel", "nelement", "element_size", "get_device", "stride", "is_floating_point",
+    "is_complex", "new_zeros", "new_ones", "new_empty", "new_full",
+})

@@ -27,6 +27,10 @@ def _is_non_tensor_annotation(ann: cst.BaseExpression) -> bool:
     if isinstance(ann, cst.Subscript) and dotted_name(ann.value) in ("Optional", "typing.Optional"):
         el = ann.slice[0].slice if ann.slice else None
         return isinstance(el, cst.Index) and _is_non_tensor_annotation(el.value)
+    if isinstance(ann, cst.Subscript) and dotted_name(ann.value) in ("tuple", "Tuple", "typing.Tuple"):
+        # tuple[int, int], tuple[int, ...]: immutable and holding no tensor (a list could be mutated)
+        elements = [el.slice.value for el in ann.slice if isinstance(el.slice, cst.Index)]
+        return bool(elements) and all(isinstance(e, cst.Ellipsis) or _is_non_tensor_annotation(e) for e in elements)
     if isinstance(ann, cst.SimpleString):
         return ann.value.strip("'\"") in _NON_TENSOR_TYPES
     return False

@@ -156,9 +156,25 @@ class RootsMixin:
         elif isinstance(target, cst.StarredElement):
             self.bind(target.value, origin, None)
         elif isinstance(target, (cst.Attribute, cst.Subscript)):
-            self.write(target, "assign")
+            self.write(target, "assign", value=value)
 
-    def write(self, target: cst.BaseExpression, kind: str, aug: cst.AugAssign | None = None) -> None:
+    def reads_input_data(self, expr: cst.BaseExpression) -> bool:
+        """Does ``expr`` compute with the values of a checkpoint input (not only its shape, dtype, device)?"""
+        if isinstance(expr, cst.Name):
+            return self.root_of_name(expr.value).kind == "input"
+        if isinstance(expr, cst.Attribute) and isinstance(expr.value, cst.Name) and expr.attr.value in N.TENSOR_METADATA_ATTRS:
+            return False
+        if isinstance(expr, cst.Call) and isinstance(expr.func, cst.Attribute) and isinstance(expr.func.value, cst.Name) \
+                and expr.func.attr.value in N.TENSOR_METADATA_METHODS:
+            return any(self.reads_input_data(a.value) for a in expr.args)
+        if isinstance(expr, (cst.Lambda, cst.BaseComp)):
+            return False  # evaluated later (or in its own scope): not followed
+        return any(self.reads_input_data(child) for child in expr.children if isinstance(child, cst.BaseExpression)) or any(
+            self.reads_input_data(c.value) for c in expr.children if isinstance(c, (cst.Arg, cst.Element, cst.DictElement))
+            and isinstance(getattr(c, "value", None), cst.BaseExpression))
+
+    def write(self, target: cst.BaseExpression, kind: str, aug: cst.AugAssign | None = None,
+              value: cst.BaseExpression | None = None) -> None:
         self.expr_children_of_target(target)
         r = self.root(target)
         if isinstance(target, cst.Subscript) and isinstance(target.value, cst.Name) and self.root(target.value).fresh_container:
@@ -166,7 +182,9 @@ class RootsMixin:
         quals: tuple[str, ...] = ()
         if isinstance(target, (cst.Attribute, cst.Name)):
             quals = tuple(self.a.resolver.qualnames(target, self.s.ctx)) if r.kind == "module" else ()
-        self.a.emit(WriteEvent(target, self.stmt, kind, r, aug, quals, self.memo_blocks > 0), self.visit)
+        memoized = self.memo_blocks > 0
+        from_inputs = memoized and value is not None and self.reads_input_data(value)
+        self.a.emit(WriteEvent(target, self.stmt, kind, r, aug, quals, memoized, from_inputs), self.visit)
 
     def expr_children_of_target(self, target: cst.BaseExpression) -> None:
         # Index expressions in a target run too: ``x[f(y)] = v``.

@@ -17,8 +17,14 @@ recompute's second write is a no-op — tensor metadata
 (``self.input_dtype = x.dtype``, ``.device``), a converted copy
 of the attribute itself (``self.classifier = self.classifier.to(x.dtype)``),
 fill-once / keyed caches (``if self.cos is None`` / ``if seq_len >
-self.max_seq_len_cached: ...``), and a ``dict.update`` writing back what it
-reads from the same dict.
+self.max_seq_len_cached: ...``) whose value depends only on constants,
+parameters, buffers or the inputs' shape, dtype and device, and a
+``dict.update`` writing back what it reads from the same dict. A fill-once
+cache computed from an input's *values* (``if self.prefix is None:
+self.prefix = self.proj(x)``) is reported: the recompute skips the fill, so
+it saves fewer tensors than the forward (non-reentrant checkpoint raises
+CheckpointError) or, reentrant, the forward ran under ``no_grad`` and the
+cached value carries no gradient to the parameters it used.
 
 How to fix: keep such state outside the checkpointed callable (update it in
 the caller after the checkpoint returns), or return the new value.
@@ -47,6 +53,11 @@ NAME = "state-write"
 MESSAGE = "{what} {where}: the recompute in backward writes it again and later code may read a different value; move the update outside the checkpointed region"
 EVENT = "call"
 EVENTS = ("call", "write")
+FILL_ONCE_MESSAGE = (
+    "fills {target} once from the call's inputs {where}: the recompute in backward finds it filled and "
+    "skips the computation (non-reentrant: CheckpointError; reentrant: the parameters it used get no "
+    "gradient); compute it outside the checkpointed region or on every call"
+)
 
 
 def _is_state(root: Root, target: cst.BaseExpression | None) -> bool:
@@ -62,6 +73,9 @@ def _is_state(root: Root, target: cst.BaseExpression | None) -> bool:
 
 def check(event: CallEvent | WriteEvent, ctx: RuleContext) -> Iterator[Hit]:
     if isinstance(event, WriteEvent):
+        if event.memoized and event.from_inputs:
+            yield Hit(event.target, FILL_ONCE_MESSAGE.format(target=written(event.target), where=ctx.inside))
+            return
         if event.memoized:
             return
         target = event.target
@@ -90,6 +104,30 @@ def check(event: CallEvent | WriteEvent, ctx: RuleContext) -> Iterator[Hit]:
 
 
 VALID = [
+    """
+import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
+
+class SwinLayer(nn.Module):
+    # transformers' Swin: a window clamped to the input resolution, an int tuple (not a tensor).
+    def __init__(self):
+        super().__init__()
+        self.window_size = 7
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x, input_resolution: tuple[int, int]):
+        if min(input_resolution) <= self.window_size:
+            self.window_size = min(input_resolution)
+        return self.fc(x)
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layer = SwinLayer()
+
+    def forward(self, x):
+        return checkpoint(self.layer, x, (4, 4), use_reentrant=False)
+""",
     """
 import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
@@ -171,5 +209,32 @@ class Model(nn.Module):
 
     def forward(self, x):
         return checkpoint(self.block, x, use_reentrant=False)
+""",
+    """
+import torch
+import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
+
+class Adapter(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(8, 8)
+        self.prefix = None
+        self.rope = None
+
+    def forward(self, x):
+        if self.rope is None:
+            self.rope = torch.arange(x.shape[-1], device=x.device)  # shape and device only: fills the same
+        if self.prefix is None:
+            self.prefix = self.proj(x)  # expect: CKP201
+        return x + self.prefix + self.rope
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.adapter = Adapter()
+
+    def forward(self, x):
+        return checkpoint(self.adapter, x, use_reentrant=False)
 """,
 ]
