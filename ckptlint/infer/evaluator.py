@@ -20,6 +20,7 @@ Python sequences (lists, tuples, zips, loop variables) are tracked as the
 
 from __future__ import annotations
 
+
 from dataclasses import replace
 from typing import Callable, Sequence, TypeVar
 
@@ -27,8 +28,9 @@ import libcst as cst
 
 from ckptlint.analysis import names as N
 from ckptlint.infer import known
+from ckptlint.infer.configs import Configs
 from ckptlint.infer.lattice import ClassRef, Frame, Instance
-from ckptlint.infer.scope import Env, attr_path, first_param, self_attr
+from ckptlint.infer.scope import Env, attr_path, first_param, getattr_key, self_attr
 from ckptlint.infer.sequences import DEFAULT_BUDGET
 from ckptlint.infer.tables import Tables
 from ckptlint.project import ClassInfo, FunctionInfo, ModuleInfo, Project, dotted_name
@@ -38,7 +40,7 @@ __all__ = ["DEFAULT_BUDGET", "Evaluator"]
 MAX_DEPTH = 40  # a recursion guard only; the cost bound is the budget
 
 
-class Evaluator(Tables):
+class Evaluator(Tables, Configs):
     """Abstract evaluation of module-building expressions, memoised per scope."""
 
     def __init__(self, project: Project) -> None:
@@ -270,13 +272,22 @@ class Evaluator(Tables):
                 return out
         if isinstance(func, cst.Name) and func.value == "getattr" and len(call.args) >= 2 and owner is not None and env is not None:
             if isinstance(call.args[0].value, cst.Name) and call.args[0].value.value == env.self_name:
+                held = self_attr(call.args[1].value, env.self_name)
+                if held is not None:  # ``getattr(self, self.norm1_name)``: what add_module put under that name
+                    found = self.self_attribute(owner, getattr_key(held), depth, fr.instance)
+                    if found:
+                        return list(found)
                 names = self.constant_strings(call.args[1].value, fr)
                 if names is not None:
                     out = []
                     for name in names:
                         out.extend(self.self_attribute(owner, name, depth, fr.instance) or ())
                     return out
-                return list(self.all_children(owner, fr, call).elements)
+                if _names_from_a_parameter(call.args[1].value, env):
+                    # ``for name in plugin_names: getattr(self, name)``: names the caller chose, not evidence
+                    # that any particular member runs here.
+                    return []
+                return list(self.all_children(owner, fr, call, unnamed_only=True).elements)
         refs = self._class_refs(func, fr, depth + 1)
         out = []
         for ref in refs:
@@ -294,6 +305,8 @@ class Evaluator(Tables):
             elif ref.func is not None:
                 for ret, rfr in self.return_sources(ref.func, call, fr, depth):
                     out.extend(self.instances_in(ret, rfr, depth + 1))
+            elif known.cfg_factory(ref.qualnames) is not None:
+                out.extend(self._cfg_built(call, ref.qualnames, fr, depth))
             else:
                 kwargs = ref.kwargs + tuple((a.keyword.value, a.value) for a in call.args if a.keyword is not None)
                 args = tuple(a.value for a in call.args if a.keyword is None and not a.star)
@@ -408,3 +421,13 @@ def _memoised(
         active.discard(key)
     memo[key] = (expr, found)
     return list(found)
+
+
+def _names_from_a_parameter(expr: cst.BaseExpression, env: Env) -> bool:
+    """``name`` bound only by ``for name in <parameter>`` (with no call-site binding of that parameter)."""
+    if not isinstance(expr, cst.Name) or expr.value in env.values:
+        return False
+    iters = env.loop_iters.get(expr.value)
+    return bool(iters) and all(
+        isinstance(it, cst.Name) and it.value in env.params and it.value not in env.bound for it in iters
+    )

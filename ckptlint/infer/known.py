@@ -24,6 +24,8 @@ __all__ = [
     "container_kind",
     "extend",
     "factory_classes",
+    "cfg_factory",
+    "cfg_type_of",
     "is_container",
     "known_class",
     "table",
@@ -102,6 +104,21 @@ def known_class(qualnames: tuple[str, ...] | list[str]) -> KnownClass | None:
                 tuple((arg, int(pos)) for arg, pos in entry.get("cfg-args", {}).items()),
             )
     return None
+
+
+def cfg_factory(qualnames: tuple[str, ...] | list[str]) -> tuple[int, int] | None:
+    """``(config position, tuple index)`` of an out-of-tree builder such as mmcv's ``build_norm_layer``."""
+    factories = _section("cfg-factories")
+    for q in qualnames:
+        entry = factories.get(q)
+        if entry is not None:
+            return int(entry.get("cfg", 0)), int(entry.get("index", -1))
+    return None
+
+
+def cfg_type_of(expr: cst.BaseExpression) -> str | None:
+    """``dict(type="BN")`` / ``{"type": "BN"}`` -> ``"BN"``."""
+    return _cfg_type(expr)
 
 
 def cfg_type_class(type_name: str) -> str | None:

@@ -95,6 +95,20 @@ class Resolver:
             return False
         return name in env.values or name in env.loop_iters or name in env.inner_defs
 
+    def _outer_self(self, expr: cst.Attribute, ctx: Ctx) -> bool:
+        """``self.x`` in a nested function whose ``self`` is the enclosing method's, not its own parameter."""
+        base = expr.value
+        while isinstance(base, cst.Attribute):
+            base = base.value
+        if not (isinstance(base, cst.Name) and base.value == ctx.self_name) or self.is_local(base.value, ctx):
+            return False
+        fn = ctx.fn
+        if fn is None:
+            return False
+        params = fn.params
+        own = {p.name.value for p in (*params.posonly_params, *params.params, *params.kwonly_params)}
+        return base.value not in own
+
     def instances(self, expr: cst.BaseExpression, ctx: Ctx) -> list[Instance]:
         """Module objects an expression in a function body may be."""
         if isinstance(expr, cst.Name):
@@ -120,7 +134,9 @@ class Resolver:
                     out.extend(self.evaluator.self_attribute(inst.cls, expr.attr.value, 0, inst) or ())
             if out:
                 return out
-        if isinstance(expr, cst.Attribute) and ctx.outer is not None and ctx.cls is None:
+        if isinstance(expr, cst.Attribute) and ctx.outer is not None and (ctx.cls is None or self._outer_self(expr, ctx)):
+            # A closure inside a method (mmcv's ``def _inner_forward(x)`` checkpointed in ``forward``):
+            # its ``self.bn`` is the method's, resolved where ``self`` is a parameter.
             return self.instances(expr, ctx.outer)
         return self.evaluator.instances(expr, ctx.module, ctx.env, ctx.cls, instance=ctx.instance)
 

@@ -114,6 +114,11 @@ def self_attr(node: cst.BaseExpression, self_name: str | None) -> str | None:
     return None
 
 
+def getattr_key(attr: str) -> str:
+    """The attribute-table key of a module registered under the name held in ``self.<attr>``."""
+    return f"getattr(self.{attr})"
+
+
 def _const_str(node: cst.BaseExpression) -> str | None:
     if isinstance(node, cst.SimpleString):
         value = node.evaluated_value
@@ -170,8 +175,12 @@ class _Collector:
                 env.dynamic_attrs.append((call.args[0].value, True))  # ``self.add_module(*stage)``
             elif len(call.args) >= 2:
                 name = _const_str(call.args[0].value)
+                key_attr = self_attr(call.args[0].value, self_name)
                 if name is not None:
                     env.self_attrs.setdefault(name, []).append(call.args[1].value)
+                elif key_attr is not None:
+                    # ``self.add_module(self.norm1_name, norm1)``, read back by ``getattr(self, self.norm1_name)``
+                    env.self_attrs.setdefault(getattr_key(key_attr), []).append(call.args[1].value)
                 else:
                     env.dynamic_attrs.append((call.args[1].value, False))
             return

@@ -203,6 +203,8 @@ class Sequences:
         if isinstance(expr, cst.IfExp):
             return self.position_sources(expr.body, fr, k, depth + 1) + self.position_sources(expr.orelse, fr, k, depth + 1)
         if isinstance(expr, cst.Call):
+            if self.cfg_factory_index(expr, fr) == k:  # ``name, norm = build_norm_layer(cfg, c)``: the module
+                return [(expr, fr)]
             out = []
             for fn, bound_self, owner, obj in self.callees(expr, fr):
                 for ret, rfr in self.return_sources(fn, expr, fr, depth, bound_self=bound_self, owner=owner, instance=obj):

@@ -55,11 +55,22 @@ class Tables(Sequences):
             return list(table["*"])  # registered under a computed name (``f"layer{i}"``)
         return None
 
-    def all_children(self, cls: ClassInfo, fr: Frame, call: cst.Call) -> Instance:
-        """``self.children()``: every module ``__init__`` registered, as one unordered container."""
+    def all_children(self, cls: ClassInfo, fr: Frame, call: cst.Call, *, unnamed_only: bool = False) -> Instance:
+        """``self.children()``: every module ``__init__`` registered, as one unordered container.
+
+        ``unnamed_only``: for ``getattr(self, name)`` with a name not known here, leave out the modules
+        registered under a name held in a ``self.<attr>`` (those are read back through that attribute).
+        """
         seen: set[int] = set()
         elements: list[Instance] = []
-        for insts in self.attr_table(cls, fr.instance).values():
+        table = self.attr_table(cls, fr.instance)
+        if unnamed_only and table.get("*"):
+            # A computed name reads back what was registered under computed names (plugins added with
+            # ``self.add_module(name, layer)`` in a loop), not the constant-named members beside them.
+            table = {"*": table["*"]}
+        for key, insts in table.items():
+            if unnamed_only and key.startswith("getattr(self."):
+                continue
             for inst in insts:
                 if id(inst) not in seen:
                     seen.add(id(inst))
