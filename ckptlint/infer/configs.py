@@ -38,11 +38,13 @@ class Configs:
                     return spec[1]
         return None
 
-    def _cfg_built(self, call: cst.Call, qualnames: tuple[str, ...], fr: Frame, depth: int) -> list[Instance]:
-        """``build_norm_layer(dict(type="BN"), c)``: the class the config names (through names and defaults)."""
-        spec = known.cfg_factory(qualnames)
+    def _cfg_built(self, call: cst.Call, spec: tuple[int, int], fr: Frame, depth: int) -> list[Instance]:
+        """``build_norm_layer(dict(type="BN"), c)``: the class the config names (through names and defaults).
+
+        ``spec`` is the builder's ``(config position, tuple index)`` from ``known.cfg_factory``.
+        """
         positional = [a.value for a in call.args if a.keyword is None and not a.star]
-        if spec is None or len(positional) <= spec[0]:
+        if len(positional) <= spec[0]:
             return []
         cfg = positional[spec[0]]
         types = [known.cfg_type_of(value) for value, _ in self._config_sources(cfg, fr, depth)]

@@ -20,7 +20,6 @@ Python sequences (lists, tuples, zips, loop variables) are tracked as the
 
 from __future__ import annotations
 
-
 from dataclasses import replace
 from typing import Callable, Sequence, TypeVar
 
@@ -305,8 +304,8 @@ class Evaluator(Tables, Configs):
             elif ref.func is not None:
                 for ret, rfr in self.return_sources(ref.func, call, fr, depth):
                     out.extend(self.instances_in(ret, rfr, depth + 1))
-            elif known.cfg_factory(ref.qualnames) is not None:
-                out.extend(self._cfg_built(call, ref.qualnames, fr, depth))
+            elif (spec := known.cfg_factory(ref.qualnames)) is not None:
+                out.extend(self._cfg_built(call, spec, fr, depth))
             else:
                 kwargs = ref.kwargs + tuple((a.keyword.value, a.value) for a in call.args if a.keyword is not None)
                 args = tuple(a.value for a in call.args if a.keyword is None and not a.star)

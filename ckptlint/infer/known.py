@@ -116,11 +116,6 @@ def cfg_factory(qualnames: tuple[str, ...] | list[str]) -> tuple[int, int] | Non
     return None
 
 
-def cfg_type_of(expr: cst.BaseExpression) -> str | None:
-    """``dict(type="BN")`` / ``{"type": "BN"}`` -> ``"BN"``."""
-    return _cfg_type(expr)
-
-
 def cfg_type_class(type_name: str) -> str | None:
     """``dict(type="BN")`` -> ``torch.nn.BatchNorm2d`` (mmcv/mmengine registry names)."""
     return _section("cfg-types").get(type_name)
@@ -156,7 +151,7 @@ def factory_classes(qualnames: tuple[str, ...] | list[str], call: cst.Call) -> l
     return []
 
 
-def _cfg_type(expr: cst.BaseExpression) -> str | None:
+def cfg_type_of(expr: cst.BaseExpression) -> str | None:
     """``dict(type="BN")`` / ``{"type": "BN"}`` -> ``"BN"``."""
     pairs: list[tuple[str | None, cst.BaseExpression]] = []
     if isinstance(expr, cst.Call) and isinstance(expr.func, cst.Name) and expr.func.value == "dict":
@@ -195,7 +190,7 @@ def members(
             out.extend(resolve(value)[:1])
     for arg, position in entry.cfg_args:
         value = argument(arg, position)
-        type_name = _cfg_type(value) if value is not None else None
+        type_name = cfg_type_of(value) if value is not None else None
         cls = cfg_type_class(type_name) if type_name is not None else None
         if cls is not None:
             out.append(cls)

@@ -102,12 +102,7 @@ class Resolver:
             base = base.value
         if not (isinstance(base, cst.Name) and base.value == ctx.self_name) or self.is_local(base.value, ctx):
             return False
-        fn = ctx.fn
-        if fn is None:
-            return False
-        params = fn.params
-        own = {p.name.value for p in (*params.posonly_params, *params.params, *params.kwonly_params)}
-        return base.value not in own
+        return ctx.env is not None and base.value not in ctx.env.params
 
     def instances(self, expr: cst.BaseExpression, ctx: Ctx) -> list[Instance]:
         """Module objects an expression in a function body may be."""

@@ -114,9 +114,12 @@ def self_attr(node: cst.BaseExpression, self_name: str | None) -> str | None:
     return None
 
 
+GETATTR_KEY_PREFIX = "getattr(self."
+
+
 def getattr_key(attr: str) -> str:
     """The attribute-table key of a module registered under the name held in ``self.<attr>``."""
-    return f"getattr(self.{attr})"
+    return f"{GETATTR_KEY_PREFIX}{attr})"
 
 
 def _const_str(node: cst.BaseExpression) -> str | None:

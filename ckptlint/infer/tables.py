@@ -15,7 +15,7 @@ from dataclasses import replace
 import libcst as cst
 
 from ckptlint.infer.lattice import Frame, Instance
-from ckptlint.infer.scope import Env, bind, first_param
+from ckptlint.infer.scope import GETATTR_KEY_PREFIX, Env, bind, first_param
 from ckptlint.infer.sequences import Sequences
 from ckptlint.project import ClassInfo, Project, dotted_name
 
@@ -69,7 +69,7 @@ class Tables(Sequences):
             # ``self.add_module(name, layer)`` in a loop), not the constant-named members beside them.
             table = {"*": table["*"]}
         for key, insts in table.items():
-            if unnamed_only and key.startswith("getattr(self."):
+            if unnamed_only and key.startswith(GETATTR_KEY_PREFIX):
                 continue
             for inst in insts:
                 if id(inst) not in seen:

@@ -73,7 +73,7 @@ def _is_state(root: Root, target: cst.BaseExpression | None) -> bool:
 
 def check(event: CallEvent | WriteEvent, ctx: RuleContext) -> Iterator[Hit]:
     if isinstance(event, WriteEvent):
-        if event.memoized and event.from_inputs:
+        if event.from_inputs:  # a fill-once block (memoized) filled from an input's values
             yield Hit(event.target, FILL_ONCE_MESSAGE.format(target=written(event.target), where=ctx.inside))
             return
         if event.memoized:
