@@ -158,20 +158,22 @@ class RootsMixin:
         elif isinstance(target, (cst.Attribute, cst.Subscript)):
             self.write(target, "assign", value=value)
 
-    def reads_input_data(self, expr: cst.BaseExpression) -> bool:
-        """Does ``expr`` compute with the values of a checkpoint input (not only its shape, dtype, device)?"""
-        if isinstance(expr, cst.Name):
-            return self.root_of_name(expr.value).kind == "input"
-        if isinstance(expr, cst.Attribute) and isinstance(expr.value, cst.Name) and expr.attr.value in N.TENSOR_METADATA_ATTRS:
-            return False
-        if isinstance(expr, cst.Call) and isinstance(expr.func, cst.Attribute) and isinstance(expr.func.value, cst.Name) \
-                and expr.func.attr.value in N.TENSOR_METADATA_METHODS:
-            return any(self.reads_input_data(a.value) for a in expr.args)
-        if isinstance(expr, (cst.Lambda, cst.BaseComp)):
+    def reads_input_data(self, node: cst.CSTNode) -> bool:
+        """Does ``node`` compute with the values of a checkpoint input (not only its shape, dtype, device)?"""
+        if isinstance(node, cst.Name):
+            return self.root_of_name(node.value).kind == "input"
+        if isinstance(node, cst.Attribute):  # ``self.x`` reads ``self``; its attribute name is not a variable
+            if isinstance(node.value, cst.Name) and node.attr.value in N.TENSOR_METADATA_ATTRS:
+                return False
+            return self.reads_input_data(node.value)
+        if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and isinstance(node.func.value, cst.Name) \
+                and node.func.attr.value in N.TENSOR_METADATA_METHODS:
+            return any(self.reads_input_data(a.value) for a in node.args)
+        if isinstance(node, cst.Arg):  # not its ``keyword=``
+            return self.reads_input_data(node.value)
+        if isinstance(node, (cst.Lambda, cst.BaseComp)):
             return False  # evaluated later (or in its own scope): not followed
-        return any(self.reads_input_data(child) for child in expr.children if isinstance(child, cst.BaseExpression)) or any(
-            self.reads_input_data(c.value) for c in expr.children if isinstance(c, (cst.Arg, cst.Element, cst.DictElement))
-            and isinstance(getattr(c, "value", None), cst.BaseExpression))
+        return any(self.reads_input_data(child) for child in node.children)
 
     def write(self, target: cst.BaseExpression, kind: str, aug: cst.AugAssign | None = None,
               value: cst.BaseExpression | None = None) -> None:

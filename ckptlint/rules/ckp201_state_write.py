@@ -105,6 +105,32 @@ def check(event: CallEvent | WriteEvent, ctx: RuleContext) -> Iterator[Hit]:
 
 VALID = [
     """
+import torch
+import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
+
+class Block(nn.Module):
+    # A fill-once table from a parameter that shares the input's name: ``self.x`` is not ``x``.
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.x = nn.Parameter(torch.zeros(4))
+        self.table = None
+
+    def forward(self, x):
+        if self.table is None:
+            self.table = self.x.detach() * 2
+        return self.fc(x) + self.table
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.block = Block()
+
+    def forward(self, x):
+        return checkpoint(self.block, x, use_reentrant=False)
+""",
+    """
 import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
