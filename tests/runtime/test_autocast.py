@@ -1,4 +1,4 @@
-"""verify(..., autocast="bf16"): both runs under CPU autocast, compared with bfloat16 tolerances."""
+"""verify(..., autocast="bf16"|"fp16"): both runs under CPU autocast, compared with that dtype's tolerances."""
 
 from __future__ import annotations
 
@@ -14,20 +14,24 @@ from tests.runtime.zoo import tiny_llama, token_ids  # noqa: E402
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")]
 
 
-@pytest.mark.parametrize("use_reentrant", [False, True], ids=["nonreentrant", "reentrant"])
-def test_llama_under_bf16_autocast_is_equivalent(use_reentrant: bool) -> None:
+@pytest.mark.parametrize(
+    ("autocast", "dtype", "use_reentrant"),
+    [("bf16", torch.bfloat16, False), ("bf16", torch.bfloat16, True), ("fp16", torch.float16, False)],
+    ids=["bf16-nonreentrant", "bf16-reentrant", "fp16-nonreentrant"],
+)
+def test_llama_under_autocast_is_equivalent(autocast: str, dtype: torch.dtype, use_reentrant: bool) -> None:
     model = tiny_llama()
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": use_reentrant})
     model.train()
-    def bf16_only(_m: torch.nn.Module, _args: object, out: torch.Tensor) -> None:
+    def autocast_only(_m: torch.nn.Module, _args: object, out: torch.Tensor) -> None:
         # verify restores every container a hook can reach, so the hook checks instead of recording.
-        if out.dtype != torch.bfloat16:
+        if out.dtype != dtype:
             raise TypeError(f"autocast not active: {out.dtype}")
 
-    handle = model.model.layers[0].mlp.down_proj.register_forward_hook(bf16_only)
+    handle = model.model.layers[0].mlp.down_proj.register_forward_hook(autocast_only)
     ids = token_ids()
     try:
-        report = verify(model, ids, autocast="bf16")
+        report = verify(model, ids, autocast=autocast)
         assert report.equivalent, str(report)
         with pytest.raises(TypeError, match="autocast not active"):  # the model's own error, re-raised
             verify(model, ids)
@@ -45,19 +49,3 @@ def test_bad_autocast_value() -> None:
     with pytest.raises(VerifyError, match="autocast must be"):
         verify(Net(), make_input(), autocast="int8")
 
-
-def test_fp16_autocast_runs_in_float16_and_is_equivalent() -> None:
-    model = tiny_llama()
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model.train()
-
-    def fp16_only(_m: torch.nn.Module, _args: object, out: torch.Tensor) -> None:
-        if out.dtype != torch.float16:
-            raise TypeError(f"fp16 autocast not active: {out.dtype}")
-
-    handle = model.model.layers[0].mlp.down_proj.register_forward_hook(fp16_only)
-    try:
-        report = verify(model, token_ids(), autocast="fp16")
-        assert report.equivalent, str(report)
-    finally:
-        handle.remove()

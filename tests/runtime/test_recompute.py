@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 
 import pytest
 
@@ -12,7 +13,7 @@ transformers = pytest.importorskip("transformers")
 import torch.nn as nn  # noqa: E402
 from torch.utils.checkpoint import checkpoint  # noqa: E402
 
-from runtime_checks import verify  # noqa: E402
+from runtime_checks import Report, verify  # noqa: E402
 from runtime_checks.advice import advise  # noqa: E402
 from runtime_checks.verify import _Engine  # noqa: E402
 from tests.runtime.test_bypass import Counted  # noqa: E402
@@ -87,16 +88,24 @@ class GrowingCache(nn.Module):
         return self.proj(seen)[:, -x.shape[1] :]
 
 
-def test_checkpoint_error_from_a_growing_cache_is_decoded_on_gpt2() -> None:
+def _verify_patched_gpt2(patch: Callable[[nn.Module], None]) -> Report:
+    """verify() on a tiny GPT-2 (non-reentrant gradient checkpointing, train mode) after ``patch(model)``."""
     torch.manual_seed(0)
     cfg = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=100, n_positions=16)
     model = transformers.GPT2LMHeadModel(cfg)
-    block = model.transformer.h[1]
-    block.attn.c_attn = GrowingCache(block.attn.c_attn)
+    patch(model)
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     ids = torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(0))
-    report = verify(model, {"input_ids": ids})
+    return verify(model, {"input_ids": ids})
+
+
+def test_checkpoint_error_from_a_growing_cache_is_decoded_on_gpt2() -> None:
+    def grow(model: nn.Module) -> None:
+        block = model.transformer.h[1]
+        block.attn.c_attn = GrowingCache(block.attn.c_attn)
+
+    report = _verify_patched_gpt2(grow)
     (err,) = [m for m in report.mismatches if m.kind == "error"]
     assert err.name == "CheckpointError" and err.region == "transformer.h.1"
     (d,) = report.recompute
@@ -124,15 +133,11 @@ class UpcastAfterFirstCall(nn.Module):
 
 
 def test_checkpoint_error_from_a_dtype_change_names_the_dtype_cause_on_gpt2() -> None:
-    torch.manual_seed(0)
-    cfg = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=100, n_positions=16)
-    model = transformers.GPT2LMHeadModel(cfg)
-    block = model.transformer.h[0]
-    block.mlp.c_proj = UpcastAfterFirstCall(block.mlp.c_proj)
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model.train()
-    ids = torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(0))
-    report = verify(model, {"input_ids": ids})
+    def upcast(model: nn.Module) -> None:
+        block = model.transformer.h[0]
+        block.mlp.c_proj = UpcastAfterFirstCall(block.mlp.c_proj)
+
+    report = _verify_patched_gpt2(upcast)
     (err,) = [m for m in report.mismatches if m.kind == "error"]
     assert err.name == "CheckpointError" and err.region == "transformer.h.0"
     (d,) = report.recompute
