@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Thresholds", "check", "parse_max_overhead", "parse_min_saved", "thresholds_for"]
+__all__ = ["Thresholds", "failure_text", "parse_max_overhead", "parse_min_saved", "problems", "thresholds_for"]
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 
@@ -94,15 +94,8 @@ def thresholds_for(item: Any) -> Thresholds:
     return out
 
 
-def check(item: Any, report: Any, model: Any, inputs: Any) -> None:
-    """Fail the test (AssertionError with the measured numbers) when ``report`` misses a threshold."""
-    __tracebackhide__ = True
-    missed = problems(item, report, model, inputs)
-    if missed:
-        raise AssertionError(failure_text(missed))
-
-
 def failure_text(missed: list[str]) -> str:
+    """The test's failure message for the thresholds ``problems`` found missed."""
     return "ckpt_equivalence thresholds: " + "; ".join(missed)
 
 
