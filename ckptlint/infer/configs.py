@@ -10,13 +10,13 @@ name in the file, as a backbone passes its own ``norm_cfg`` down.
 from __future__ import annotations
 
 import ast
-from functools import lru_cache
 from typing import Any
 
 import libcst as cst
 
 from ckptlint.infer import known
 from ckptlint.infer.lattice import Frame, Instance
+from ckptlint.project import ModuleInfo
 
 __all__ = ["Configs", "config_literals"]
 
@@ -51,13 +51,21 @@ class Configs:
         if not any(types) and isinstance(cfg, cst.Name):
             # A parameter the block only receives (``norm_cfg=None`` by default; the backbone passes its own
             # ``norm_cfg=dict(type="BN")`` down): every such config written in this file may arrive.
-            types = list(config_literals(fr.module.source, cfg.value))
+            types = list(self._config_literals(fr.module, cfg.value))
         out: list[Instance] = []
         for type_name in types:
             cls = known.cfg_type_class(type_name) if type_name is not None else None
             if cls is not None and not any(i.qualnames == (cls,) for i in out):
                 out.append(Instance((cls,), None, fr.module, call, frame=fr))
         return out
+
+    def _config_literals(self, mod: ModuleInfo, name: str) -> tuple[str, ...]:
+        """``config_literals`` of ``mod``, once per (file, name) for this evaluator's project."""
+        cache: dict[tuple[str, str], tuple[str, ...]] = self.__dict__.setdefault("_config_literals_cache", {})
+        key = (mod.path, name)
+        if key not in cache:
+            cache[key] = config_literals(mod.source, name)
+        return cache[key]
 
     def _config_sources(self, expr: cst.BaseExpression, fr: Frame, depth: int) -> list[tuple[cst.BaseExpression, Frame]]:
         if isinstance(expr, cst.Name) and depth <= MAX_CONFIG_DEPTH:
@@ -69,7 +77,6 @@ class Configs:
         return [(expr, fr)]
 
 
-@lru_cache(maxsize=256)
 def config_literals(source: str, name: str) -> tuple[str, ...]:
     """``type`` strings of the ``dict(type=...)`` configs written for ``name`` in ``source``: as a keyword
     argument (``norm_cfg=dict(type="BN")``) or a parameter default (``def f(norm_cfg=dict(type="BN"))``)."""
