@@ -59,6 +59,30 @@ class Configs:
                 out.append(Instance((cls,), None, fr.module, call, frame=fr))
         return out
 
+    def resolved_config_kwargs(
+        self, qualnames: tuple[str, ...], kwargs: tuple[tuple[str, cst.BaseExpression], ...], fr: Frame, depth: int
+    ) -> tuple[tuple[str, cst.BaseExpression], ...]:
+        """An out-of-tree class's config keywords (mmcv ``ConvModule``'s ``norm_cfg``) passed as a name:
+        replaced by the ``dict(type=...)`` the name holds, so what the class builds can be read from it."""
+        entry = known.known_class(qualnames)
+        if entry is None or not entry.cfg_args:
+            return kwargs
+        config_args = {arg for arg, _ in entry.cfg_args}
+        out = []
+        for key, value in kwargs:
+            if key in config_args and isinstance(value, cst.Name):
+                value = self._config_expression(value, fr, depth) or value
+            out.append((key, value))
+        return tuple(out)
+
+    def _config_expression(self, name: cst.Name, fr: Frame, depth: int) -> cst.BaseExpression | None:
+        """The first ``dict(type=...)`` ``name`` may hold (through names and defaults, else in the file)."""
+        for value, _ in self._config_sources(name, fr, depth):
+            if known.cfg_type_of(value) is not None:
+                return value
+        types = self._config_literals(fr.module, name.value)
+        return cst.parse_expression(f"dict(type={types[0]!r})") if types else None
+
     def _config_literals(self, mod: ModuleInfo, name: str) -> tuple[str, ...]:
         """``config_literals`` of ``mod``, once per (file, name) for this evaluator's project."""
         cache: dict[tuple[str, str], tuple[str, ...]] = self.__dict__.setdefault("_config_literals_cache", {})

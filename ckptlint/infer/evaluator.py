@@ -309,6 +309,8 @@ class Evaluator(Tables, Configs):
             else:
                 kwargs = ref.kwargs + tuple((a.keyword.value, a.value) for a in call.args if a.keyword is not None)
                 args = tuple(a.value for a in call.args if a.keyword is None and not a.star)
+                if ref.cls is None:  # ``ConvModule(..., norm_cfg=norm_cfg)``: the config the name holds
+                    kwargs = self.resolved_config_kwargs(ref.qualnames, kwargs, fr, depth)
                 out.append(Instance(ref.qualnames, ref.cls, fr.module, call, kwargs, args, frame=fr))
         if not refs:
             # ``builder(in_chs, block_args)``: an in-tree object whose ``__call__`` builds modules.
