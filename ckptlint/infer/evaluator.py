@@ -29,7 +29,7 @@ from ckptlint.analysis import names as N
 from ckptlint.infer import known
 from ckptlint.infer.configs import Configs
 from ckptlint.infer.lattice import ClassRef, Frame, Instance
-from ckptlint.infer.scope import Env, attr_path, first_param, getattr_key, self_attr
+from ckptlint.infer.scope import Env, attr_path, first_param, getattr_key, names_from_a_parameter, self_attr
 from ckptlint.infer.sequences import DEFAULT_BUDGET
 from ckptlint.infer.tables import Tables
 from ckptlint.project import ClassInfo, FunctionInfo, ModuleInfo, Project, dotted_name
@@ -282,7 +282,7 @@ class Evaluator(Tables, Configs):
                     for name in names:
                         out.extend(self.self_attribute(owner, name, depth, fr.instance) or ())
                     return out
-                if _names_from_a_parameter(call.args[1].value, env):
+                if names_from_a_parameter(call.args[1].value, env):
                     # ``for name in plugin_names: getattr(self, name)``: names the caller chose, not evidence
                     # that any particular member runs here.
                     return []
@@ -423,12 +423,3 @@ def _memoised(
     memo[key] = (expr, found)
     return list(found)
 
-
-def _names_from_a_parameter(expr: cst.BaseExpression, env: Env) -> bool:
-    """``name`` bound only by ``for name in <parameter>`` (with no call-site binding of that parameter)."""
-    if not isinstance(expr, cst.Name) or expr.value in env.values:
-        return False
-    iters = env.loop_iters.get(expr.value)
-    return bool(iters) and all(
-        isinstance(it, cst.Name) and it.value in env.params and it.value not in env.bound for it in iters
-    )

@@ -18,7 +18,7 @@ import libcst as cst
 from ckptlint.infer.lattice import Frame
 from ckptlint.project import dotted_name
 
-__all__ = ["Env", "attr_path", "bind", "first_param", "scope_env", "self_attr"]
+__all__ = ["GETATTR_KEY_PREFIX", "Env", "attr_path", "bind", "first_param", "getattr_key", "names_from_a_parameter", "scope_env", "self_attr"]
 
 
 @dataclass
@@ -324,3 +324,12 @@ def bind(env: Env, fn: cst.FunctionDef, call: cst.Call, caller: Frame, skip_self
         for k, v in env.values.items()
     }
     return replace(env, values=values, bound=bound, bound_star=bound_star)
+
+def names_from_a_parameter(expr: cst.BaseExpression, env: Env) -> bool:
+    """``name`` bound only by ``for name in <parameter>`` (with no call-site binding of that parameter)."""
+    if not isinstance(expr, cst.Name) or expr.value in env.values:
+        return False
+    iters = env.loop_iters.get(expr.value)
+    return bool(iters) and all(
+        isinstance(it, cst.Name) and it.value in env.params and it.value not in env.bound for it in iters
+    )
