@@ -325,6 +325,7 @@ def bind(env: Env, fn: cst.FunctionDef, call: cst.Call, caller: Frame, skip_self
     }
     return replace(env, values=values, bound=bound, bound_star=bound_star)
 
+
 def names_from_a_parameter(expr: cst.BaseExpression, env: Env) -> bool:
     """``name`` bound only by ``for name in <parameter>`` (with no call-site binding of that parameter)."""
     if not isinstance(expr, cst.Name) or expr.value in env.values:
