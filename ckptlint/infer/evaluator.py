@@ -311,7 +311,8 @@ class Evaluator(Tables, Configs):
                 args = tuple(a.value for a in call.args if a.keyword is None and not a.star)
                 if ref.cls is None:  # ``ConvModule(..., norm_cfg=norm_cfg)``: the config the name holds
                     kwargs = self.resolved_config_kwargs(ref.qualnames, kwargs, fr, depth)
-                out.append(Instance(ref.qualnames, ref.cls, fr.module, call, kwargs, args, frame=fr))
+                built = Instance(ref.qualnames, ref.cls, fr.module, call, kwargs, args, frame=fr)
+                out.append(self.as_sequential(built) if ref.cls is not None else built)
         if not refs:
             # ``builder(in_chs, block_args)``: an in-tree object whose ``__call__`` builds modules.
             for obj in self.instances_in(func, fr, depth + 1) if isinstance(func, (cst.Name, cst.Attribute)) else ():

@@ -5,7 +5,10 @@
 a computed name, kept as ``"*"``), base classes first; properties and simple
 getters (``@property def norm1(self): return getattr(self, self.norm1_name)``)
 are evaluated on demand; ``self.children()``/``modules()`` is every
-registered module.
+registered module. An in-tree ``nn.Sequential`` subclass without a
+``forward`` of its own (``class ConvBN(nn.Sequential)`` filled by
+``super().__init__(conv, bn)`` or ``self.add_module("bn", ...)``) is a
+Sequential of what its ``__init__`` registers.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from dataclasses import replace
 
 import libcst as cst
 
+from ckptlint.analysis import names as N
+from ckptlint.infer import known
 from ckptlint.infer.lattice import Frame, Instance
 from ckptlint.infer.scope import GETATTR_KEY_PREFIX, Env, bind, first_param
 from ckptlint.infer.sequences import Sequences
@@ -76,6 +81,40 @@ class Tables(Sequences):
                     seen.add(id(inst))
                     elements.append(inst)
         return Instance(("torch.nn.Sequential",), None, fr.module, call, elements=tuple(elements), is_container=True, frame=fr)
+
+    def as_sequential(self, inst: Instance) -> Instance:
+        """``inst`` as the Sequential it is when its class subclasses one and has no forward of its own."""
+        cls = inst.cls
+        if cls is None or inst.is_container or not self._sequential_without_forward(cls):
+            return inst
+        init = self.project.find_method(cls, "__init__")
+        members: list[Instance] = []
+        ordered = True  # registration order is call order, when each registration is one known module
+        if init is not None and inst.call is not None and inst.frame is not None:
+            env = self.env_of(init.node, first_param(init.node))
+            bound = bind(env, init.node, inst.call, inst.frame, skip_self=True)
+            fr = Frame(init.module, bound if bound is not None else env, init.cls, inst)
+            for call in _super_init_calls(init.node):  # ``super().__init__(conv, bn, act)``
+                found, exact = self._elements(call.args, fr, 1)  # type: ignore[attr-defined]
+                members.extend(found)
+                ordered = ordered and exact
+        seen = {id(m) for m in members}
+        for key, insts in self.attr_table(cls, inst).items():
+            if not key.startswith(GETATTR_KEY_PREFIX):
+                members.extend(m for m in insts if id(m) not in seen)
+                seen.update(id(m) for m in insts)
+                ordered = ordered and len(insts) == 1 and key != "*"
+        if not members:
+            return inst
+        return replace(
+            inst, qualnames=inst.qualnames + ("torch.nn.Sequential",), elements=tuple(members), is_container=True, ordered=ordered
+        )
+
+    def _sequential_without_forward(self, cls: ClassInfo) -> bool:
+        if self.project.find_method(cls, "forward") is not None or self.project.find_method(cls, "__call__") is not None:
+            return False
+        bases = tuple(self.project.all_base_names(cls))
+        return N.matches(bases, N.SEQUENTIAL_CLASSES) or N.matches(known.container_kind(bases), N.SEQUENTIAL_CLASSES)
 
     # -- per-class attribute tables ---------------------------------------------------
 
@@ -167,6 +206,20 @@ class Tables(Sequences):
                 dynamic.extend(self.instances_in(e, fr, 1))
         if dynamic:
             table["*"] = table.get("*", []) + dynamic
+
+
+def _super_init_calls(init: cst.FunctionDef) -> list[cst.Call]:
+    out: list[cst.Call] = []
+    for stmt in init.body.body:
+        if isinstance(stmt, cst.SimpleStatementLine):
+            for small in stmt.body:
+                call = small.value if isinstance(small, cst.Expr) else None
+                if (
+                    isinstance(call, cst.Call) and isinstance(call.func, cst.Attribute) and call.func.attr.value == "__init__"
+                    and isinstance(call.func.value, cst.Call) and dotted_name(call.func.value.func) == "super"
+                ):
+                    out.append(call)
+    return out
 
 
 def _is_property(node: cst.FunctionDef) -> bool:
