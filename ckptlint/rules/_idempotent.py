@@ -2,7 +2,7 @@
 
 The recompute in backward runs the body again; a write is harmless there when
 it stores a value that depends only on what the recompute sees identically:
-a tensor's dtype or device (``self.input_dtype = x.dtype``, ``.device``; not ``.shape``,
+a literal constant (``self.mode = "route"``), a tensor's dtype or device (``self.input_dtype = x.dtype``, ``.device``; not ``.shape``,
 which follows the input),
 or a converted copy of the attribute itself (``self.classifier =
 self.classifier.to(x.dtype)``). A ``dict.update`` writing back values it reads
@@ -32,6 +32,8 @@ def idempotent_assignment(stmt: cst.CSTNode, target: cst.BaseExpression) -> bool
     value = _value_for(stmt, target)
     if value is None:
         return False
+    if _literal(value):  # ``self.mlp.fwd_execution_map = "route"``: the same constant each run
+        return True
     if isinstance(value, cst.Attribute) and value.attr.value in _METADATA:
         return True
     if isinstance(value, cst.Call) and isinstance(value.func, cst.Attribute):
@@ -43,6 +45,14 @@ def idempotent_assignment(stmt: cst.CSTNode, target: cst.BaseExpression) -> bool
             expr = expr.func.value
         return expr is not value and code_of(expr) == code_of(target)
     return False
+
+
+def _literal(value: cst.BaseExpression) -> bool:
+    if isinstance(value, (cst.SimpleString, cst.Integer, cst.Float)):
+        return True
+    if isinstance(value, cst.Name):
+        return value.value in ("True", "False", "None")
+    return isinstance(value, cst.UnaryOperation) and isinstance(value.expression, (cst.Integer, cst.Float))
 
 
 def _value_for(stmt: cst.CSTNode, target: cst.BaseExpression) -> cst.BaseExpression | None:

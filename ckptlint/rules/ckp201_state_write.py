@@ -105,6 +105,31 @@ def check(event: CallEvent | WriteEvent, ctx: RuleContext) -> Iterator[Hit]:
 
 VALID = [
     """
+import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
+
+class MoELayer(nn.Module):
+    # Megatron-style phase markers: each run writes the same constants in the same order.
+    def __init__(self):
+        super().__init__()
+        self.mlp = nn.Linear(4, 4)
+        self.mlp.fwd_execution_map = None
+
+    def forward(self, x):
+        self.mlp.fwd_execution_map = "route"
+        h = self.mlp(x)
+        self.mlp.fwd_execution_map = "postprocess"
+        return h
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.moe = MoELayer()
+
+    def forward(self, x):
+        return checkpoint(self.moe, x, use_reentrant=False)
+""",
+    """
 import torch
 import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
