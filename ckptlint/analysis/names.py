@@ -14,17 +14,18 @@ __all__ = [
     "CHECKPOINT_POLICIES",
     "CHECKPOINT_SEQ",
     "CHECKPOINT_SEQUENTIAL",
+    "CHECKPOINT_WITHOUT_OUTPUT",
     "CHECKPOINT_WRAPPER",
     "CONTAINER_CLASSES",
     "CONTAINER_MUTATORS",
     "DROPOUT_CLASSES",
     "GC_FUNC_ATTR",
     "GC_LAYER_BASES",
-    "GC_NULLED_PARAMS",
     "INPLACE_EXCLUDED",
     "INPLACE_NO_TWIN",
     "INPLACE_POSITION",
     "INSTANCENORM_CLASSES",
+    "MEGATRON_CHECKPOINT",
     "MODULE_WRAP_POLICY",
     "NON_TENSOR_ATTRS",
     "OWNED_ITER_METHODS",
@@ -55,6 +56,22 @@ CHECKPOINT_FUNCTIONS = frozenset(
         "transformer_engine.pytorch.checkpoint",
         "transformer_engine.pytorch.distributed.checkpoint",
     }
+)
+# megatron-core's checkpoint(function, distribute_saved_activations, *args): a flag comes before the
+# inputs. Its CheckpointFunction stashes and restores the CPU, CUDA and RNG-tracker states and runs
+# the region's backward as a nested one (reentrant: no keyword inputs, inputs must carry grad).
+MEGATRON_CHECKPOINT = frozenset(
+    {
+        "megatron.core.tensor_parallel.checkpoint",
+        "megatron.core.tensor_parallel.random.checkpoint",
+        "megatron.mpu.checkpoint",
+        "megatron.mpu.random.checkpoint",
+    }
+)
+# ``ckpt = tensor_parallel.CheckpointWithoutOutput(); out = ckpt.checkpoint(fn, *args)``: the same
+# recompute, the output freed after use and rebuilt in backward.
+CHECKPOINT_WITHOUT_OUTPUT = frozenset(
+    {"megatron.core.tensor_parallel.CheckpointWithoutOutput", "megatron.core.tensor_parallel.random.CheckpointWithoutOutput"}
 )
 TORCH_CHECKPOINT_NAMES = frozenset({TORCH_CHECKPOINT, "torch.utils.checkpoint.checkpoint_sequential"})
 CHECKPOINT_SEQUENTIAL = frozenset({"torch.utils.checkpoint.checkpoint_sequential"})
@@ -92,9 +109,6 @@ GC_LAYER_BASES = frozenset(
         "transformers.GradientCheckpointingLayer",
     }
 )
-# transformers' GradientCheckpointingLayer wrapper sets these to None/False
-# before checkpointing, so cache writes inside such layers never run twice.
-GC_NULLED_PARAMS = frozenset({"cache", "past_key_value", "past_key_values", "layer_past", "use_cache"})
 GC_FUNC_ATTR = "_gradient_checkpointing_func"
 PARTIAL = frozenset({"functools.partial"})
 

@@ -87,7 +87,7 @@ def input_params(
             name = param.name.value
             if i < len(positional):
                 value = positional[i]
-                if isinstance(value, cst.Name) and value.value == "None":
+                if _literal_argument(value):  # ``None``, a flag, a number or string: no tensor in it
                     out.discard(name)
             elif name in kw:
                 value = kw[name]
@@ -178,3 +178,9 @@ def gc_layer_nulled(project: Project, cls: ClassInfo | None) -> frozenset[str]:
                 return nulled - conditional
             break
     return nulled
+
+
+def _literal_argument(value: cst.BaseExpression) -> bool:
+    if isinstance(value, cst.Name):
+        return value.value in ("None", "True", "False")
+    return isinstance(value, (cst.Integer, cst.Float, cst.SimpleString))

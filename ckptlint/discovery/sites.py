@@ -87,6 +87,7 @@ class _Spec:
     fn_index: int = 0  # position of the checkpointed callable among the arguments
     name: str = "checkpoint"
     bound: dict[str, cst.BaseExpression] | None = None  # keywords bound by a partial(checkpoint, ...)
+    skip: int = 0  # positional arguments between the callable and its inputs (megatron's flag)
 
 
 _SITE_TRIGGER = re.compile(
@@ -126,6 +127,10 @@ class Discovery:
                 return _Spec("checkpoint", False, 0, written, custom.bound())
         if N.matches(quals, N.TORCH_CHECKPOINT_NAMES - N.CHECKPOINT_SEQUENTIAL):
             return _Spec("checkpoint", True, 0, written)
+        if N.matches(quals, N.MEGATRON_CHECKPOINT):
+            return _Spec("checkpoint", False, 0, written, skip=1)
+        if isinstance(func, cst.Attribute) and func.attr.value == "checkpoint" and self._without_output(func.value, ctx):
+            return _Spec("checkpoint", False, 0, written)
         if N.matches(quals, N.CHECKPOINT_FUNCTIONS) or N.matches(quals, self.extra):
             return _Spec("checkpoint", False, 0, written)
         if N.matches(quals, N.CHECKPOINT_SEQUENTIAL):
@@ -167,6 +172,20 @@ class Discovery:
             if candidates & self.extra:
                 return _Spec("checkpoint", False, 0, written)
         return None
+
+    def _without_output(self, receiver: cst.BaseExpression, ctx: Ctx) -> bool:
+        """``receiver`` holds a megatron ``CheckpointWithoutOutput()`` (built in ``__init__`` or in this function)."""
+        values: list[cst.BaseExpression] = []
+        if isinstance(receiver, cst.Attribute) and isinstance(receiver.value, cst.Name) and ctx.env is not None:
+            if receiver.value.value == ctx.self_name:
+                values.extend(ctx.env.self_attrs.get(receiver.attr.value, ()))
+        elif isinstance(receiver, cst.Name) and ctx.env is not None:
+            values.extend(ctx.env.values.get(receiver.value, ()))
+        for value in values:
+            if isinstance(value, cst.Call) and isinstance(value.func, (cst.Name, cst.Attribute)):
+                if N.matches(self.resolver.qualnames(value.func, ctx), N.CHECKPOINT_WITHOUT_OUTPUT):
+                    return True
+        return any(N.matches(i.qualnames, N.CHECKPOINT_WITHOUT_OUTPUT) for i in self.resolver.instances(receiver, ctx))
 
     def wrapper_names(self, mod: ModuleInfo) -> frozenset[str]:
         """Qualified names of checkpoint wrappers defined in ``mod``."""
@@ -419,7 +438,7 @@ class Discovery:
                         if a.keyword.value not in N.CHECKPOINT_OWN_KWARGS:
                             keywords[a.keyword.value] = a.value
                         continue
-                    if pos_index > spec.fn_index:
+                    if pos_index > spec.fn_index + spec.skip:
                         positional.append(a.value)
                     pos_index += 1
                 for ref in self.resolver.resolve(fn, ctx):

@@ -54,7 +54,7 @@ def test_text_output_has_location_source_and_caret(tmp_path: Path, capsys: pytes
             def f(x):
                 x.add_(1)
                 return x
-            y = checkpoint(f, 1, use_reentrant=False)
+            y = checkpoint(f, data, use_reentrant=False)
             """
         )
     )
