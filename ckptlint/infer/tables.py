@@ -19,7 +19,8 @@ import libcst as cst
 
 from ckptlint.analysis import names as N
 from ckptlint.infer import known
-from ckptlint.infer.lattice import Frame, Instance
+from ckptlint.analysis.walk import walk
+from ckptlint.infer.lattice import Frame, Instance, truth_in
 from ckptlint.infer.scope import GETATTR_KEY_PREFIX, Env, bind, first_param
 from ckptlint.infer.sequences import Sequences
 from ckptlint.project import ClassInfo, Project, dotted_name
@@ -90,17 +91,19 @@ class Tables(Sequences):
         init = self.project.find_method(cls, "__init__")
         members: list[Instance] = []
         ordered = True  # registration order is call order, when each registration is one known module
+        dead: set[str] = set()
         if init is not None and inst.call is not None and inst.frame is not None:
             env = self.env_of(init.node, first_param(init.node))
             bound = bind(env, init.node, inst.call, inst.frame, skip_self=True)
             fr = Frame(init.module, bound if bound is not None else env, init.cls, inst)
+            dead = _dead_registrations(init.node, fr)
             for call in _super_init_calls(init.node):  # ``super().__init__(conv, bn, act)``
                 found, exact = self._elements(call.args, fr, 1)  # type: ignore[attr-defined]
                 members.extend(found)
                 ordered = ordered and exact
         seen = {id(m) for m in members}
         for key, insts in self.attr_table(cls, inst).items():
-            if not key.startswith(GETATTR_KEY_PREFIX):
+            if not key.startswith(GETATTR_KEY_PREFIX) and key not in dead:
                 members.extend(m for m in insts if id(m) not in seen)
                 seen.update(id(m) for m in insts)
                 ordered = ordered and len(insts) == 1 and key != "*"
@@ -206,6 +209,30 @@ class Tables(Sequences):
                 dynamic.extend(self.instances_in(e, fr, 1))
         if dynamic:
             table["*"] = table.get("*", []) + dynamic
+
+
+def _dead_registrations(init: cst.FunctionDef, fr: Frame) -> set[str]:
+    """Names ``__init__`` registers only in a branch this object's arguments rule out
+    (``if with_bn: self.add_module("bn", ...)`` built with ``with_bn=False``)."""
+    dead: set[str] = set()
+    for stmt in init.body.body:
+        if not isinstance(stmt, cst.If):
+            continue
+        truth = truth_in(stmt.test, fr)
+        if truth is None:
+            continue
+        branch = stmt.orelse if truth else stmt.body
+        if isinstance(branch, cst.Else):
+            branch = branch.body
+        if branch is None or isinstance(branch, cst.If):
+            continue
+        for node in walk(branch):
+            if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value == "add_module":
+                if node.args and isinstance(node.args[0].value, cst.SimpleString):
+                    dead.add(str(node.args[0].value.evaluated_value))
+            elif isinstance(node, cst.AssignTarget) and isinstance(node.target, cst.Attribute):
+                dead.add(node.target.attr.value)
+    return dead
 
 
 def _super_init_calls(init: cst.FunctionDef) -> list[cst.Call]:
