@@ -442,10 +442,13 @@ class Discovery:
                         positional.append(a.value)
                     pos_index += 1
                 for ref in self.resolver.resolve(fn, ctx):
-                    targets = self._see_through(ref)
+                    targets, forwards_kwargs = self._see_through(ref)
                     if targets:
+                        # The closure hands its arguments on unchanged: the target receives exactly the site's.
+                        passed = (keywords if forwards_kwargs else {}) if positional is not None else None
                         for target in targets:
-                            out.append(CheckedCallable(target, input_params(target), mod, call, preserve_rng, spec.name, ctx.qualname))
+                            inputs = input_params(target, positional, passed)
+                            out.append(CheckedCallable(target, inputs, mod, call, preserve_rng, spec.name, ctx.qualname))
                         continue
                     inputs = input_params(ref, positional, keywords if positional is not None else None)
                     out.append(CheckedCallable(ref, inputs, mod, call, preserve_rng, spec.name, ctx.qualname))
@@ -474,47 +477,49 @@ class Discovery:
             return out
         return out
 
-    def _see_through(self, ref: CallableRef) -> list[CallableRef]:
+    def _see_through(self, ref: CallableRef) -> tuple[list[CallableRef], bool]:
         """For a closure/lambda that only forwards its arguments (``custom_forward(*inputs):
-        return module(*inputs)``), what it forwards to: that is the callable users know."""
+        return module(*inputs)``), what it forwards to: that is the callable users know.
+        Also whether it forwards its ``**kwargs``."""
         if ref.outer is None:
-            return []
+            return [], False
         node = ref.node
         if isinstance(node, cst.Lambda):
             body: cst.BaseExpression = node.body
         else:
             stmts = node.body.body if isinstance(node.body, cst.IndentedBlock) else ()
             if len(stmts) != 1 or not isinstance(stmts[0], cst.SimpleStatementLine):
-                return []
+                return [], False
             small = stmts[0].body[0]
             if not isinstance(small, cst.Return) or small.value is None:
-                return []
+                return [], False
             body = small.value
         if not isinstance(body, cst.Call):
-            return []
+            return [], False
         params = [p.name.value for p in (*node.params.posonly_params, *node.params.params)]
         star = node.params.star_arg.name.value if isinstance(node.params.star_arg, cst.Param) else None
         star_kw = node.params.star_kwarg.name.value if isinstance(node.params.star_kwarg, cst.Param) else None
         seen: list[str] = []
+        forwards_kwargs = False
         for a in body.args:
             if not isinstance(a.value, cst.Name):
-                return []
+                return [], False
             name = a.value.value
             if a.star == "*" and name == star:
                 seen.append("*")
             elif a.star == "**" and name == star_kw:
-                continue
+                forwards_kwargs = True
             elif not a.star and a.keyword is None and name in params:
                 seen.append(name)
             else:
-                return []
+                return [], False
         if seen != [*params, *(["*"] if star else [])]:
-            return []
+            return [], False
         self_name = ref.outer.self_name
         env = self.evaluator.env_of(node, self_name)
         ctx = Ctx(ref.module, ref.cls, node, env, self_name, ref.name,
                   closure=ref.closure, closure_refs=ref.closure_refs, outer=ref.outer)
-        return self.resolver.resolve(body.func, ctx)
+        return self.resolver.resolve(body.func, ctx), forwards_kwargs
 
     def _sequence(self, expr: cst.BaseExpression, ctx: Ctx) -> tuple[list[Instance], bool]:
         if isinstance(expr, (cst.List, cst.Tuple)):

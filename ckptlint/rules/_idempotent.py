@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import libcst as cst
 
+from ckptlint.analysis.walk import walk
+
 __all__ = ["code_of", "idempotent_assignment", "idempotent_update"]
 
 _METADATA = frozenset({"dtype", "device", "is_cuda", "layout"})  # not .shape: it follows the input
@@ -65,8 +67,12 @@ def _value_for(stmt: cst.CSTNode, target: cst.BaseExpression) -> cst.BaseExpress
     return None
 
 
-def idempotent_update(call: cst.Call) -> bool:
-    """``d.update(...)`` whose every value is read back from ``d`` under the same key."""
+def idempotent_update(call: cst.Call, scope: cst.CSTNode | None = None) -> bool:
+    """``d.update(...)`` whose every value is read back from ``d`` under the same key.
+
+    With ``scope`` (the function body), a value may be a local assigned once from such a read
+    (diffusers: ``lora_scale = kwargs.get("scale", 1.0)`` ... ``kwargs.update({"scale": lora_scale})``).
+    """
     func = call.func
     if not (isinstance(func, cst.Attribute) and func.attr.value == "update") or not call.args:
         return False
@@ -84,7 +90,20 @@ def idempotent_update(call: cst.Call) -> bool:
                 pairs.append((repr(el.key.evaluated_value), el.value))
         else:
             return False
-    return bool(pairs) and all(key is not None and _reads_back(value, receiver, key) for key, value in pairs)
+    return bool(pairs) and all(key is not None and _reads_back(_through_local(value, scope), receiver, key) for key, value in pairs)
+
+
+def _through_local(value: cst.BaseExpression, scope: cst.CSTNode | None) -> cst.BaseExpression:
+    """The one value a local name is assigned in ``scope`` (else ``value`` itself)."""
+    if scope is None or not isinstance(value, cst.Name):
+        return value
+    found: list[cst.BaseExpression] = []
+    for node in walk(scope):
+        if isinstance(node, cst.Assign) and any(isinstance(t.target, cst.Name) and t.target.value == value.value for t in node.targets):
+            found.append(node.value)
+        elif isinstance(node, (cst.AugAssign, cst.AnnAssign)) and isinstance(node.target, cst.Name) and node.target.value == value.value:
+            return value
+    return found[0] if len(found) == 1 else value
 
 
 def _reads_back(value: cst.BaseExpression, receiver: str, key: str) -> bool:
