@@ -111,6 +111,11 @@ class Project:
         self._tracking = None
         return accessed
 
+    def depends_on(self, paths: Iterable[str]) -> None:
+        """Record that the analysis being tracked read these files' text (without parsing them)."""
+        if self._tracking is not None:
+            self._tracking.update(os.path.normpath(p) for p in paths)
+
     @staticmethod
     def normalize(path: str) -> str:
         return os.path.normpath(path)

@@ -559,6 +559,7 @@ RUNTIME_CASES: list[tuple[str, str, tuple[int, ...], tuple[tuple[int, ...], ...]
     ("benign_fill_once_from_metadata.py", "Model", (8,), ((4, 8),), "benign"),
     ("shape_sequential_subclass_no_forward.py", "Net", (), ((2, 3, 8, 8),), "hazard"),
     ("benign_sequential_subclass_groupnorm.py", "Net", (), ((2, 3, 8, 8),), "benign"),
+    ("shape_registry_build.py", "Net", (), ((2, 3, 8, 8),), "hazard"),
 ]
 
 

@@ -29,7 +29,8 @@ from ckptlint.analysis import names as N
 from ckptlint.infer import known
 from ckptlint.infer.configs import Configs
 from ckptlint.infer.lattice import ClassRef, Frame, Instance
-from ckptlint.infer.scope import Env, attr_path, first_param, getattr_key, names_from_a_parameter, self_attr
+from ckptlint.infer.registries import Registries
+from ckptlint.infer.scope import Env, attr_path, getattr_key, names_from_a_parameter, self_attr
 from ckptlint.infer.sequences import DEFAULT_BUDGET
 from ckptlint.infer.tables import Tables
 from ckptlint.project import ClassInfo, FunctionInfo, ModuleInfo, Project, dotted_name
@@ -39,7 +40,7 @@ __all__ = ["DEFAULT_BUDGET", "Evaluator"]
 MAX_DEPTH = 40  # a recursion guard only; the cost bound is the budget
 
 
-class Evaluator(Tables, Configs):
+class Evaluator(Tables, Configs, Registries):
     """Abstract evaluation of module-building expressions, memoised per scope."""
 
     def __init__(self, project: Project) -> None:
@@ -135,6 +136,9 @@ class Evaluator(Tables, Configs):
 
     def _call_class_refs(self, call: cst.Call, fr: Frame, depth: int) -> list[ClassRef]:
         """Classes a call returns: ``partial(Block, ...)``, a factory function's return value."""
+        registered = self.registry_classes(call, fr, depth)
+        if registered is not None:  # ``BLOCKS.get("BasicBlock")``
+            return registered
         inner = self._class_refs(call.func, fr, depth + 1)
         if any(N.matches(r.qualnames, N.PARTIAL) for r in inner) and call.args:
             kwargs = tuple((a.keyword.value, a.value) for a in call.args if a.keyword is not None)
@@ -287,6 +291,9 @@ class Evaluator(Tables, Configs):
                     # that any particular member runs here.
                     return []
                 return list(self.all_children(owner, fr, call, unnamed_only=True).elements)
+        built = self.registry_built(call, fr, depth)
+        if built is not None:  # ``MODELS.build(cfg)``
+            return built
         refs = self._class_refs(func, fr, depth + 1)
         out = []
         for ref in refs:
@@ -390,15 +397,6 @@ class Evaluator(Tables, Configs):
             ):
                 return len(literal.elements)
         return 0
-
-    def _returns(self, fn: FunctionInfo, depth: int) -> list[Instance]:
-        """What ``fn`` returns, its parameters at their defaults."""
-        self_name = first_param(fn.node) if fn.cls is not None else None
-        env = self.env_of(fn.node, self_name)
-        out: list[Instance] = []
-        for ret in env.returns:
-            out.extend(self.instances_in(ret, Frame(fn.module, env, fn.cls), depth + 1))
-        return out
 
 
 _Key = tuple[int, int, int, int]

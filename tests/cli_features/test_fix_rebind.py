@@ -7,7 +7,6 @@ fix is offered the fixed function is run with torch against the original.
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 from typing import Any
 
