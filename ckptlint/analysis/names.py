@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "APPLY_ACTIVATION_CHECKPOINTING",
     "BATCHNORM_CLASSES",
+    "CHECKPOINT_BY_PATH",
     "CHECKPOINT_FUNCTIONS",
     "CHECKPOINT_OWN_KWARGS",
     "CHECKPOINT_POLICIES",
@@ -92,6 +93,13 @@ CHECKPOINT_POLICIES = frozenset(
         "lightning.pytorch.strategies.fsdp.FSDPStrategy",
         "lightning.fabric.strategies.fsdp.FSDPStrategy",
         "pytorch_lightning.strategies.FSDPStrategy",
+    }
+)
+# mmengine: turn_on_activation_checkpointing(model, ["backbone.layer1"]) — submodules named by path.
+CHECKPOINT_BY_PATH = frozenset(
+    {
+        "mmengine.runner.turn_on_activation_checkpointing",
+        "mmengine.runner.activation_checkpointing.turn_on_activation_checkpointing",
     }
 )
 POLICY_KEYWORDS = ("auto_wrap_policy", "activation_checkpointing_policy", "activation_checkpointing")

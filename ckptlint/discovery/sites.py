@@ -25,6 +25,8 @@ from ckptlint.analysis.walk import iter_children, walk
 from ckptlint.infer import Evaluator, Instance, literal_truth
 from ckptlint.infer.resolver import CallableRef, Ctx, Resolver, first_param
 from ckptlint.discovery.custom_functions import custom_checkpoint
+from ckptlint.discovery.module_paths import instances_at_paths, path_strings
+from ckptlint.discovery.patches import CheckpointPatch, find_patches
 from ckptlint.project import ClassInfo, ModuleInfo, Project, dotted_name
 
 __all__ = ["CheckedCallable", "Discovery", "SiteCall"]
@@ -36,7 +38,7 @@ class SiteCall:
 
     call: cst.Call
     module: ModuleInfo
-    kind: str  # checkpoint | sequential | seq | gc_func | wrapper | apply | partial
+    kind: str  # checkpoint | sequential | seq | gc_func | wrapper | apply | paths | partial
     torch_api: bool  # torch's own checkpoint/checkpoint_sequential: CKP4xx apply
     name: str  # the callee as written, for messages
     ctx: Ctx
@@ -106,6 +108,7 @@ class Discovery:
         self._wrappers: dict[int, int | None] = {}
         self._wrapper_names: dict[str, frozenset[str]] = {}
         self._wrapper_stack: set[int] = set()
+        self._patches: list[CheckpointPatch] | None = None
 
     # -- what a call is -------------------------------------------------------------
 
@@ -126,6 +129,10 @@ class Discovery:
             if custom is not None:
                 return _Spec("checkpoint", False, 0, written, custom.bound())
         if N.matches(quals, N.TORCH_CHECKPOINT_NAMES - N.CHECKPOINT_SEQUENTIAL):
+            patch = self.patch(ctx.module) if isinstance(func, cst.Attribute) and func.attr.value == "checkpoint" else None
+            if patch is not None:  # looked up on the module after ``torch.utils.checkpoint.checkpoint = ...``
+                self.project.depends_on([patch.path])
+                return _Spec("checkpoint", patch.torch_api, 0, written, patch.bound if patch.torch_api else None)
             return _Spec("checkpoint", True, 0, written)
         if N.matches(quals, N.MEGATRON_CHECKPOINT):
             return _Spec("checkpoint", False, 0, written, skip=1)
@@ -139,6 +146,8 @@ class Discovery:
             return _Spec("seq", False, 0, written)
         if N.matches(quals, N.CHECKPOINT_WRAPPER):
             return _Spec("wrapper", False, 0, written)
+        if N.matches(quals, N.CHECKPOINT_BY_PATH):
+            return _Spec("paths", False, 0, written)
         if N.matches(quals, N.APPLY_ACTIVATION_CHECKPOINTING) or N.matches(quals, N.CHECKPOINT_POLICIES):
             return _Spec("apply", False, 0, written)
         if N.matches(quals, N.PARTIAL) and call.args:
@@ -172,6 +181,12 @@ class Discovery:
             if candidates & self.extra:
                 return _Spec("checkpoint", False, 0, written)
         return None
+
+    def patch(self, mod: ModuleInfo) -> CheckpointPatch | None:
+        """The monkeypatch of torch's checkpoint that reaches ``mod``'s calls (the tree is searched once)."""
+        if self._patches is None:
+            self._patches = find_patches(self.project)
+        return next((p for p in self._patches if mod.path in p.scope), None)
 
     def _without_output(self, receiver: cst.BaseExpression, ctx: Ctx) -> bool:
         """``receiver`` holds a megatron ``CheckpointWithoutOutput()`` (built in ``__init__`` or in this function)."""
@@ -457,9 +472,22 @@ class Discovery:
             elif spec.kind == "seq":
                 out.extend(self._seq(site, preserve_rng))
             elif spec.kind == "wrapper" and call.args:
-                for inst in self.resolver.instances(call.args[0].value, ctx):
+                wrapped = call.args[0].value
+                found = self.resolver.instances(wrapped, ctx)
+                if (
+                    not found and isinstance(wrapped, cst.Name) and ctx.cls is not None and ctx.env is not None
+                    and ctx.fn is ctx.cls.methods.get("__init__") and wrapped.value in ctx.env.params
+                ):
+                    # ``self.inner = checkpoint_wrapper(module)`` in ``__init__``: what the file builds it with.
+                    found = self.evaluator.constructed_with(ctx.cls, wrapped.value)
+                for inst in found:
                     for ref in self.resolver.forward_refs(inst):
                         out.append(CheckedCallable(ref, input_params(ref), mod, call, True, "checkpoint_wrapper", ctx.qualname))
+            elif spec.kind == "paths":
+                paths = path_strings(_fn_arg(call, 1) or _kwarg(call, "modules"))
+                for inst in instances_at_paths(self.project, self.evaluator, paths, mod):
+                    for ref in self.resolver.forward_refs(inst):
+                        out.append(CheckedCallable(ref, input_params(ref), mod, call, True, spec.name, ctx.qualname))
             elif spec.kind == "apply":
                 check_fn = _kwarg(call, "check_fn")
                 classes = self._isinstance_classes(check_fn, ctx) if check_fn is not None else []

@@ -119,6 +119,26 @@ class Tables(Sequences):
         bases = tuple(self.project.all_base_names(cls))
         return N.matches(bases, N.SEQUENTIAL_CLASSES) or N.matches(known.container_kind(bases), N.SEQUENTIAL_CLASSES)
 
+    def constructed_with(self, cls: ClassInfo, param: str) -> list[Instance]:
+        """Module objects the class's own file passes for ``__init__``'s ``param``
+        (``CheckpointedLayer(Layer(d))`` for ``def __init__(self, module)``)."""
+        init = cls.methods.get("__init__")
+        if init is None:
+            return []
+        params = [p.name.value for p in (*init.params.posonly_params, *init.params.params)][1:]
+        position = params.index(param) if param in params else None
+        out: list[Instance] = []
+        for node in walk(cls.module.module):
+            if not (isinstance(node, cst.Call) and (dotted_name(node.func) or "").rsplit(".", 1)[-1] == cls.node.name.value):
+                continue
+            positional = [a.value for a in node.args if a.keyword is None and not a.star]
+            value = next((a.value for a in node.args if a.keyword is not None and a.keyword.value == param), None)
+            if value is None and position is not None and position < len(positional):
+                value = positional[position]
+            if value is not None:
+                out.extend(self.instances_in(value, Frame(cls.module, None), 1))
+        return out
+
     # -- per-class attribute tables ---------------------------------------------------
 
     def attr_table(self, cls: ClassInfo, instance: Instance | None = None) -> dict[str, list[Instance]]:

@@ -38,7 +38,7 @@ import libcst as cst
 from ckptlint.discovery.sites import SiteCall
 from ckptlint.project import ModuleInfo
 from ckptlint.rules._torch_guards import legacy_only
-from ckptlint.rules.base import Hit, RuleContext, kwarg
+from ckptlint.rules.base import Hit, RuleContext
 from ckptlint.types import Edit, Fix
 
 CODE = "CKP401"
@@ -51,7 +51,7 @@ def check(site: SiteCall, ctx: RuleContext) -> Iterator[Hit]:
     if not site.torch_api:
         return
     call = site.call
-    if kwarg(call, "use_reentrant") is not None:
+    if site.option("use_reentrant") is not None:  # written here, or bound by a partial or a patch
         return
     if any(a.star == "**" for a in call.args):
         return
