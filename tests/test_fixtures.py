@@ -564,6 +564,7 @@ RUNTIME_CASES: list[tuple[str, str, tuple[int, ...], tuple[tuple[int, ...], ...]
     ("benign_sequential_subclass_groupnorm.py", "Net", (), ((2, 3, 8, 8),), "benign"),
     ("shape_registry_build.py", "Net", (), ((2, 3, 8, 8),), "hazard"),
     ("shape_checkpoint_wrapper_constructor_arg.py", "Net", (), ((2, 3, 8, 8),), "hazard"),
+    ("shape_get_layer_dispatch.py", "Model", (8,), ((4, 8),), "hazard"),
 ]
 
 
