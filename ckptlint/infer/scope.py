@@ -136,6 +136,10 @@ class _Collector:
 
     def assign(self, target: cst.BaseExpression, value: cst.BaseExpression) -> None:
         env, self_name = self.env, self.self_name
+        if isinstance(target, cst.Subscript) and isinstance(target.value, cst.Name):
+            # ``blocks["conv1_1"] = ConvNormAct(...)`` then ``nn.Sequential(blocks)`` (timm DPN): one more item.
+            env.appended.setdefault(target.value.value, []).append((value, False))
+            return
         positional = _positional_targets(target)
         if positional and isinstance(value, (cst.Tuple, cst.List)) and len(value.elements) == len(target.elements):  # type: ignore[attr-defined]
             for (name, i) in positional:
