@@ -125,12 +125,15 @@ class BranchesMixin:
         return r.kind == "self" and (r.through_attribute or isinstance(value, cst.Call))
 
     def _is_memo_block(self, stmt: cst.If) -> bool:
-        """``if self.pad is None: self.pad = ...`` / ``if k not in self.cache: self.cache[k] = ...``."""
+        """A fill-once block: ``if self.pad is None: self.pad = ...``, ``if k not in self.cache: self.cache[k] =
+        ...``, and the module-level memos ``global _EXT; if _EXT is None: _EXT = load(...)`` and
+        ``eng = _ENGINES.get(key); if eng is None: _ENGINES[key] = eng = make(...)``."""
         self_name = self.s.ctx.self_name
-        if self_name is None:
-            return False
-        tested = self_attrs(stmt.test, self_name)
-        if not tested:
+        tested = self_attrs(stmt.test, self_name) if self_name is not None else set()
+        env = self.s.ctx.env
+        params = set(env.params) if env is not None else set()
+        names = self._tested_names(stmt.test) - params  # an input's own fill is not a memo of this code's
+        if not tested and not names:
             return False
         for node in walk(stmt.body):
             targets: list[cst.BaseExpression] = []
@@ -139,9 +142,24 @@ class BranchesMixin:
             elif isinstance(node, (cst.AnnAssign, cst.AugAssign)):
                 targets = [node.target]
             for t in targets:
-                if self_attrs(t, self_name) & tested:
+                if self_name is not None and self_attrs(t, self_name) & tested:
+                    return True
+                base = t.value if isinstance(t, cst.Subscript) else t
+                if isinstance(base, cst.Name) and base.value in names:
                     return True
         return False
+
+    def _tested_names(self, test: cst.BaseExpression) -> set[str]:
+        """Plain names a test reads, and the dict a tested local was looked up in (``eng = D.get(k)``)."""
+        names = {n.value for n in walk(test) if isinstance(n, cst.Name) and n.value not in ("None", "True", "False")}
+        env = self.s.ctx.env
+        for name in list(names):
+            for value in env.values.get(name, ()) if env is not None else ():
+                looked = value.func.value if isinstance(value, cst.Call) and isinstance(value.func, cst.Attribute) and value.func.attr.value == "get" else (
+                    value.value if isinstance(value, cst.Subscript) else None)
+                if isinstance(looked, cst.Name):
+                    names.add(looked.value)
+        return names
 
     def _iter_origin(self, it: cst.BaseExpression) -> str | None:
         if isinstance(it, cst.Call) and dotted_name(it.func) in ("enumerate", "zip", "reversed", "list", "tuple"):

@@ -66,6 +66,8 @@ class GlobalWriteEvent:
     target: cst.BaseExpression
     stmt: cst.CSTNode
     keyword: str  # global | nonlocal
+    memoized: bool = False  # inside a fill-once block (``if _EXT is None: _EXT = ...``)
+    from_inputs: bool = False  # ... filled from the checkpointed call's input values
 
 
 Event = CallEvent | WriteEvent | GlobalWriteEvent

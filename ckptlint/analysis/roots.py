@@ -126,7 +126,10 @@ class RootsMixin:
         if isinstance(target, cst.Name):
             name = target.value
             if name in s.globals or name in s.nonlocals:
-                self.a.emit(GlobalWriteEvent(name, target, self.stmt, "global" if name in s.globals else "nonlocal"), self.visit)
+                memoized = self.memo_blocks > 0
+                from_inputs = memoized and value is not None and self.reads_input_data(value)
+                keyword = "global" if name in s.globals else "nonlocal"
+                self.a.emit(GlobalWriteEvent(name, target, self.stmt, keyword, memoized, from_inputs), self.visit)
             s.fresh.discard(name)
             s.consts.pop(name, None)
             if origin is not None:

@@ -50,6 +50,8 @@ def check(event: CallEvent | WriteEvent, ctx: RuleContext) -> Iterator[Hit]:
     if isinstance(event, WriteEvent):
         if not isinstance(event.target, cst.Subscript) or event.root.kind not in _OUTER:
             return
+        if event.memoized and not event.from_inputs:
+            return  # ``if key not in _CACHE: _CACHE[key] = make(shape, device)``: the recompute finds it filled
         what = {"assign": "item assignment on", "aug": "augmented item assignment on", "del": "item deletion on"}[event.kind]
         yield Hit(event.target, MESSAGE.format(what=what, scope=_scope(event.root.kind), name=event.root.name, where=ctx.inside))
         return
@@ -68,6 +70,25 @@ def check(event: CallEvent | WriteEvent, ctx: RuleContext) -> Iterator[Hit]:
 
 
 VALID = [
+    """
+import torch
+from torch.utils.checkpoint import checkpoint
+
+_LUT_CACHE = {}
+
+def codebook(device):
+    lut = _LUT_CACHE.get(device)
+    if lut is None:
+        lut = torch.arange(16.0, device=device)
+        _LUT_CACHE[device] = lut
+    return lut
+
+def block(x):
+    return x * codebook(x.device)[0]
+
+def run(x):
+    return checkpoint(block, x, use_reentrant=False)
+""",
     """
 from torch.utils.checkpoint import checkpoint
 
@@ -102,6 +123,20 @@ def run(x):
         outs.append(h)  # expect: CKP203
         return h
     checkpoint(inner, x, use_reentrant=False)
+    return checkpoint(block, x, use_reentrant=False)
+""",
+    """
+from torch.utils.checkpoint import checkpoint
+
+_FIRST_BATCH = {}
+
+def block(x):
+    # A fill-once cache filled from the input's values: the recompute skips the fill.
+    if "mean" not in _FIRST_BATCH:
+        _FIRST_BATCH["mean"] = x.mean()  # expect: CKP203
+    return x - _FIRST_BATCH["mean"]
+
+def run(x):
     return checkpoint(block, x, use_reentrant=False)
 """,
 ]
