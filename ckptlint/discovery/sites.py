@@ -108,7 +108,6 @@ class Discovery:
         self._wrappers: dict[int, int | None] = {}
         self._wrapper_names: dict[str, frozenset[str]] = {}
         self._wrapper_stack: set[int] = set()
-        self._patches: list[CheckpointPatch] | None = None
 
     # -- what a call is -------------------------------------------------------------
 
@@ -183,10 +182,12 @@ class Discovery:
         return None
 
     def patch(self, mod: ModuleInfo) -> CheckpointPatch | None:
-        """The monkeypatch of torch's checkpoint that reaches ``mod``'s calls (the tree is searched once)."""
-        if self._patches is None:
-            self._patches = find_patches(self.project)
-        return next((p for p in self._patches if mod.path in p.scope), None)
+        """The monkeypatch of torch's checkpoint that reaches ``mod``'s calls (the tree is searched once per run)."""
+        memo = self.project.cache.setdefault("checkpoint_patches", {})  # once per run, not per file
+        if "all" not in memo:
+            memo["all"] = find_patches(self.project)
+        patches: list[CheckpointPatch] = memo["all"]  # type: ignore[assignment]
+        return next((p for p in patches if mod.path in p.scope), None)
 
     def _without_output(self, receiver: cst.BaseExpression, ctx: Ctx) -> bool:
         """``receiver`` holds a megatron ``CheckpointWithoutOutput()`` (built in ``__init__`` or in this function)."""

@@ -122,9 +122,10 @@ class Registries:
 
     def _registry_index(self) -> dict[str, dict[str, list[tuple[str, str]]]]:
         """registry name -> registered name -> [(file, class name)], from the tree's text."""
-        cached = self.__dict__.get("_registry_index_cache")
+        memo = self.project.cache.setdefault("registry_index", {})  # once per run, whatever the evaluator
+        cached = memo.get("index")
         if cached is not None:
-            return cached
+            return cached  # type: ignore[return-value]
         index: dict[str, dict[str, list[tuple[str, str]]]] = {}
         for path in self.project.files:
             try:
@@ -137,7 +138,7 @@ class Registries:
                 _add(index, m.group(1), m.group("args"), m.group("cls"), path)
             for m in _CALL.finditer(text):
                 _add(index, m.group(1), m.group("args"), m.group("cls"), path)
-        self.__dict__["_registry_index_cache"] = index
+        memo["index"] = index
         return index
 
 
