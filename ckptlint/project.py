@@ -146,6 +146,18 @@ class Project:
                 self._sources[path] = data.decode("utf-8", errors="replace")
         return self._sources[path]
 
+    def peek(self, path: str) -> str:
+        """Source text for a quick scan of every file (registries, monkeypatches): not kept in memory
+        unless it already was — a whole tree's text would double a worker's footprint."""
+        path = os.path.normpath(path)
+        known = self._given.get(path)
+        if known is None:
+            known = self._sources.get(path)
+        if known is not None:
+            return known
+        with open(path, "rb") as fh:
+            return fh.read().decode("utf-8", errors="replace")
+
     def decode_error(self, path: str) -> SyntaxError | None:
         """Why Python could not decode ``path`` (after :meth:`read`), if it could not."""
         return self._decode_errors.get(os.path.normpath(path))

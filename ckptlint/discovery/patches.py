@@ -47,7 +47,7 @@ def find_patches(project: Project) -> list[CheckpointPatch]:
     out: list[CheckpointPatch] = []
     for path in project.files:
         try:
-            text = project.read(path)
+            text = project.peek(path)
         except OSError:
             continue
         if "checkpoint" not in text or not _LINE.search(text):

@@ -129,7 +129,7 @@ class Registries:
         index: dict[str, dict[str, list[tuple[str, str]]]] = {}
         for path in self.project.files:
             try:
-                text = self.project.read(path)
+                text = self.project.peek(path)
             except OSError:
                 continue
             if ".register" not in text:
