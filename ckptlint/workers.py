@@ -77,12 +77,14 @@ def _fresh_project() -> None:
 def _init_worker(
     files: list[str], sources: dict[str, str], options: Any, budgets: Budgets, started: Any, in_worker: bool
 ) -> None:
+    if in_worker:
+        # Ctrl-C reaches the whole process group: the parent alone reports it
+        # and ends the pool, so no worker prints a traceback — not even one
+        # still building its project here (a slow machine, a large tree).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     _WORKER.update(args=(files, sources), options=options, budgets=budgets, started=started, in_worker=in_worker)
     _fresh_project()
     if in_worker:
-        # Ctrl-C reaches the whole process group: the parent alone reports it
-        # and ends the pool, so no worker prints a traceback.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
         _cap_memory(budgets.max_file_memory)  # for the worker's life: it only runs tasks
 
 
