@@ -232,27 +232,39 @@ class Tables(Sequences):
 
 
 def _dead_registrations(init: cst.FunctionDef, fr: Frame) -> set[str]:
-    """Names ``__init__`` registers only in a branch this object's arguments rule out
-    (``if with_bn: self.add_module("bn", ...)`` built with ``with_bn=False``)."""
-    dead: set[str] = set()
+    """Names ``__init__`` registers only in branches this object's arguments rule out
+    (``if with_bn: self.add_module("bn", ...)`` built with ``with_bn=False``); a name also
+    registered elsewhere (``else: self.add_module("bn", nn.Identity())``) stays."""
+    ruled_out: set[str] = set()
+    live: set[str] = set()
     for stmt in init.body.body:
-        if not isinstance(stmt, cst.If):
-            continue
-        truth = truth_in(stmt.test, fr)
+        truth = truth_in(stmt.test, fr) if isinstance(stmt, cst.If) else None
         if truth is None:
+            live.update(_registered_names(stmt))
             continue
-        branch = stmt.orelse if truth else stmt.body
-        if isinstance(branch, cst.Else):
-            branch = branch.body
-        if branch is None or isinstance(branch, cst.If):
-            continue
-        for node in walk(branch):
-            if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value == "add_module":
-                if node.args and isinstance(node.args[0].value, cst.SimpleString):
-                    dead.add(str(node.args[0].value.evaluated_value))
-            elif isinstance(node, cst.AssignTarget) and isinstance(node.target, cst.Attribute):
-                dead.add(node.target.attr.value)
-    return dead
+        assert isinstance(stmt, cst.If)
+        ruled_out.update(_registered_names(_arm(stmt, not truth)))
+        live.update(_registered_names(stmt.body if truth else stmt.orelse))  # an ``elif`` chain may register it
+    return ruled_out - live
+
+
+def _arm(stmt: cst.If, taken: bool) -> cst.CSTNode | None:
+    """The body (``taken``) or the ``else:`` body of ``stmt``; None for an ``elif`` chain or no ``else``."""
+    if taken:
+        return stmt.body
+    return stmt.orelse.body if isinstance(stmt.orelse, cst.Else) else None
+
+
+def _registered_names(node: cst.CSTNode | None) -> set[str]:
+    """``self.add_module("bn", ...)`` / ``self.bn = ...`` names under ``node``."""
+    out: set[str] = set()
+    for n in walk(node) if node is not None else ():
+        if isinstance(n, cst.Call) and isinstance(n.func, cst.Attribute) and n.func.attr.value == "add_module":
+            if n.args and isinstance(n.args[0].value, cst.SimpleString):
+                out.add(str(n.args[0].value.evaluated_value))
+        elif isinstance(n, cst.AssignTarget) and isinstance(n.target, cst.Attribute):
+            out.add(n.target.attr.value)
+    return out
 
 
 def _super_init_calls(init: cst.FunctionDef) -> list[cst.Call]:
