@@ -153,10 +153,15 @@ class BranchesMixin:
         """Plain names a test reads, and the dict a tested local was looked up in (``eng = D.get(k)``)."""
         names = {n.value for n in walk(test) if isinstance(n, cst.Name) and n.value not in ("None", "True", "False")}
         env = self.s.ctx.env
+        if env is None:
+            return names
         for name in list(names):
-            for value in env.values.get(name, ()) if env is not None else ():
-                looked = value.func.value if isinstance(value, cst.Call) and isinstance(value.func, cst.Attribute) and value.func.attr.value == "get" else (
-                    value.value if isinstance(value, cst.Subscript) else None)
+            for value in env.values.get(name, ()):
+                looked: cst.BaseExpression | None = None
+                if isinstance(value, cst.Call) and isinstance(value.func, cst.Attribute) and value.func.attr.value == "get":
+                    looked = value.func.value  # ``eng = _ENGINES.get(key)``
+                elif isinstance(value, cst.Subscript):
+                    looked = value.value  # ``eng = _ENGINES[key]``
                 if isinstance(looked, cst.Name):
                     names.add(looked.value)
         return names

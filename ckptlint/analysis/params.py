@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import libcst as cst
 
+from ckptlint.infer.lattice import is_literal
 from ckptlint.project import ClassInfo, Project, dotted_name
 
 if TYPE_CHECKING:
@@ -37,13 +38,8 @@ def _is_non_tensor_annotation(ann: cst.BaseExpression) -> bool:
 
 
 def _is_literal_default(expr: cst.BaseExpression) -> bool:
-    if isinstance(expr, (cst.Integer, cst.Float, cst.SimpleString, cst.ConcatenatedString, cst.Imaginary)):
-        return True
-    if isinstance(expr, cst.Name) and expr.value in ("True", "False"):
-        return True
-    if isinstance(expr, cst.UnaryOperation) and isinstance(expr.expression, (cst.Integer, cst.Float)):
-        return True
-    return False
+    # ``None`` is the usual default of an optional tensor argument: not a sign of a non-tensor.
+    return is_literal(expr) and not (isinstance(expr, cst.Name) and expr.value == "None")
 
 
 def input_params(
@@ -87,7 +83,7 @@ def input_params(
             name = param.name.value
             if i < len(positional):
                 value = positional[i]
-                if _literal_argument(value):  # ``None``, a flag, a number or string: no tensor in it
+                if is_literal(value):  # ``None``, a flag, a number or string: no tensor in it
                     out.discard(name)
             elif name in kw:
                 value = kw[name]
@@ -178,9 +174,3 @@ def gc_layer_nulled(project: Project, cls: ClassInfo | None) -> frozenset[str]:
                 return nulled - conditional
             break
     return nulled
-
-
-def _literal_argument(value: cst.BaseExpression) -> bool:
-    if isinstance(value, cst.Name):
-        return value.value in ("None", "True", "False")
-    return isinstance(value, (cst.Integer, cst.Float, cst.SimpleString))

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from ckptlint.infer.scope import Env
     from ckptlint.project import ClassInfo, FunctionInfo, ModuleInfo
 
-__all__ = ["ClassRef", "Frame", "Instance", "literal_truth", "truth_in"]
+__all__ = ["ClassRef", "Frame", "Instance", "is_literal", "literal_truth", "truth_in"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -157,3 +157,12 @@ def literal_truth(expr: cst.BaseExpression | None) -> bool | None:
     if isinstance(expr, cst.Float):
         return float(expr.value) != 0.0
     return None
+
+
+def is_literal(expr: cst.BaseExpression) -> bool:
+    """A constant written as such: a number (``-1`` too), a string, ``True``/``False``/``None``."""
+    if isinstance(expr, (cst.Integer, cst.Float, cst.Imaginary, cst.SimpleString, cst.ConcatenatedString)):
+        return True
+    if isinstance(expr, cst.Name):
+        return expr.value in ("True", "False", "None")
+    return isinstance(expr, cst.UnaryOperation) and isinstance(expr.expression, (cst.Integer, cst.Float))

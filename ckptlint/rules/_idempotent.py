@@ -16,6 +16,7 @@ from __future__ import annotations
 import libcst as cst
 
 from ckptlint.analysis.walk import walk
+from ckptlint.infer.lattice import is_literal
 
 __all__ = ["code_of", "idempotent_assignment", "idempotent_update"]
 
@@ -34,7 +35,7 @@ def idempotent_assignment(stmt: cst.CSTNode, target: cst.BaseExpression) -> bool
     value = _value_for(stmt, target)
     if value is None:
         return False
-    if _literal(value):  # ``self.mlp.fwd_execution_map = "route"``: the same constant each run
+    if is_literal(value):  # ``self.mlp.fwd_execution_map = "route"``: the same constant each run
         return True
     if isinstance(value, cst.Attribute) and value.attr.value in _METADATA:
         return True
@@ -47,14 +48,6 @@ def idempotent_assignment(stmt: cst.CSTNode, target: cst.BaseExpression) -> bool
             expr = expr.func.value
         return expr is not value and code_of(expr) == code_of(target)
     return False
-
-
-def _literal(value: cst.BaseExpression) -> bool:
-    if isinstance(value, (cst.SimpleString, cst.Integer, cst.Float)):
-        return True
-    if isinstance(value, cst.Name):
-        return value.value in ("True", "False", "None")
-    return isinstance(value, cst.UnaryOperation) and isinstance(value.expression, (cst.Integer, cst.Float))
 
 
 def _value_for(stmt: cst.CSTNode, target: cst.BaseExpression) -> cst.BaseExpression | None:

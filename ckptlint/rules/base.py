@@ -52,6 +52,11 @@ class RuleContext:
         return self.label
 
     @property
+    def function(self) -> cst.CSTNode | None:
+        """The body being walked (a function or lambda node), when there is one."""
+        return self.visit.ref.node if self.visit is not None else None
+
+    @property
     def of_callable(self) -> str:
         """`` of 'Block.forward'`` for site findings whose callable is known, else ``""``."""
         return f" of '{self.checked.name}'" if self.checked is not None else ""

@@ -45,7 +45,7 @@ def check(event: CallEvent, ctx: RuleContext) -> Iterator[Hit]:
         return
     if event.qualnames:
         return
-    if event.method == "update" and idempotent_update(event.call, ctx.visit.ref.node if ctx.visit is not None else None):
+    if event.method == "update" and idempotent_update(event.call, ctx.function):
         return
     import libcst as cst
 

@@ -97,7 +97,7 @@ def check(event: CallEvent | WriteEvent, ctx: RuleContext) -> Iterator[Hit]:
     base = func.value
     if isinstance(base, cst.Name) and not event.receiver.through_attribute:
         return  # ``self.method()``: a call, not a write
-    if method == "update" and idempotent_update(event.call, ctx.visit.ref.node if ctx.visit is not None else None):
+    if method == "update" and idempotent_update(event.call, ctx.function):
         return
     if inplace_method(method) or method in N.CONTAINER_MUTATORS:
         yield Hit(event.call, MESSAGE.format(what=f"{method}() mutates {written(base)}", where=ctx.inside))

@@ -58,7 +58,7 @@ def check(event: CallEvent | WriteEvent, ctx: RuleContext) -> Iterator[Hit]:
     r = event.receiver
     if r is None or r.kind not in _OUTER or r.through_attribute:
         return
-    if event.method == "update" and idempotent_update(event.call, ctx.visit.ref.node if ctx.visit is not None else None):
+    if event.method == "update" and idempotent_update(event.call, ctx.function):
         return  # writes back what it reads from the same dict
     if event.method in N.CONTAINER_MUTATORS or inplace_method(event.method):
         func = event.call.func
