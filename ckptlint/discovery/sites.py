@@ -190,13 +190,12 @@ class Discovery:
         return next((p for p in patches if mod.path in p.scope), None)
 
     def _without_output(self, receiver: cst.BaseExpression, ctx: Ctx) -> bool:
-        """``receiver`` holds a megatron ``CheckpointWithoutOutput()`` (built in ``__init__`` or in this function)."""
+        """``receiver`` holds a megatron ``CheckpointWithoutOutput()``: built in ``__init__`` or in a local
+        (what the resolver sees), or stored on ``self`` in this very function (Megatron's layers do)."""
         values: list[cst.BaseExpression] = []
         if isinstance(receiver, cst.Attribute) and isinstance(receiver.value, cst.Name) and ctx.env is not None:
             if receiver.value.value == ctx.self_name:
                 values.extend(ctx.env.self_attrs.get(receiver.attr.value, ()))
-        elif isinstance(receiver, cst.Name) and ctx.env is not None:
-            values.extend(ctx.env.values.get(receiver.value, ()))
         for value in values:
             if isinstance(value, cst.Call) and isinstance(value.func, (cst.Name, cst.Attribute)):
                 if N.matches(self.resolver.qualnames(value.func, ctx), N.CHECKPOINT_WITHOUT_OUTPUT):
