@@ -211,7 +211,7 @@ class _FileAnalysis:
                     label = self.site_label(site.module, site.call, site.ctx.qualname)
                     self.add(rule.CODE, hit, site.module, None, target, (), Site(*label))
         for rule in self.module_rules:  # whole-file rules (training scripts); the hit is its own site
-            for hit in rule.check(mod, RuleContext(None, None, "", None, self.project)):
+            for hit in rule.check(mod, RuleContext(None, None, "", None, self.project, sites)):
                 self.add(rule.CODE, hit, mod, None, None, (), Site(*self.site_label(mod, hit.node)))
         analyzer = FlowAnalyzer(
             self.discovery.resolver, self.options.max_helper_depth, self._on_event, self.discovery.is_checkpoint_call

@@ -4,7 +4,8 @@ Scripts rarely call ``checkpoint`` themselves: they switch it on through
 transformers (``model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=...)``,
 ``TrainingArguments(gradient_checkpointing=True, gradient_checkpointing_kwargs=...)``
 and its trl/accelerate relatives), freeze parameters (PEFT, ``requires_grad_(False)``
-loops) and wrap the model in DDP. :class:`Script` collects those calls of
+loops) and wrap the model in DDP (torch's wrapper, Lightning's
+``strategy="ddp"`` / ``DDPStrategy``). :class:`Script` collects those calls of
 one file, in source order, by the names and keywords the libraries document.
 
 The installed transformers release decides the default: before 5.0
@@ -135,8 +136,8 @@ class Script:
             owner = _last(_owner(call.func))
             if owner and not _NOT_A_MODEL.search(owner):
                 self.own_models.append(owner)
-        elif last in ("DistributedDataParallel", "DDP"):
-            self.ddp_calls.append(call)
+        elif last in ("DistributedDataParallel", "DDP", "DDPStrategy") or _ddp_strategy(keyword_value(call, "strategy")):
+            self.ddp_calls.append(call)  # torch's wrapper, or Lightning's DDP strategy (its own kwargs reach DDP)
             if _true(keyword_value(call, "static_graph")):
                 self.static_graph_lines.append(self._line(call))
         elif last == "_set_static_graph":
@@ -207,6 +208,11 @@ def _last(expr: cst.BaseExpression) -> str | None:
 
 def _owner(expr: cst.BaseExpression) -> cst.BaseExpression:
     return expr.value if isinstance(expr, cst.Attribute) else expr
+
+
+def _ddp_strategy(expr: cst.BaseExpression | None) -> bool:
+    """Lightning's ``Trainer(strategy="ddp")`` and its spellings (``ddp_spawn``, ``ddp_find_unused_parameters_true``)."""
+    return isinstance(expr, cst.SimpleString) and str(expr.evaluated_value).startswith("ddp")
 
 
 def _true(expr: cst.BaseExpression | None) -> bool:

@@ -1,7 +1,7 @@
 """What a rule sees and returns.
 
 A rule module declares ``CODE``, ``NAME``, ``MESSAGE``, ``EVENT`` (``call``,
-``write``, ``global`` or ``site``), a ``check(event, ctx)`` generator of
+``write``, ``global``, ``site``, ``module`` or ``file``), a ``check(event, ctx)`` generator of
 :class:`Hit` and its ``VALID``/``INVALID`` examples. Rules never parse and
 never print: the engine feeds them events from the flow analysis and turns
 hits into findings.
@@ -10,7 +10,7 @@ hits into findings.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import libcst as cst
 
@@ -44,6 +44,7 @@ class RuleContext:
     label: str | Callable[[], str]  # "path:line" of the site, computed on first use
     site: SiteCall | None = None
     project: Project | None = None
+    sites: Sequence[SiteCall] = ()  # for whole-file rules: the file's checkpoint calls
 
     @property
     def site_label(self) -> str:
