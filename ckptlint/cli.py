@@ -439,6 +439,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cmd_verify(argv, "runtime_checks.plan_cli", argv[0])
     parser = _build_parser()
     args = parser.parse_args(argv)
+    from ckptlint.workers import tune_gc
+
+    tune_gc()  # this process is ckptlint's own: the lint runs in it when --jobs 1 or a small tree
     try:
         if args.command == "rule":
             return _cmd_rule(args)

@@ -107,6 +107,8 @@ def may_reach_checkpoint(source: str, options: EngineOptions = EngineOptions()) 
     configured checkpoint function. A file that fails it has no sites; its
     classes are still parsed on demand when another file's sites use them.
     """
+    if not options.checkpoint_functions and "heckpoint" not in source and "find_unused_parameters" not in source:
+        return False  # every base trigger holds one of the two: a substring test skips the regex (half the time)
     return _prefilter(options).search(source) is not None
 
 

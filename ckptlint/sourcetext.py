@@ -9,6 +9,8 @@ resolution that survives deeply nested generated code.
 from __future__ import annotations
 
 import ast
+import gc
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
 
 import libcst as cst
@@ -21,9 +23,12 @@ __all__ = [
     "LazyAssigns",
     "LazyDefs",
     "decode_source",
+    "gc_paused",
     "dotted_name",
     "flatten",
     "mentions_checkpoint",
+    "parse_cst",
+    "parse_python",
     "resolve_positions",
     "syntax_error",
 ]
@@ -132,16 +137,27 @@ def shallow(source: str, error: SyntaxError, limit: int) -> bool:
 
 
 def max_nesting(node: ast.AST) -> int:
-    """How deeply the syntax tree under ``node`` nests (iteratively: never recurses)."""
+    """How deeply the syntax tree under ``node`` nests (iteratively: never recurses).
+
+    Reads ``_fields`` directly rather than through ``ast.iter_child_nodes``: the same count in
+    half the time (every statement of every loaded file is measured once).
+    """
     best = 0
     stack = [(node, 1)]
-    pop, push, children = stack.pop, stack.append, ast.iter_child_nodes
+    pop, push, node_type = stack.pop, stack.append, ast.AST
     while stack:
         item, depth = pop()
         if depth > best:
             best = depth
-        for child in children(item):
-            push((child, depth + 1))
+        depth += 1
+        for name in item._fields:
+            child = getattr(item, name, None)
+            if isinstance(child, node_type):
+                push((child, depth))
+            elif isinstance(child, list):
+                for x in child:
+                    if isinstance(x, node_type):
+                        push((x, depth))
     return best
 
 
@@ -243,6 +259,37 @@ def flatten(stmt: cst.CSTNode) -> Iterator[cst.CSTNode]:
     for body in bodies:
         for inner in body:
             yield from flatten(inner)
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic collection while a parser builds a tree.
+
+    A parse allocates a node per token and frees almost nothing, so each allocation burst triggers
+    collections that traverse the whole live heap (a worker's parsed trees and memos) and find no
+    garbage: ``ast.parse`` over transformers' tree took 13.9 s with a worker-sized heap alive and
+    4.8 s without collections. Trees hold no cycles; the next collection after the parse runs as usual.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def parse_python(source: str) -> ast.Module:
+    """``ast.parse`` without cyclic collections during the parse (see :func:`gc_paused`)."""
+    with gc_paused():
+        return ast.parse(source)
+
+
+def parse_cst(source: str) -> cst.Module:
+    """``libcst.parse_module`` without cyclic collections during the parse (see :func:`gc_paused`)."""
+    with gc_paused():
+        return cst.parse_module(source)
 
 
 def resolve_positions(module: cst.Module) -> Mapping[cst.CSTNode, CodeRange] | None:

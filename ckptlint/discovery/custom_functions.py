@@ -28,6 +28,7 @@ from typing import Iterable
 import libcst as cst
 
 from ckptlint.project import ClassInfo, Project
+from ckptlint.sourcetext import parse_python
 
 __all__ = ["CustomCheckpoint", "custom_checkpoint", "find_custom_functions"]
 
@@ -132,7 +133,7 @@ def _in_file(project: Project, path: str) -> tuple[str, ...]:
     if "no_grad" not in source or not _APPLY_RE.search(source):
         return ()
     try:
-        tree = ast.parse(source)
+        tree = parse_python(source)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return ()
     modname = project.module_name(path)

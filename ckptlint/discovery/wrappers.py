@@ -12,6 +12,7 @@ import re
 from typing import TYPE_CHECKING, Iterable
 
 from ckptlint.discovery.custom_functions import find_custom_functions
+from ckptlint.sourcetext import parse_python
 
 if TYPE_CHECKING:
     from ckptlint.project import Project
@@ -50,10 +51,10 @@ def _wrappers_in(project: Project, path: str, call_re: re.Pattern[str]) -> tuple
         source = project.read(path)
     except OSError:
         return ()
-    if not call_re.search(source):
+    if "checkpoint" not in source or not call_re.search(source):  # the substring first: the regex costs 40x more
         return ()
     try:
-        tree = ast.parse(source)
+        tree = parse_python(source)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return ()
     modname = project.module_name(path)

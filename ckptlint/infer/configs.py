@@ -17,6 +17,7 @@ import libcst as cst
 from ckptlint.infer import known
 from ckptlint.infer.lattice import Frame, Instance
 from ckptlint.project import ModuleInfo
+from ckptlint.sourcetext import parse_python
 
 __all__ = ["Configs", "config_literals"]
 
@@ -107,7 +108,7 @@ def config_literals(source: str, name: str) -> tuple[str, ...]:
     if name not in source:
         return ()
     try:
-        tree = ast.parse(source)
+        tree = parse_python(source)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return ()
     values: list[ast.expr] = []

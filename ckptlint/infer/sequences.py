@@ -23,6 +23,7 @@ import libcst as cst
 from ckptlint.infer.lattice import Frame, Instance
 from ckptlint.infer.scope import Env, bind, scope_env
 from ckptlint.project import FunctionInfo, ModuleInfo, Project, dotted_name
+from ckptlint.sourcetext import parse_python
 
 if TYPE_CHECKING:
     from ckptlint.project import ClassInfo
@@ -333,7 +334,7 @@ class Sequences:
         seen: set[str] = set()
         if keyword in mod.source:
             try:
-                tree = ast.parse(mod.source)
+                tree = parse_python(mod.source)
             except (SyntaxError, ValueError, RecursionError, MemoryError):
                 tree = None
             for node in ast.walk(tree) if tree is not None else ():

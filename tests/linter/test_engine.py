@@ -55,6 +55,15 @@ def test_prefilter_triggers() -> None:
     assert not may_reach_checkpoint("# remat is mentioned only here\n", custom)
 
 
+def test_prefilter_substring_gate_holds_for_every_trigger() -> None:
+    """``may_reach_checkpoint`` skips its regex when neither literal is in the text: every trigger must hold one."""
+    from ckptlint.engine import _TRIGGERS
+
+    for trigger in _TRIGGERS:
+        assert "heckpoint" in trigger or "find_unused_parameters" in trigger, trigger
+    assert may_reach_checkpoint("ddp = DDP(model, find_unused_parameters=True)\n", EngineOptions())
+
+
 def test_cross_file_finding_and_dependencies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     _write(tmp_path, {"pkg/__init__.py": "", "pkg/model.py": MODEL, "pkg/blocks.py": BLOCKS})
