@@ -10,6 +10,7 @@ import libcst as cst
 from libcst.metadata import CodeRange
 
 from ckptlint.files import display_path
+from ckptlint.positions import PositionIndex
 from ckptlint.sourcetext import (
     LazyAssigns,
     LazyDefs,
@@ -17,8 +18,9 @@ from ckptlint.sourcetext import (
     flatten,
     max_nesting,
     mentions_checkpoint,
+    parse_cst,
+    parse_python,
     parser_gave_up,
-    resolve_positions,
     shallow,
     syntax_error,
 )
@@ -75,12 +77,11 @@ class ModuleInfo:
         self._offsets = [0, *(m.end() for m in _NEWLINE.finditer(source))]
         self._lines: list[str] | None = None
         self.starts: list[int] = []  # first line of each top-level statement
+        self._depths: list[int] = []  # how deeply each one nests (measured while the ast is at hand)
         self._stmts: list[cst.BaseStatement | None] = []
-        self._seg_positions: dict[int, dict[cst.CSTNode, CodeRange]] = {}
         self._seg_mods: dict[int, cst.Module] = {}
-        self._positions: dict[cst.CSTNode, CodeRange] = {}
-        self._stmt_of: dict[int, int] = {}  # id(node) -> statement index, filled as statements are walked
-        self._walked: set[int] = set()
+        self._method_lines: dict[int, list[int]] = {}  # top-level class -> its methods' ``def`` lines
+        self._places = PositionIndex(self.starts, self._method_lines)
         self._full: cst.Module | None = None
         self.nesting_limit = nesting_limit
         # (line, depth) of top-level statements too deeply nested to hand to
@@ -93,7 +94,7 @@ class ModuleInfo:
         # Python's own parser is the gate: what it rejects never reaches
         # libcst, whose native parser can crash the process on such input.
         try:
-            tree = ast.parse(source)
+            tree = parse_python(source)
         except MemoryError as exc:
             if not parser_gave_up(source):
                 raise  # the file's memory budget (max-file-memory), not its syntax
@@ -107,8 +108,17 @@ class ModuleInfo:
             return
         for st in tree.body:
             line = min([st.lineno, *(d.lineno for d in getattr(st, "decorator_list", ()))])
+            # As a segment parses: a module around the statement (one level more than the statement).
+            depth = max_nesting(st) + 1
             if not self.starts or self.starts[-1] != line:
                 self.starts.append(line)  # ``a; b`` is one libcst statement line
+                self._depths.append(depth)
+            elif depth > self._depths[-1]:
+                self._depths[-1] = depth
+            if isinstance(st, ast.ClassDef):
+                self._method_lines[len(self.starts) - 1] = [
+                    f.lineno for f in st.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+                ]
             self._index_ast(st, len(self.starts) - 1)
         self._stmts = [None] * len(self.starts)
 
@@ -121,7 +131,7 @@ class ModuleInfo:
         rejects it too, the finding is Python's error.
         """
         try:
-            module = cst.parse_module(self.source)
+            module = parse_cst(self.source)
         except (cst.ParserSyntaxError, RecursionError):
             self.parse_error = syntax_error(python_error)
             return
@@ -208,12 +218,12 @@ class ModuleInfo:
                 self._offsets[self.starts[index + 1] - 1] if index + 1 < len(self.starts) else len(self.source)
             )
             segment = None
-            depth = self._nesting(start, end)
+            depth = self._depths[index]
             if depth > self.nesting_limit:
                 self.too_deep.append((self.starts[index], depth))
             else:
                 try:
-                    segment = cst.parse_module(self.source[start:end])
+                    segment = parse_cst(self.source[start:end])
                 except (RecursionError, MemoryError, cst.ParserSyntaxError):
                     segment = None
             if segment is None or len(segment.body) != 1:
@@ -224,14 +234,6 @@ class ModuleInfo:
             self._stmts[index] = stmt
             self._seg_mods[index] = segment
         return stmt
-
-    def _nesting(self, start: int, end: int) -> int:
-        """Nesting depth of the source between two offsets (one top-level statement)."""
-        try:
-            tree = ast.parse(self.source[start:end])
-        except (SyntaxError, ValueError, RecursionError):
-            return 0  # the whole file parsed, so this is an ast/libcst split corner
-        return max_nesting(tree)
 
     @property
     def module(self) -> cst.Module:
@@ -293,49 +295,10 @@ class ModuleInfo:
     # -- positions ---------------------------------------------------------------
 
     def position(self, node: cst.CSTNode) -> CodeRange | None:
-        """Source range of ``node`` (positions are computed per top-level statement)."""
+        """Source range of ``node`` (computed per method of a top-level class, else per top-level statement)."""
         if self.parse_error is not None:
             return None
-        found = self._positions.get(node)
-        if found is not None:
-            return found
-        index = self._statement_index(node)
-        if index is None or index in self._seg_positions:
-            return None
-        if self._full is not None:
-            # Whole-file parse (fallback): one position pass over the file.
-            self._positions.update(resolve_positions(self._full) or {})
-            for i in range(len(self._stmts)):
-                self._seg_positions[i] = {}
-            return self._positions.get(node)
-        segment = self._seg_mods[index]
-        positions = resolve_positions(segment)
-        if positions is None:
-            self._seg_positions[index] = {}
-            return None
-        offset = self.starts[index] - 1  # the segment's line 1 is the statement's first line
-        for n, r in positions.items():
-            if offset:
-                r = CodeRange((r.start.line + offset, r.start.column), (r.end.line + offset, r.end.column))
-            self._positions[n] = r
-        self._seg_positions[index] = {}
-        return self._positions.get(node)
-
-    def _statement_index(self, node: cst.CSTNode) -> int | None:
-        from ckptlint.analysis.walk import walk
-
-        cached = self._stmt_of.get(id(node))
-        if cached is not None:
-            return cached
-        for i, stmt in enumerate(self._stmts):
-            if stmt is None or i in self._walked:
-                continue
-            self._walked.add(i)
-            for n in walk(stmt):
-                self._stmt_of[id(n)] = i
-            if id(node) in self._stmt_of:
-                return i
-        return self._stmt_of.get(id(node))
+        return self._places.position(node, self._stmts, self._seg_mods, self._full)
 
     def code_for(self, node: cst.CSTNode) -> str:
         return cst.Module(body=[]).code_for_node(node)
