@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import gc
+import weakref
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
 
@@ -175,7 +176,7 @@ class LazyDefs(Mapping[str, "cst.FunctionDef | cst.ClassDef"]):
     """Top-level defs by name, parsed only when looked up."""
 
     def __init__(self, info: "ModuleInfo") -> None:
-        self._info = info
+        self._info = weakref.proxy(info)  # no cycle: a trimmed module is freed at once
 
     def __getitem__(self, name: str) -> cst.FunctionDef | cst.ClassDef:
         seg = self._info._def_seg[name]
@@ -201,7 +202,7 @@ class LazyAssigns(Mapping[str, "list[cst.BaseExpression]"]):
     """Module-level ``name = value`` bindings, parsed only when looked up."""
 
     def __init__(self, info: "ModuleInfo") -> None:
-        self._info = info
+        self._info = weakref.proxy(info)  # no cycle: a trimmed module is freed at once
         self._cache: dict[str, list[cst.BaseExpression]] = {}
 
     def __getitem__(self, name: str) -> list[cst.BaseExpression]:
