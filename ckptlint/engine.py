@@ -350,6 +350,8 @@ def syntax_finding(project: Project, path: str) -> Finding | None:
 
 def _quick_syntax_error(project: Project, path: str) -> Finding | None:
     """CKP001 for a file the prefilter skipped: only Python's parser, never libcst."""
+    if project.parses(path):
+        return None
     try:
         project.read(path)
     except OSError:

@@ -22,7 +22,7 @@ from typing import Iterable, Iterator
 import libcst as cst
 
 from ckptlint.sourcemodule import DEFAULT_MAX_NESTING, ModuleInfo
-from ckptlint.sourcetext import decode_source, dotted_name, max_nesting, strict_decode
+from ckptlint.sourcetext import decode_source, dotted_name, max_nesting, parse_python, strict_decode
 
 __all__ = [
     "DEFAULT_MAX_NESTING",
@@ -157,6 +157,25 @@ class Project:
             return known
         with open(path, "rb") as fh:
             return fh.read().decode("utf-8", errors="replace")
+
+    def parses(self, path: str) -> bool:
+        """Whether Python decodes and parses ``path``, keeping nothing of it: the syntax check of a
+        file no analysis reads (a parsed module costs its ast walk and stays in memory until trimmed)."""
+        path = os.path.normpath(path)
+        loaded = self._modules.get(path)
+        if loaded is not None:
+            return loaded.parse_error is None
+        if path in self._decode_errors:
+            return False
+        text = self._given.get(path, self._sources.get(path))
+        try:
+            if text is None:
+                with open(path, "rb") as fh:
+                    text = strict_decode(fh.read())
+            parse_python(text)
+        except (OSError, SyntaxError, ValueError, RecursionError, MemoryError):
+            return False  # the module's own reading says what is wrong
+        return True
 
     def decode_error(self, path: str) -> SyntaxError | None:
         """Why Python could not decode ``path`` (after :meth:`read`), if it could not."""
