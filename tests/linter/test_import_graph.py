@@ -103,8 +103,8 @@ def test_find_cycle_detects_a_circle() -> None:
 
 def test_graph_sees_lazy_imports() -> None:
     graph = import_graph()
-    # discovery/sites.py imports the wrapper finder inside a method.
-    assert "ckptlint.discovery.wrappers" in graph["ckptlint.discovery.sites"]
+    # discovery/specs.py imports the wrapper finder inside a method.
+    assert "ckptlint.discovery.wrappers" in graph["ckptlint.discovery.specs"]
     assert "ckptlint.infer.evaluator" in graph["ckptlint.infer.resolver"]
 
 
