@@ -28,7 +28,9 @@ checkpoint wrappers it defines, whether it parses) are cached the same way.
 Wrappers found anywhere in the tree widen the engine's options, so results and
 prefilter verdicts are additionally tied to an *analysis key* (the hash of the
 final options): when a wrapper appears or disappears, they are dropped while
-hashes and facts survive.
+hashes and facts survive. The key also holds the content hash of every file whose
+facts say it changes what other files run (a DDP wrapper, a checkpoint monkeypatch):
+another file's findings may depend on it without importing it.
 
 The store is one JSON file per (fingerprint, options) pair, written
 atomically at the end of a run; a corrupt or foreign file is ignored. Each
@@ -92,6 +94,9 @@ class Facts:
     wrappers: tuple[str, ...]
     # None: not checked yet; () parses; (finding,) the CKP001 finding.
     syntax: tuple[Finding, ...] | None
+    # It changes other files' findings by what it runs (a DDP wrapper, a checkpoint monkeypatch):
+    # results then hold only for its content (see ``runner``).
+    reaches_others: bool = False
 
 
 @dataclass(frozen=True)
@@ -172,8 +177,8 @@ class ResultCache:
             self._facts = {
                 k: v
                 for k, v in facts.items()
-                if isinstance(v, list) and len(v) == 3 and isinstance(v[0], str) and isinstance(v[1], list)
-                and (v[2] is None or _valid_findings(v[2]))
+                if isinstance(v, list) and len(v) == 4 and isinstance(v[0], str) and isinstance(v[1], list)
+                and (v[2] is None or _valid_findings(v[2])) and isinstance(v[3], bool)
             }
         key = data.get("analysis_key")
         self._analysis_key = key if isinstance(key, str) else None
@@ -309,7 +314,7 @@ class ResultCache:
             syntax = None if entry[2] is None else tuple(Finding.from_dict(f) for f in entry[2])
         except (KeyError, TypeError, ValueError):
             return None
-        return Facts(wrappers, syntax)
+        return Facts(wrappers, syntax, entry[3])
 
     def remember_facts(self, path: str, digest: str, facts: Facts) -> None:
         if not self.enabled:
@@ -318,6 +323,7 @@ class ResultCache:
             digest,
             list(facts.wrappers),
             None if facts.syntax is None else [f.to_dict() for f in facts.syntax],
+            facts.reaches_others,
         ]
         key = self._stat_key(path)
         if self._facts.get(key) != entry:

@@ -18,11 +18,13 @@ import libcst as cst
 
 from ckptlint.analysis.params import gc_layer_nulled
 from ckptlint.analysis.flow import CallEvent, Event, FlowAnalyzer, Root, Visit, WriteEvent
+from ckptlint.discovery.patches import mentions_patch
 from ckptlint.discovery.sites import CheckedCallable, Discovery
 from ckptlint.discovery.wrappers import find_wrappers
 from ckptlint.files import iter_python_files
 from ckptlint.project import ModuleInfo, Project
 from ckptlint.rules import ALL_RULES
+from ckptlint.rules._ddp_scope import mentions_ddp_wrap
 from ckptlint.rules.base import Hit, RuleContext
 from ckptlint.types import Finding, Site
 
@@ -95,6 +97,12 @@ def _prefilter(options: EngineOptions) -> re.Pattern[str]:
     # docstring mentions it (timm's wrapper is simply called ``checkpoint``).
     names = "|".join(re.escape(e) for e in extra)
     return re.compile("|".join([*_TRIGGERS, rf"\b(?:{names})\s*\(", rf"import[^\n]*\b(?:{names})\b"]))
+
+
+def reaches_other_files(source: str) -> bool:
+    """Cheap text test: can what this file runs change other files' findings — a DDP wrapper
+    (CKP404 on the models it imports) or a monkeypatch of torch's checkpoint (what their calls run)?"""
+    return mentions_ddp_wrap(source) or mentions_patch(source)
 
 
 def may_reach_checkpoint(source: str, options: EngineOptions = EngineOptions()) -> bool:

@@ -135,11 +135,12 @@ def _over_size(path: str, limit: int) -> str | None:
     return f"the file has {size:,} bytes, more than max-file-bytes ({limit:,})"
 
 
-def _options_key(functions: Sequence[str], depth: int, nesting: int) -> str:
+def _options_key(functions: Sequence[str], depth: int, nesting: int, scripts: Sequence[tuple[str, str]] = ()) -> str:
     import hashlib
     import json
 
-    data = {"checkpoint_functions": list(functions), "max_helper_depth": depth, "max_nesting": nesting}
+    data = {"checkpoint_functions": list(functions), "max_helper_depth": depth, "max_nesting": nesting,
+            "scripts": [list(s) for s in scripts]}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -212,7 +213,7 @@ def _lint_pass(
             engine = _engine()
             base = engine.EngineOptions(checkpoint_functions=base_functions, max_helper_depth=config.max_helper_depth)
             found = tuple(engine.find_wrappers(engine.Project([path], sources={os.path.normpath(path): text}), [path], base))
-            known = Facts(found, None)
+            known = Facts(found, None, engine.reaches_other_files(text))
             if digests.get(path):
                 cache.remember_facts(path, digests[path], known)
             # While the text is at hand: the verdict holds unless the tree
@@ -221,7 +222,10 @@ def _lint_pass(
         facts[path] = known
         wrappers.update(known.wrappers)
     functions = tuple(sorted(set(base_functions) | wrappers))
-    cache.set_analysis_key(_options_key(functions, config.max_helper_depth, budgets.max_nesting))
+    # A training script that wraps a model in DDP or patches checkpoint changes the findings of the
+    # files it imports: results hold only for its current content (editing it re-checks the tree).
+    scripts = sorted((display_path(p), digests.get(p, "")) for p, f in facts.items() if f.reaches_others)
+    cache.set_analysis_key(_options_key(functions, config.max_helper_depth, budgets.max_nesting, scripts))
     lazy: dict[str, Any] = {}
 
     def options() -> Any:
@@ -284,7 +288,7 @@ def _lint_pass(
         if kind == "analyse":
             cache.store(path, digest, found, deps, error)
         elif error is None:
-            cache.remember_facts(path, digest, Facts(facts[path].wrappers, found))
+            cache.remember_facts(path, digest, Facts(facts[path].wrappers, found, facts[path].reaches_others))
     results.extend(fresh)
     cache.save()
     timings["analysis"] = timings.get("analysis", 0.0) + time.perf_counter() - t0

@@ -25,7 +25,7 @@ import libcst as cst
 from ckptlint.analysis import names as N
 from ckptlint.project import Project
 
-__all__ = ["CheckpointPatch", "find_patches", "reach"]
+__all__ = ["CheckpointPatch", "find_patches", "mentions_patch", "reach"]
 
 MAX_IMPORT_DEPTH = 4
 _LINE = re.compile(r"^[\w.]*\bcheckpoint[ \t]*=[ \t]*\S", re.MULTILINE)
@@ -42,6 +42,11 @@ class CheckpointPatch:
     scope: frozenset[str] = frozenset()  # the files whose calls it reaches
 
 
+def mentions_patch(text: str) -> bool:
+    """Cheap text test: may ``text`` hold a module-level ``...checkpoint = ...`` (what :func:`find_patches` parses)."""
+    return "checkpoint" in text and _LINE.search(text) is not None
+
+
 def find_patches(project: Project) -> list[CheckpointPatch]:
     """Every module-level ``<torch.utils.checkpoint>.checkpoint = ...`` in the tree, with its reach."""
     out: list[CheckpointPatch] = []
@@ -50,7 +55,7 @@ def find_patches(project: Project) -> list[CheckpointPatch]:
             text = project.peek(path)
         except OSError:
             continue
-        if "checkpoint" not in text or not _LINE.search(text):
+        if not mentions_patch(text):
             continue
         mod = project.module(path)
         for stmt in mod.module.body if mod.module is not None else ():

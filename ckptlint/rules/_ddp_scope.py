@@ -20,7 +20,7 @@ from ckptlint.discovery.patches import reach
 from ckptlint.project import Project
 from ckptlint.rules._training_scripts import Script
 
-__all__ = ["DdpWrap", "ddp_wrap_for"]
+__all__ = ["DdpWrap", "ddp_wrap_for", "mentions_ddp_wrap"]
 
 _TEXT = re.compile(r"\b(?:DistributedDataParallel|DDP|DDPStrategy)[ \t]*\(|\bstrategy[ \t]*=[ \t]*['\"]ddp")
 _CACHE = "ckp404_ddp_wraps"
@@ -37,6 +37,11 @@ class DdpWrap:
 
     def where(self, here: str) -> str:
         return f"wrapped at line {self.line}" if self.path == here else f"wrapped at {self.display}:{self.line}, which imports it"
+
+
+def mentions_ddp_wrap(text: str) -> bool:
+    """Cheap text test: may ``text`` wrap a model in DDP (what :func:`ddp_wrap_for` parses)."""
+    return _TEXT.search(text) is not None
 
 
 def ddp_wrap_for(project: Project, path: str) -> DdpWrap | None:
@@ -58,7 +63,7 @@ def _scan(project: Project) -> list[DdpWrap]:
             text = project.peek(path)
         except OSError:
             continue
-        if _TEXT.search(text) is None:
+        if not mentions_ddp_wrap(text):
             continue
         mod = project.module(path)
         if mod.module is None:

@@ -33,6 +33,10 @@ class Project:
             return fh.read()
 
 
+def reaches_other_files(source: str) -> bool:
+    return "DDP(" in source
+
+
 def may_reach_checkpoint(source: str, options: EngineOptions) -> bool:
     return "checkpoint" in source or any(f.rsplit(".", 1)[-1] in source for f in options.checkpoint_functions)
 

@@ -265,3 +265,35 @@ def test_dangling_symlink_inside_cache_folder_is_not_followed(tree: Path) -> Non
     _aged(tree)
     _check(tree)
     assert not (tree / "outside.txt").exists()
+
+
+_SHARED = (
+    "from torch import nn\n"
+    "from torch.utils.checkpoint import checkpoint\n"
+    "class Shared(nn.Module):\n"
+    "    def __init__(self):\n"
+    "        super().__init__()\n"
+    "        self.layer = nn.Linear(8, 8)\n"
+    "    def forward(self, x):\n"
+    "        for _ in range(3):\n"
+    "            x = checkpoint(self.layer, x, use_reentrant=True)\n"
+    "        return x\n"
+)
+_TRAIN = "from model import Shared\n\ndef step(x):\n    return {wrap}(x)\n"
+
+
+def test_a_training_script_that_starts_wrapping_in_ddp_rechecks_what_it_imports(tree: Path) -> None:
+    """CKP404 on model.py depends on train.py, which model.py does not import: a cached run must see it."""
+    (tree / "model.py").write_text(_SHARED)
+    (tree / "train.py").write_text(_TRAIN.format(wrap="Shared()"))
+    _aged(tree)
+    assert _check(tree) == [] == _check(tree)  # one process: no finding, and the cache holds that
+    (tree / "train.py").write_text("from torch.nn.parallel import DistributedDataParallel as DDP\n" + _TRAIN.format(wrap="DDP(Shared())"))
+    _aged(tree)
+    assert _check(tree) == [("model.py", 9, "CKP404")] == _check(tree, cached=False)
+    (tree / "other.py").write_text("x = 1\n")  # an unrelated file: the result stays cached
+    _aged(tree)
+    assert _check(tree) == [("model.py", 9, "CKP404")]
+    (tree / "train.py").write_text(_TRAIN.format(wrap="Shared()"))  # the wrapper goes away again
+    _aged(tree)
+    assert _check(tree) == []
