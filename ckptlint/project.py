@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import libcst as cst
 
@@ -176,6 +176,16 @@ class Project:
         except (OSError, SyntaxError, ValueError, RecursionError, MemoryError):
             return False  # the module's own reading says what is wrong
         return True
+
+    def files_matching(self, test: Callable[[str], bool]) -> Iterator[str]:
+        """The checked files whose text passes ``test`` (a quick scan of the whole tree: nothing is kept)."""
+        for path in self.files:
+            try:
+                text = self.peek(path)
+            except OSError:
+                continue
+            if test(text):
+                yield path
 
     def decode_error(self, path: str) -> SyntaxError | None:
         """Why Python could not decode ``path`` (after :meth:`read`), if it could not."""

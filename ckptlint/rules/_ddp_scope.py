@@ -58,13 +58,7 @@ def ddp_wrap_for(project: Project, path: str) -> DdpWrap | None:
 
 def _scan(project: Project) -> list[DdpWrap]:
     out: list[DdpWrap] = []
-    for path in project.files:
-        try:
-            text = project.peek(path)
-        except OSError:
-            continue
-        if not mentions_ddp_wrap(text):
-            continue
+    for path in project.files_matching(mentions_ddp_wrap):
         mod = project.module(path)
         if mod.module is None:
             continue

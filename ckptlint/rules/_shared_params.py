@@ -150,13 +150,7 @@ class _Walker:
             for small in stmt.body:
                 self.expr(small, loop and not isinstance(small, cst.Return), path, exits)
             return
-        for child in iter_children(stmt):  # with, match, ...: their blocks run in order
-            if isinstance(child, cst.IndentedBlock):
-                self.block(child.body, id(child), 0, loop, path, exits)
-            elif isinstance(child, cst.BaseStatement):
-                self.stmt(child, loop, path, exits)
-            else:
-                self.expr(child, loop, path, exits)
+        self.children(stmt, loop, path, exits)  # with, match, ...: their blocks run in order
 
     def expr(self, node: cst.CSTNode, loop: bool, path: _Path, exits: tuple[bool, ...]) -> None:
         if isinstance(node, cst.Lambda):
@@ -179,6 +173,9 @@ class _Walker:
             member = _member(node.value)  # ``F.linear(h, self.embed.weight)``: a use of the module's weight
             if member is not None:
                 self.uses.append(_Use(node, member, False, loop, path, exits))
+        self.children(node, loop, path, exits)
+
+    def children(self, node: cst.CSTNode, loop: bool, path: _Path, exits: tuple[bool, ...]) -> None:
         for child in iter_children(node):
             if isinstance(child, cst.IndentedBlock):
                 self.block(child.body, id(child), 0, loop, path, exits)
