@@ -205,6 +205,10 @@ class ModuleInfo:
             for inner in st.body:
                 self._index_ast(inner, seg)
 
+    def parsed_statements(self) -> list[cst.BaseStatement]:
+        """The top-level statements parsed so far (those something has looked at), in order."""
+        return [s for s in self._stmts if s is not None]
+
     @property
     def statement_count(self) -> int:
         return len(self._stmts)

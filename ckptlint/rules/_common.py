@@ -6,9 +6,11 @@ import libcst as cst
 
 from ckptlint.analysis import names as N
 from ckptlint.analysis.flow import CallEvent, Root
+from ckptlint.discovery.sites import SiteCall
 from ckptlint.infer.lattice import Instance, literal_truth
+from ckptlint.rules.base import literal
 
-__all__ = ["first_positional", "inplace_method", "inplace_torch_function", "is_input", "written"]
+__all__ = ["first_positional", "inplace_method", "inplace_torch_function", "is_input", "reentrant_variant", "written"]
 
 
 def is_input(root: Root | None) -> bool:
@@ -58,3 +60,13 @@ def written(node: cst.BaseExpression) -> str:
 def instance_flag(inst: Instance, name: str) -> bool | None:
     cls_short = inst.qualnames[0].rsplit(".", 1)[-1] if inst.qualnames else ""
     return literal_truth(inst.kwarg(name, N.INPLACE_POSITION.get(cls_short) if name == "inplace" else None))
+
+
+def reentrant_variant(site: SiteCall) -> str | None:
+    """How ``site`` selects torch's reentrant checkpoint: ``"omitted"`` (no ``use_reentrant``, which
+    torch's own functions default to; not through ``**kwargs``), ``"explicit"`` (``use_reentrant=True``,
+    at the call or bound by a partial or a patch), else None (non-reentrant, or not known here)."""
+    value = site.option("use_reentrant")
+    if value is None:
+        return "omitted" if site.torch_api and not any(a.star == "**" for a in site.call.args) else None
+    return "explicit" if literal(value) is True else None

@@ -29,7 +29,7 @@ import libcst as cst
 from ckptlint.analysis.walk import iter_children, walk
 from ckptlint.discovery.sites import SiteCall
 from ckptlint.project import ModuleInfo
-from ckptlint.rules.base import literal
+from ckptlint.rules._common import reentrant_variant
 
 __all__ = ["SharedUse", "shared_uses"]
 
@@ -60,9 +60,9 @@ def shared_uses(mod: ModuleInfo, sites: Sequence[SiteCall]) -> Iterator[SharedUs
     if not reentrant:
         return
     others = {id(s.call) for s in sites if s.kind == "checkpoint" and id(s.call) not in reentrant}
-    for cls in walk(mod.module):
+    for cls in (n for stmt in mod.parsed_statements() for n in walk(stmt)):
         if not isinstance(cls, cst.ClassDef):
-            continue
+            continue  # the sites lie in statements already parsed; the rest of the file is not needed
         tied = _tied(cls, mod)
         for fn in cls.body.body:
             if isinstance(fn, cst.FunctionDef):
@@ -70,10 +70,10 @@ def shared_uses(mod: ModuleInfo, sites: Sequence[SiteCall]) -> Iterator[SharedUs
 
 
 def _reentrant(site: SiteCall) -> bool:
+    """torch's own ``checkpoint`` running reentrant, its arguments all written at the call."""
     if site.kind != "checkpoint" or not site.torch_api or any(a.star == "**" for a in site.call.args):
         return False
-    flag = site.option("use_reentrant")
-    return flag is None or literal(flag) is True
+    return reentrant_variant(site) is not None
 
 
 def _in_function(
@@ -113,10 +113,10 @@ class _Walker:
         self.uses: list[_Use] = []
 
     def block(self, stmts: Sequence[cst.BaseStatement | cst.BaseSmallStatement], owner: int, arm: int, loop: bool, path: _Path, exits: tuple[bool, ...] = ()) -> None:
+        last_exit = max((i for i, s in enumerate(stmts) if _exits(s)), default=-1)
         for idx, stmt in enumerate(stmts):
-            here = path + ((owner, arm, idx),)
-            after = exits + (any(_exits(s) for s in stmts[idx:]),)
-            self.stmt(stmt, loop, here, after)
+            # a return/raise at or after this statement in its block
+            self.stmt(stmt, loop, path + ((owner, arm, idx),), exits + (idx <= last_exit,))
 
     def stmt(self, stmt: cst.BaseStatement | cst.BaseSmallStatement, loop: bool, path: _Path, exits: tuple[bool, ...]) -> None:
         if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)):

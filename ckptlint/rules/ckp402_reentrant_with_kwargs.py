@@ -39,6 +39,7 @@ import libcst as cst
 
 from ckptlint.analysis import names as N
 from ckptlint.discovery.sites import SiteCall
+from ckptlint.rules._common import reentrant_variant
 from ckptlint.rules.base import Hit, RuleContext, literal
 
 CODE = "CKP402"
@@ -54,16 +55,10 @@ _SEQUENTIAL_OK = frozenset({"use_reentrant", "preserve_rng_state", "functions", 
 def check(site: SiteCall, ctx: RuleContext) -> Iterator[Hit]:
     if site.kind not in ("checkpoint", "gc_func", "sequential"):
         return
-    value = site.option("use_reentrant")
-    if value is None:
-        # Omitted: only torch's own functions are known to default to reentrant.
-        if not site.torch_api or any(a.star == "**" for a in site.call.args):
-            return
-        how = "without use_reentrant (runs reentrant)"
-    elif literal(value) is True:
-        how = "with use_reentrant=True"
-    else:
+    variant = reentrant_variant(site)
+    if variant is None:
         return
+    how = "without use_reentrant (runs reentrant)" if variant == "omitted" else "with use_reentrant=True"
     keywords = [a for a in site.call.args if a.keyword is not None]
     if site.kind == "sequential":
         bad = [a.keyword.value for a in keywords if a.keyword.value not in _SEQUENTIAL_OK]  # type: ignore[union-attr]

@@ -59,9 +59,10 @@ import libcst as cst
 from ckptlint.discovery.sites import SiteCall
 from ckptlint.project import ModuleInfo, dotted_name
 from ckptlint.rules._training_scripts import Script, transformers_major
+from ckptlint.rules._common import reentrant_variant
 from ckptlint.rules._idempotent import code_of
 from ckptlint.rules._grad_sources import REENABLERS, GradSources, frozen_submodules
-from ckptlint.rules.base import Hit, RuleContext, literal
+from ckptlint.rules.base import Hit, RuleContext
 
 CODE = "CKP403"
 NAME = "reentrant-no-grad-inputs"
@@ -151,12 +152,7 @@ def _has_kw(call: cst.Call, name: str) -> bool:
 
 
 def _reentrant(site: SiteCall) -> str | None:
-    value = site.option("use_reentrant")
-    if value is None:
-        if site.torch_api and not any(a.star == "**" for a in site.call.args):
-            return "use_reentrant omitted"
-        return None
-    return "use_reentrant=True" if literal(value) is True else None
+    return {"omitted": "use_reentrant omitted", "explicit": "use_reentrant=True"}.get(reentrant_variant(site) or "")
 
 
 def _has_parameters(checked) -> bool:  # CheckedCallable
