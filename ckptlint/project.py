@@ -177,15 +177,16 @@ class Project:
             return False  # the module's own reading says what is wrong
         return True
 
-    def files_matching(self, test: Callable[[str], bool]) -> Iterator[str]:
-        """The checked files whose text passes ``test`` (a quick scan of the whole tree: nothing is kept)."""
+    def files_matching(self, test: Callable[[str], bool]) -> Iterator[tuple[str, str]]:
+        """(path, text) of the checked files whose text passes ``test`` (a quick scan of the whole tree:
+        nothing is kept)."""
         for path in self.files:
             try:
                 text = self.peek(path)
             except OSError:
                 continue
             if test(text):
-                yield path
+                yield path, text
 
     def decode_error(self, path: str) -> SyntaxError | None:
         """Why Python could not decode ``path`` (after :meth:`read`), if it could not."""

@@ -50,7 +50,7 @@ def mentions_patch(text: str) -> bool:
 def find_patches(project: Project) -> list[CheckpointPatch]:
     """Every module-level ``<torch.utils.checkpoint>.checkpoint = ...`` in the tree, with its reach."""
     out: list[CheckpointPatch] = []
-    for path in project.files_matching(mentions_patch):
+    for path, _ in project.files_matching(mentions_patch):
         mod = project.module(path)
         for stmt in mod.module.body if mod.module is not None else ():
             if not isinstance(stmt, cst.SimpleStatementLine):

@@ -127,13 +127,7 @@ class Registries:
         if cached is not None:
             return cached  # type: ignore[return-value]
         index: dict[str, dict[str, list[tuple[str, str]]]] = {}
-        for path in self.project.files:
-            try:
-                text = self.project.peek(path)
-            except OSError:
-                continue
-            if ".register" not in text:
-                continue
+        for path, text in self.project.files_matching(lambda text: ".register" in text):
             for m in _DECORATOR.finditer(text):
                 _add(index, m.group(1), m.group("args"), m.group("cls"), path)
             for m in _CALL.finditer(text):

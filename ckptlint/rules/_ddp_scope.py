@@ -58,7 +58,7 @@ def ddp_wrap_for(project: Project, path: str) -> DdpWrap | None:
 
 def _scan(project: Project) -> list[DdpWrap]:
     out: list[DdpWrap] = []
-    for path in project.files_matching(mentions_ddp_wrap):
+    for path, _ in project.files_matching(mentions_ddp_wrap):
         mod = project.module(path)
         if mod.module is None:
             continue
@@ -66,7 +66,7 @@ def _scan(project: Project) -> list[DdpWrap]:
         if any(s.static_graph_lines for s in scripts):
             continue
         calls = [c for s in scripts for c in s.ddp_calls if not any(a.star == "**" for a in c.args)]  # **kw may hold static_graph
-        lines = sorted(mod.position(c).start.line for c in calls if mod.position(c) is not None)
+        lines = sorted(pos.start.line for pos in map(mod.position, calls) if pos is not None)
         if lines:  # a call, not a word in a docstring or comment
             out.append(DdpWrap(path, mod.display, lines[0], reach(project, mod)))
     return out
