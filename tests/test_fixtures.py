@@ -565,6 +565,12 @@ RUNTIME_CASES: list[tuple[str, str, tuple[int, ...], tuple[tuple[int, ...], ...]
     ("shape_registry_build.py", "Net", (), ((2, 3, 8, 8),), "hazard"),
     ("shape_checkpoint_wrapper_constructor_arg.py", "Net", (), ((2, 3, 8, 8),), "hazard"),
     ("shape_get_layer_dispatch.py", "Model", (8,), ((4, 8),), "hazard"),
+    ("shape_block_table_layer_fns.py", "Net", (), ((2, 3, 8, 8),), "hazard"),
+    ("benign_block_table_layer_fns.py", "Net", (), ((2, 3, 8, 8),), "benign"),
+    ("shape_model_configs_norm_pair.py", "net_bn", (), ((2, 3, 8, 8),), "hazard"),
+    ("benign_model_configs_norm_pair.py", "net_gn", (), ((2, 3, 8, 8),), "benign"),
+    ("shape_branch_arms_alias.py", "Model", (8,), ((4, 8),), "hazard"),
+    ("benign_branch_arms_alias.py", "Model", (8,), ((4, 8), (4, 8)), "benign"),
 ]
 
 

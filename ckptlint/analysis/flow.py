@@ -149,6 +149,23 @@ class _Walker(RootsMixin, BranchesMixin, CallsMixin):
 
     # -- classification -------------------------------------------------------------
 
+    def _snapshot(self) -> tuple[dict[str, str], set[str], dict[str, bool], set[str]]:
+        s = self.s
+        return dict(s.taint), set(s.fresh), dict(s.consts), set(s.self_alias)
+
+    def _restore(self, snap: tuple[dict[str, str], set[str], dict[str, bool], set[str]]) -> None:
+        s = self.s
+        s.taint, s.fresh, s.consts, s.self_alias = dict(snap[0]), set(snap[1]), dict(snap[2]), set(snap[3])
+
+    def _join(self, other: tuple[dict[str, str], set[str], dict[str, bool], set[str]]) -> None:
+        """May-alias join of two arms: aliased (or owned by self) in either, fresh / constant in both."""
+        s = self.s
+        for name, origin in other[0].items():
+            s.taint.setdefault(name, origin)
+        s.fresh &= other[1]
+        s.consts = {k: v for k, v in s.consts.items() if other[2].get(k) == v}
+        s.self_alias |= other[3]
+
     def block(self, body: Sequence[cst.CSTNode]) -> None:
         for stmt in body:
             try:
@@ -170,6 +187,7 @@ class _Walker(RootsMixin, BranchesMixin, CallsMixin):
             known = self.truth(stmt.test)
             memo = self._is_memo_block(stmt)
             self.memo_blocks += memo
+            before = self._snapshot() if known is None else None
             try:
                 if known is not False:
                     self.block(stmt.body.body)
@@ -177,11 +195,19 @@ class _Walker(RootsMixin, BranchesMixin, CallsMixin):
                 self.memo_blocks -= memo
             if known is True:
                 return
+            # The other arm starts from the state before the test, not from the body's end
+            # (``if b is None: b = x`` / ``else: b += x`` adds to the module's own tensor);
+            # after the statement a name holds what either arm left in it.
+            after_body = self._snapshot() if before is not None else None
+            if before is not None:
+                self._restore(before)
             orelse = stmt.orelse
             if isinstance(orelse, cst.If):
                 self.statement(orelse)
             elif isinstance(orelse, cst.Else):
                 self.block(orelse.body.body)
+            if after_body is not None:
+                self._join(after_body)
             return
         if isinstance(stmt, cst.For):
             self.stmt = stmt.iter

@@ -156,6 +156,7 @@ INSTANCENORM_CLASSES = frozenset(
         )
     }
 )
+PLAIN_MODULES = frozenset({f"{_NN}.Module", f"{_NN}.modules.module.Module"})
 SEQUENTIAL_CLASSES = frozenset({f"{_NN}.Sequential", f"{_NN}.modules.container.Sequential"})
 CONTAINER_CLASSES = SEQUENTIAL_CLASSES | frozenset(
     {f"{_NN}.ModuleList", f"{_NN}.ModuleDict", f"{_NN}.modules.container.ModuleList", f"{_NN}.modules.container.ModuleDict"}

@@ -76,8 +76,8 @@ class Evaluator(Tables, Configs, Registries):
             for value, vfr in self.sources(expr.value, fr):
                 if value is not expr:
                     out.extend(self._class_refs(value, vfr, depth + 1))
-            if not out and expr.value in env.params and expr.value not in env.bound:
-                out.extend(self._param_flow(expr.value, fr, depth))
+            if expr.value in env.params and expr.value not in env.bound:
+                out.extend(self._param_flow(expr.value, fr, depth) if not out else self._config_flow(expr.value, fr, depth))
             return out
         if isinstance(expr, cst.Attribute) and fr.owner is not None and env is not None and self_attr(expr, env.self_name):
             # ``self.norm_layer`` (a class stored by ``__init__``, its arguments bound when known).
@@ -90,6 +90,15 @@ class Evaluator(Tables, Configs, Registries):
                     refs.extend(self._class_refs(value, init_fr, depth + 1))
                 if refs:
                     return refs
+        if isinstance(expr, cst.Attribute) and isinstance(expr.value, cst.Name) and env is not None and (
+            self.is_bound_local(expr.value.value, env) or expr.value.value in env.params
+        ):
+            # ``layers.conv_norm_act`` where ``layers = layers or LayerFn()``: a field of an object.
+            refs = []
+            for obj in self.instances_in(expr.value, fr, depth + 1):
+                refs.extend(self._field_class_refs(obj, expr.attr.value, depth))
+            if refs:
+                return refs
         if isinstance(expr, (cst.Name, cst.Attribute)):
             dotted = dotted_name(expr)
             if dotted is None:
@@ -134,6 +143,29 @@ class Evaluator(Tables, Configs, Registries):
             return out
         return []
 
+    def _field_class_refs(self, obj: Instance, attr: str, depth: int) -> list[ClassRef]:
+        """Classes a field of an in-tree object holds: the keyword it was built with, else what its
+        ``__init__`` stores, else the class-level default (a dataclass of layer factories)."""
+        cls = obj.cls
+        if cls is None or obj.is_container:
+            return []
+        fields = [n for n in cls.class_attrs if not n.startswith("_")]
+        for name, value in obj.kwargs:
+            if name == attr and obj.frame is not None and attr in fields:
+                return self._class_refs(value, obj.frame, depth + 1)
+        if attr in fields and obj.frame is not None and _is_dataclass(cls.node):
+            i = fields.index(attr)
+            if i < len(obj.args):
+                return self._class_refs(obj.args[i], obj.frame, depth + 1)
+        found = self.init_env(cls, obj)
+        if found is not None and attr in found[1].self_attrs:
+            init_cls, init_env = found
+            init_fr = Frame(init_cls.module, init_env, cls, obj)
+            return [r for v in init_env.self_attrs[attr] for r in self._class_refs(v, init_fr, depth + 1)]
+        if attr in cls.class_attrs:
+            return self._class_refs(cls.class_attrs[attr], Frame(cls.module, None), depth + 1)
+        return []
+
     def _call_class_refs(self, call: cst.Call, fr: Frame, depth: int) -> list[ClassRef]:
         """Classes a call returns: ``partial(Block, ...)``, a factory function's return value."""
         registered = self.registry_classes(call, fr, depth)
@@ -143,7 +175,7 @@ class Evaluator(Tables, Configs, Registries):
         if any(N.matches(r.qualnames, N.PARTIAL) for r in inner) and call.args:
             kwargs = tuple((a.keyword.value, a.value) for a in call.args if a.keyword is not None)
             return [
-                ClassRef(r.qualnames, r.cls, r.func, kwargs + r.kwargs, r.frame)
+                ClassRef(r.qualnames, r.cls, r.func, kwargs + r.kwargs, r.frame, r.preset + tuple((k, v, fr) for k, v in kwargs))
                 for r in self._class_refs(call.args[0].value, fr, depth + 1)
             ]
         out: list[ClassRef] = []
@@ -167,6 +199,19 @@ class Evaluator(Tables, Configs, Registries):
         out: list[ClassRef] = []
         for value in self.keyword_values(fr.owner.module, param):
             out.extend(r for r in self._class_refs(value, Frame(fr.owner.module, None), depth + 1) if r.cls is not None)
+        return out
+
+    def _config_flow(self, param: str, fr: Frame, depth: int) -> list[ClassRef]:
+        """A defaulted constructor parameter of an object built where its arguments are not seen
+        (``build_model_with_cfg(ResNetV2, **kwargs)``): the default, and the classes the file's model
+        configs pass under that keyword (``model_args = dict(..., norm_layer=BatchNormAct2d)``)."""
+        if fr.owner is None or fr.instance is not None:
+            return []
+        out: list[ClassRef] = []
+        for value in self.keyword_values(fr.owner.module, param, configs_only=True):
+            for r in self._class_refs(value, Frame(fr.owner.module, None), depth + 1):
+                if r.cls is not None or known.known_class(r.qualnames) or any(q.startswith("torch.nn.") for q in r.qualnames):
+                    out.append(r)
         return out
 
     # -- instances -------------------------------------------------------------------
@@ -298,11 +343,11 @@ class Evaluator(Tables, Configs, Registries):
         out = []
         for ref in refs:
             if N.matches(ref.qualnames, N.CONTAINER_CLASSES) or known.is_container(ref.qualnames):
-                elements, ordered = self._elements(call.args, fr, depth)
+                elements, ordered, heads = self._elements(call.args, fr, depth)
                 keys = self._dict_keys(call.args, fr, depth)
                 qualnames = ref.qualnames if N.matches(ref.qualnames, N.CONTAINER_CLASSES) else known.container_kind(ref.qualnames)
                 out.append(
-                    Instance(qualnames, None, fr.module, call, elements=tuple(elements), ordered=ordered, is_container=True,
+                    Instance(qualnames, None, fr.module, call, elements=tuple(elements), ordered=ordered, heads=heads, is_container=True,
                              prefix=self._prefix(call.args, env), keys=keys if len(keys) == len(elements) else (), frame=fr)
                 )
             elif N.matches(ref.qualnames, N.CHECKPOINT_WRAPPER) and call.args:
@@ -318,7 +363,7 @@ class Evaluator(Tables, Configs, Registries):
                 args = tuple(a.value for a in call.args if a.keyword is None and not a.star)
                 if ref.cls is None:  # ``ConvModule(..., norm_cfg=norm_cfg)``: the config the name holds
                     kwargs = self.resolved_config_kwargs(ref.qualnames, kwargs, fr, depth)
-                built = Instance(ref.qualnames, ref.cls, fr.module, call, kwargs, args, frame=fr)
+                built = Instance(ref.qualnames, ref.cls, fr.module, call, kwargs, args, frame=fr, preset=ref.preset)
                 out.append(self.as_sequential(built) if ref.cls is not None else built)
         if not refs:
             # ``builder(in_chs, block_args)``: an in-tree object whose ``__call__`` builds modules.
@@ -331,13 +376,39 @@ class Evaluator(Tables, Configs, Registries):
                         out.extend(self.instances_in(ret, rfr, depth + 1))
         return out
 
-    def _elements(self, args: Sequence[cst.Arg], fr: Frame, depth: int) -> tuple[list[Instance], bool]:
+    def _elements(self, args: Sequence[cst.Arg], fr: Frame, depth: int) -> tuple[list[Instance], bool, int]:
+        """A container's elements, whether they are exactly its sequence, and how many of the first
+        ones are alternatives for its first slot (0: not known)."""
         out: list[Instance] = []
         ordered = True
+        heads: int | None = None  # set by the first slot; 0 once the slots are not known
+
+        def slot(found: list[Instance]) -> None:
+            nonlocal heads
+            if heads is None:
+                heads = len(found)
+            out.extend(found)
+
         for arg in args:
             if arg.keyword is not None:
                 continue
             value = arg.value
+            if isinstance(value, cst.Call) and dotted_name(value.func) in ("OrderedDict", "collections.OrderedDict", "dict"):
+                ordered = False
+                for sub in value.args:
+                    pairs = _literal_pairs(sub.value) if sub.keyword is None else None
+                    if pairs is not None:  # ``OrderedDict([("conv1", conv1), ...])``: one slot per pair
+                        for v in pairs:
+                            slot(self.instances_in(v, fr, depth + 1))
+                        continue
+                    items, _ = self.list_items(sub.value, fr, depth + 1)
+                    if not items and sub.keyword is None:
+                        for pair, pfr in self.element_sources(sub.value, fr, depth + 1):
+                            for v, vfr in self.position_sources(pair, pfr, 1, depth + 1):
+                                items.extend(self.instances_in(v, vfr, depth + 1))
+                    heads = 0 if heads is None else heads
+                    out.extend(items)
+                continue
             if arg.star == "*" or isinstance(value, (cst.List, cst.Tuple)):
                 items, ok = self.list_items(value, fr, depth + 1)
                 out.extend(items)
@@ -357,20 +428,18 @@ class Evaluator(Tables, Configs, Registries):
                 items, _ = self.list_items(value, fr, depth + 1)
                 out.extend(items)
                 ordered = False
-            elif isinstance(value, cst.Call) and dotted_name(value.func) in ("OrderedDict", "collections.OrderedDict", "dict"):
-                for sub in value.args:
-                    items, _ = self.list_items(sub.value, fr, depth + 1)
-                    out.extend(items)
-                ordered = False
             else:
                 found = self.instances_in(value, fr, depth + 1)
                 if not found:
                     items, _ = self.list_items(value, fr, depth + 1)
                     found = items
                     ordered = False
-                out.extend(found)
+                    heads = 0 if heads is None else heads
+                slot(found)
                 ordered = ordered and len(found) == 1
-        return out, ordered
+            if heads is None:  # the first argument was not one slot
+                heads = 0
+        return out, ordered, heads or 0
 
     def _dict_keys(self, args: Sequence[cst.Arg], fr: Frame, depth: int) -> tuple[str | None, ...]:
         """Keys of ``nn.ModuleDict({"a": A(), ...})``, one per element found."""
@@ -397,6 +466,25 @@ class Evaluator(Tables, Configs, Registries):
             ):
                 return len(literal.elements)
         return 0
+
+
+def _literal_pairs(value: cst.BaseExpression) -> list[cst.BaseExpression] | None:
+    """The second items of a literal list of 2-tuples (``[("conv", conv), ("bn", bn)]``), else None."""
+    if not isinstance(value, (cst.List, cst.Tuple)):
+        return None
+    out: list[cst.BaseExpression] = []
+    for el in value.elements:
+        item = el.value
+        if isinstance(el, cst.StarredElement) or not isinstance(item, cst.Tuple) or len(item.elements) != 2:
+            return None
+        if isinstance(item.elements[1], cst.StarredElement):
+            return None
+        out.append(item.elements[1].value)
+    return out
+
+
+def _is_dataclass(node: cst.ClassDef) -> bool:
+    return any(dotted_name(d.decorator.func if isinstance(d.decorator, cst.Call) else d.decorator) in ("dataclass", "dataclasses.dataclass") for d in node.decorators)
 
 
 _Key = tuple[int, int, int, int]

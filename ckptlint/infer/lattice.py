@@ -55,9 +55,12 @@ class Instance:
     wrapped_by: cst.Call | None = None  # checkpoint_wrapper(...) around it
     wrapped_module: ModuleInfo | None = None
     prefix: int = 0  # leading elements whose positions are exact (``[First(...)]`` then appends)
+    heads: int = 0  # leading elements that are the alternatives for the first slot (0: not known)
     keys: tuple[str | None, ...] = ()  # ModuleDict literal keys, parallel to ``elements``
     attrs: tuple[tuple[str, tuple["Instance", ...]], ...] = ()  # set on a bare ``nn.Module()`` namespace
     frame: Frame | None = None  # where the constructor call was evaluated (its arguments' scope)
+    # Keywords a ``partial(Cls, norm_layer=GN)`` fixed before the call, each with its own scope.
+    preset: tuple[tuple[str, cst.BaseExpression, Frame], ...] = ()
 
     def select(self, index: cst.BaseSlice) -> list[Instance]:
         """Elements ``container[index]`` may be."""
@@ -126,6 +129,7 @@ class ClassRef:
     func: FunctionInfo | None
     kwargs: tuple[tuple[str, cst.BaseExpression], ...] = ()
     frame: Frame | None = None  # scope of the name (its factory's bound arguments)
+    preset: tuple[tuple[str, cst.BaseExpression, Frame], ...] = ()  # ``partial`` keywords, with their scope
 
 
 def truth_in(expr: cst.BaseExpression, frame: Frame, _depth: int = 0) -> bool | None:

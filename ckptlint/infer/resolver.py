@@ -165,7 +165,8 @@ class Resolver:
                 return []
             out: list[CallableRef] = []
             for i, el in enumerate(inst.elements):
-                out.extend(self.forward_refs(el, receives_input and (i == 0 or not inst.ordered)))
+                first = i == 0 if inst.ordered else (i < inst.heads or not inst.heads)
+                out.extend(self.forward_refs(el, receives_input and first))
             return out
         if inst.cls is None:
             if self.externals is not None and inst.call is not None:

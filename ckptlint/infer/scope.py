@@ -92,6 +92,18 @@ def _positional_targets(target: cst.BaseExpression) -> list[tuple[str, int]]:
     return out
 
 
+def _attribute_positions(target: cst.BaseExpression) -> list[tuple[cst.Attribute, int]]:
+    """``self.a, b, self.c`` -> [(self.a, 0), (self.c, 2)] for a flat tuple target without stars."""
+    if not isinstance(target, (cst.Tuple, cst.List)) or any(isinstance(el, cst.StarredElement) for el in target.elements):
+        return []
+    return [(el.value, i) for i, el in enumerate(target.elements) if isinstance(el.value, cst.Attribute)]
+
+
+def _item(value: cst.BaseExpression, k: int) -> cst.Subscript:
+    """The expression ``value[k]`` (built once per assignment; the Env that holds it keeps it alive)."""
+    return cst.Subscript(value, [cst.SubscriptElement(cst.Index(cst.Integer(str(k))))])
+
+
 def attr_path(node: cst.BaseExpression, self_name: str | None) -> str | None:
     """``self.a.b`` -> ``"a.b"`` (at least two attributes below self)."""
     parts: list[str] = []
@@ -146,9 +158,19 @@ class _Collector:
                 el = value.elements[i]
                 if not isinstance(el, cst.StarredElement):
                     env.values.setdefault(name, []).append(el.value)
+            for t, el in zip(target.elements, value.elements):  # type: ignore[attr-defined]
+                if isinstance(t.value, cst.Attribute) and not isinstance(el, cst.StarredElement):
+                    self.assign(t.value, el.value)  # ``self.a, self.b = A(), B()``
             return
         for name, i in positional:
             env.unpacked.setdefault(name, []).append((value, i))
+        at = _attribute_positions(target)
+        if at:
+            # ``self.stages, info, size = create_stages(...)``: each attribute holds one position of
+            # what the call returns, read as ``create_stages(...)[k]``.
+            for t, i in at:
+                self.assign(t, _item(value, i))
+            target = cst.Tuple([el for el in target.elements if not isinstance(el.value, cst.Attribute)])  # type: ignore[attr-defined]
         for t in _targets(target):
             if isinstance(t, cst.Name):
                 env.values.setdefault(t.value, []).append(value)
@@ -284,12 +306,17 @@ def scope_env(fn: cst.FunctionDef | cst.Lambda, self_name: str | None = None) ->
     return env
 
 
-def bind(env: Env, fn: cst.FunctionDef, call: cst.Call, caller: Frame, skip_self: bool) -> Env | None:
+def bind(
+    env: Env, fn: cst.FunctionDef, call: cst.Call, caller: Frame, skip_self: bool,
+    preset: tuple[tuple[str, cst.BaseExpression, Frame], ...] = (),
+) -> Env | None:
     """A copy of ``env`` (the callee's) with the caller's arguments bound to its parameters.
 
     None when the call passes nothing the callee could use. A bound parameter
     loses its default: the caller's value replaces it. ``*args``/``**kwargs``
-    at the call site leave the remaining parameters at their defaults.
+    at the call site leave the remaining parameters at their defaults. ``preset``
+    holds keywords a ``partial`` fixed earlier (each in its own scope); the call's
+    arguments override them.
     """
     params = [p.name.value for p in (*fn.params.posonly_params, *fn.params.params)]
     if skip_self:
@@ -298,6 +325,9 @@ def bind(env: Env, fn: cst.FunctionDef, call: cst.Call, caller: Frame, skip_self
     star = fn.params.star_arg.name.value if isinstance(fn.params.star_arg, cst.Param) else None
     bound: dict[str, list[tuple[cst.BaseExpression, Frame]]] = {}
     bound_star: dict[str, list[tuple[cst.BaseExpression, Frame]]] = {}
+    for name, value, frame in preset:
+        if name in params or name in kwonly:
+            bound[name] = [(value, frame)]
     pos = 0
     for arg in call.args:
         if arg.star:
@@ -321,7 +351,7 @@ def bind(env: Env, fn: cst.FunctionDef, call: cst.Call, caller: Frame, skip_self
     # overridden by its caller's ``**kwargs``: the callee's default stays possible beside it.
     passed_through = {
         k for k, v in bound.items()
-        if caller.env is not None and isinstance(v[0][0], cst.Name) and v[0][0].value in caller.env.params
+        if v[0][1].env is not None and isinstance(v[0][0], cst.Name) and v[0][0].value in v[0][1].env.params
     }
     values = {
         k: ([e for e in v if e is not defaults.get(k)] if k in bound and k not in passed_through else v)

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 
 import libcst as cst
 
+from ckptlint.analysis import names as N
+from ckptlint.infer import known
 from ckptlint.infer.lattice import Frame, Instance
 from ckptlint.infer.scope import Env, bind, scope_env
 from ckptlint.project import FunctionInfo, ModuleInfo, Project, dotted_name
@@ -35,6 +37,7 @@ DEFAULT_BUDGET = 128  # bound calls (helper bodies evaluated for one call site) 
 Source = tuple[cst.BaseExpression, Frame]
 _PASS_THROUGH = frozenset({"list", "tuple", "reversed", "iter", "sorted", "set", "frozenset"})
 _MAX_SEQ_DEPTH = 40
+_MAX_BLOCK_CHOICES = 12  # as for a registry built with a key not known statically
 
 
 class Sequences:
@@ -44,7 +47,10 @@ class Sequences:
         self.project = project
         self._envs: dict[int, tuple[cst.CSTNode, Env]] = {}
         self._bound: dict[tuple[int, int, int], Env | None] = {}
-        self._keywords: dict[tuple[str, str], list[cst.BaseExpression]] = {}
+        self._keywords: dict[tuple[str, str, bool], list[cst.BaseExpression]] = {}
+        # Local names whose items/positions are being looked up: ``x = x if c else d`` refers back
+        # to itself, and following it again would only repeat (exponentially) what is under way.
+        self._active_names: set[tuple[str, int, int, int]] = set()
         self.budget = 0
         self.spent = 0  # bound calls evaluated so far (all sites)
         self.reset_budget()
@@ -145,14 +151,21 @@ class Sequences:
         if isinstance(expr, (cst.ListComp, cst.GeneratorExp, cst.SetComp)):
             return [(expr.elt, fr)]
         if isinstance(expr, cst.Name) and fr.env is not None:
-            out = []
-            for value, vfr in self.sources(expr.value, fr, depth + 1):
-                if value is not expr:
-                    out.extend(self.element_sources(value, vfr, depth + 1))
-            for value, star in fr.env.appended.get(expr.value, ()):
-                out.extend(self.element_sources(value, fr, depth + 1) if star else [(value, fr)])
-            out.extend(fr.env.bound_star.get(expr.value, ()))
-            return out
+            key = (expr.value, id(fr.env), id(fr.instance), -1)
+            if key in self._active_names:
+                return []
+            self._active_names.add(key)
+            try:
+                out = []
+                for value, vfr in self.sources(expr.value, fr, depth + 1):
+                    if value is not expr:
+                        out.extend(self.element_sources(value, vfr, depth + 1))
+                for value, star in fr.env.appended.get(expr.value, ()):
+                    out.extend(self.element_sources(value, fr, depth + 1) if star else [(value, fr)])
+                out.extend(fr.env.bound_star.get(expr.value, ()))
+                return out
+            finally:
+                self._active_names.discard(key)
         if isinstance(expr, cst.BinaryOperation) and isinstance(expr.operator, (cst.Add, cst.Multiply)):
             return self.element_sources(expr.left, fr, depth + 1) + self.element_sources(expr.right, fr, depth + 1)
         if isinstance(expr, cst.IfExp):
@@ -196,13 +209,24 @@ class Sequences:
                     return [(el.value, fr)]
             return []
         if isinstance(expr, cst.Name) and fr.env is not None:
-            out: list[Source] = []
-            for value, vfr in self.sources(expr.value, fr, depth + 1):
-                if value is not expr:
-                    out.extend(self.position_sources(value, vfr, k, depth + 1))
-            return out
+            key = (expr.value, id(fr.env), id(fr.instance), k)
+            if key in self._active_names:
+                return []
+            self._active_names.add(key)
+            try:
+                out: list[Source] = []
+                for value, vfr in self.sources(expr.value, fr, depth + 1):
+                    if value is not expr:
+                        out.extend(self.position_sources(value, vfr, k, depth + 1))
+                return out
+            finally:
+                self._active_names.discard(key)
         if isinstance(expr, cst.IfExp):
             return self.position_sources(expr.body, fr, k, depth + 1) + self.position_sources(expr.orelse, fr, k, depth + 1)
+        if isinstance(expr, (cst.ListComp, cst.GeneratorExp)):  # ``[x for _ in range(n)]``: x at every position
+            return [(expr.elt, fr)]
+        if isinstance(expr, cst.Call) and dotted_name(expr.func) in ("tuple", "list") and len(expr.args) == 1 and not expr.args[0].star:
+            return self.position_sources(expr.args[0].value, fr, k, depth + 1)  # ``tuple(x)``
         if isinstance(expr, cst.Call):
             if self.cfg_factory_index(expr, fr) == k:  # ``name, norm = build_norm_layer(cfg, c)``: the module
                 return [(expr, fr)]
@@ -252,6 +276,20 @@ class Sequences:
             isinstance(v, cst.Dict) or (isinstance(v, cst.Call) and dotted_name(v.func) == "dict") for v in values
         )
 
+    def _block_choices(self, values: list[Source]) -> bool:
+        """Whether a table's values are 2-12 in-tree blocks: classes with a ``forward`` that derive
+        from no library layer (a norm, an activation) but only from ``nn.Module``."""
+        if not 2 <= len(values) <= _MAX_BLOCK_CHOICES:
+            return False
+        for value, vfr in values:
+            refs = self._class_refs(value, vfr, 1)  # type: ignore[attr-defined]
+            if len(refs) != 1 or refs[0].cls is None or self.project.find_method(refs[0].cls, "forward") is None:
+                return False
+            bases = self.project.all_base_names(refs[0].cls)
+            if any(b.startswith("torch.nn.") and b not in N.PLAIN_MODULES for b in bases) or known.known_class(tuple(bases)):
+                return False
+        return True
+
     def subscript_sources(self, expr: cst.Subscript, fr: Frame, depth: int = 0) -> list[Source]:
         """``D['bn']`` / ``D[name]`` on a dict literal (module-level or local) / ``seq[i]`` on a list."""
         if len(expr.slice) != 1 or not isinstance(expr.slice[0].slice, cst.Index):
@@ -260,8 +298,11 @@ class Sequences:
         keys = self.constant_strings(index, fr) if not isinstance(index, cst.Integer) else None
         if keys is None and not isinstance(index, cst.Integer) and self._is_dict_literal(expr.value, fr):
             # ``_NORM_MAP[name]`` with ``name`` computed at run time: every entry would be a guess
-            # (timm reaches it only for string configs); the lookup resolves to nothing.
-            return []
+            # (timm reaches it only for string configs); the lookup resolves to nothing. A table of
+            # blocks (``_block_registry[cfg.type](**kwargs)``) is another matter: whichever block the
+            # key picks is checked as a whole, at its own lines, so every entry is a candidate.
+            values = self.dict_value_sources(expr.value, fr, None, depth + 1)
+            return values if self._block_choices(values) else []
         out: list[Source] = []
         for key in keys or [None]:
             out.extend(self.dict_value_sources(expr.value, fr, key, depth + 1))
@@ -324,9 +365,10 @@ class Sequences:
         frame = Frame(fn.module, use, owner if owner is not None else fn.cls, instance)
         return [(ret, frame) for ret in use.returns]
 
-    def keyword_values(self, mod: ModuleInfo, keyword: str) -> list[cst.BaseExpression]:
-        """Every class-like value passed as ``keyword=`` (or ``'keyword':``) anywhere in ``mod``."""
-        key = (mod.path, keyword)
+    def keyword_values(self, mod: ModuleInfo, keyword: str, configs_only: bool = False) -> list[cst.BaseExpression]:
+        """Every class-like value passed as ``keyword=`` (or ``'keyword':``) anywhere in ``mod``;
+        with ``configs_only``, only those of config dicts (``dict(keyword=...)``, ``{'keyword': ...}``)."""
+        key = (mod.path, keyword, configs_only)
         cached = self._keywords.get(key)
         if cached is not None:
             return cached
@@ -339,7 +381,9 @@ class Sequences:
                 tree = None
             for node in ast.walk(tree) if tree is not None else ():
                 values: list[ast.expr] = []
-                if isinstance(node, ast.keyword) and node.arg == keyword:
+                if configs_only and isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict":
+                    values.extend(k.value for k in node.keywords if k.arg == keyword)
+                elif not configs_only and isinstance(node, ast.keyword) and node.arg == keyword:
                     values.append(node.value)
                 elif isinstance(node, ast.Dict):
                     values.extend(

@@ -34,8 +34,8 @@ class Tables(Sequences):
     def __init__(self, project: Project) -> None:
         super().__init__(project)
         self._attr_tables: dict[int, dict[str, list[Instance]]] = {}
-        self._bound_tables: dict[tuple[int, int, int], dict[str, list[Instance]] | None] = {}
-        self._init_envs: dict[tuple[int, int, int], Env | None] = {}
+        self._bound_tables: dict[tuple[int, ...], dict[str, list[Instance]] | None] = {}
+        self._init_envs: dict[tuple[int, ...], Env | None] = {}
 
     def self_attribute(
         self, cls: ClassInfo, attr: str, depth: int = 0, instance: Instance | None = None
@@ -94,11 +94,11 @@ class Tables(Sequences):
         dead: set[str] = set()
         if init is not None and inst.call is not None and inst.frame is not None:
             env = self.env_of(init.node, first_param(init.node))
-            bound = bind(env, init.node, inst.call, inst.frame, skip_self=True)
+            bound = bind(env, init.node, inst.call, inst.frame, skip_self=True, preset=inst.preset)
             fr = Frame(init.module, bound if bound is not None else env, init.cls, inst)
             dead = _dead_registrations(init.node, fr)
             for call in _super_init_calls(init.node):  # ``super().__init__(conv, bn, act)``
-                found, exact = self._elements(call.args, fr, 1)  # type: ignore[attr-defined]
+                found, exact, _ = self._elements(call.args, fr, 1)  # type: ignore[attr-defined]
                 members.extend(found)
                 ordered = ordered and exact
         seen = {id(m) for m in members}
@@ -175,9 +175,9 @@ class Tables(Sequences):
         env = self.env_of(init.node, first_param(init.node))
         if instance is None or instance.call is None or instance.frame is None:
             return init.cls, env
-        key = (id(init.node), id(instance.call), id(instance.frame.env))
+        key = (id(init.node), id(instance.call), id(instance.frame.env), *(id(v) for _, v, _ in instance.preset))
         if key not in self._init_envs:
-            self._init_envs[key] = bind(env, init.node, instance.call, instance.frame, skip_self=True)
+            self._init_envs[key] = bind(env, init.node, instance.call, instance.frame, skip_self=True, preset=instance.preset)
         return init.cls, self._init_envs[key] or env
 
     def _instance_table(self, cls: ClassInfo, instance: Instance) -> dict[str, list[Instance]] | None:
@@ -185,11 +185,11 @@ class Tables(Sequences):
         init = cls.methods.get("__init__")
         if init is None or instance.call is None or instance.frame is None or instance.cls is not cls:
             return None
-        key = (id(cls.node), id(instance.call), id(instance.frame.env))
+        key = (id(cls.node), id(instance.call), id(instance.frame.env), *(id(v) for _, v, _ in instance.preset))
         if key in self._bound_tables:
             return self._bound_tables[key]
         self._bound_tables[key] = None  # recursion guard: the class table meanwhile
-        env = bind(self.env_of(init, first_param(init)), init, instance.call, instance.frame, skip_self=True)
+        env = bind(self.env_of(init, first_param(init)), init, instance.call, instance.frame, skip_self=True, preset=instance.preset)
         if env is None or self.budget <= 0:
             return None
         self.budget -= 1
