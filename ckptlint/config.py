@@ -6,26 +6,38 @@ The configuration lives in the nearest ``pyproject.toml`` that has a
 Every key is validated; a bad key or value raises :class:`ConfigError` whose
 text is one line naming the key, the value and the file.
 
-Rule selection follows ruff's model so that users meet no surprise: ``select``
-replaces the enabled set, ``extend-select`` adds to it, ``ignore`` removes from
-it, and when a code matches both a selector and an ignore entry the *more
-specific* one wins (``select = ["CKP101"]`` with ``ignore = ["CKP1"]`` keeps
-CKP101; a tie goes to ``ignore``). Configuration and command line are layers:
-the command line is applied after the file, and a ``--select`` there starts
-afresh exactly like ``select`` in the file.
+This module reads and validates the file; the values it builds
+(:class:`Config`, :class:`Budgets`, :class:`GlobMatcher`) are in
+:mod:`ckptlint.config_model`, and rule codes and selectors (ruff's model,
+:class:`ConfigError`) in :mod:`ckptlint.config_selection`. Every name is
+importable from here, as before.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import sys
-from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-from ckptlint.files import glob_to_regex
+# Re-exported: callers import every configuration name from ckptlint.config.
+from ckptlint.config_model import (
+    _DOTTED_NAME,
+    DEFAULT_MAX_HELPER_DEPTH,
+    MAX_HELPER_DEPTH_LIMIT,
+    Budgets,
+    Config,
+    GlobMatcher,
+)
+from ckptlint.config_selection import (
+    ConfigError,
+    SelectionLayer,
+    enabled_codes,
+    known_codes,
+    validate_selectors,
+)
+from ckptlint.config_selection import code_matches  # noqa: F401 - the runner imports it from here
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -46,11 +58,6 @@ __all__ = [
     "enabled_codes",
     "GlobMatcher",
 ]
-
-DEFAULT_MAX_HELPER_DEPTH = 3
-# A helper chain deeper than this would make analysis time explode on large
-# trees and no real model nests checkpointed helpers that deep.
-MAX_HELPER_DEPTH_LIMIT = 20
 
 _BUDGET_SPEC: dict[str, tuple[str, type | tuple[type, ...], float, float]] = {
     "max-file-bytes": ("max_file_bytes", int, 0, 2**40),
@@ -74,21 +81,6 @@ _KEYS = (
 )
 
 
-
-@dataclass(frozen=True)
-class Budgets:
-    """Per-file limits: a file over one is reported (CKP003) instead of checked.
-
-    ``max_file_memory`` is in MiB and bounds a worker process's address-space
-    growth; ``file_timeout`` is in seconds; 0 switches either off.
-    """
-
-    max_file_bytes: int = 8_000_000
-    max_nesting: int = 100
-    file_timeout: float = 60.0
-    max_file_memory: int = 4096
-
-
 def _parse_budgets(data: Mapping[str, Any], source: str) -> Budgets:
     values: dict[str, Any] = {}
     for key, (name, kind, low, high) in _BUDGET_SPEC.items():
@@ -101,272 +93,6 @@ def _parse_budgets(data: Mapping[str, Any], source: str) -> Budgets:
             raise _fail(key, value, source, f"expected {what} from {low} to {high}")
         values[name] = value
     return Budgets(**values)
-
-
-_RELEASED_CODES = (
-    "CKP101 CKP102 CKP103 CKP104 CKP105 CKP106 CKP107 CKP201 CKP202 CKP203 CKP204 CKP205 "
-    "CKP301 CKP302 CKP303 CKP304 CKP305 CKP401 CKP402"
-).split()
-
-_DOTTED_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-_CODE_SHAPE = re.compile(r"^CKP[0-9]{0,3}$")
-
-
-class ConfigError(Exception):
-    """A user mistake in configuration or in a rule selector: one line, no traceback."""
-
-
-@dataclass(frozen=True)
-class SelectionLayer:
-    """One layer of rule selectors (the config file, or the command line).
-
-    ``select`` of ``None`` means "keep what earlier layers enabled".
-    """
-
-    select: tuple[str, ...] | None = None
-    extend_select: tuple[str, ...] = ()
-    ignore: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Config:
-    """The effective configuration of one run."""
-
-    # Directory patterns are resolved against this (the config file's folder,
-    # else the current directory).
-    root: str = "."
-    # Where .ckptlint_cache/ goes: the config file's folder, else the nearest
-    # folder above the first path holding pyproject.toml or .git, else cwd.
-    project_root: str = "."
-    source: str | None = None  # the file it came from, for messages
-    layers: tuple[SelectionLayer, ...] = ()
-    per_file_ignores: tuple[tuple[str, tuple[str, ...]], ...] = ()
-    exclude: tuple[str, ...] = ()
-    extend_exclude: tuple[str, ...] = ()
-    checkpoint_functions: tuple[str, ...] = ()
-    max_helper_depth: int = DEFAULT_MAX_HELPER_DEPTH
-    budgets: Budgets = field(default_factory=lambda: Budgets())
-    extra: Mapping[str, Any] = field(default_factory=dict)
-    # `cache-dir` / --cache-dir / CKPTLINT_CACHE_DIR; None: <project_root>/.ckptlint_cache
-    cache_dir: str | None = None
-
-    def with_cli(
-        self,
-        *,
-        select: Sequence[str] | None = None,
-        extend_select: Sequence[str] = (),
-        ignore: Sequence[str] = (),
-        exclude: Sequence[str] | None = None,
-        extend_exclude: Sequence[str] = (),
-        checkpoint_functions: Sequence[str] = (),
-        max_helper_depth: int | None = None,
-        cache_dir: str | None = None,
-    ) -> "Config":
-        """Return this config with command-line overrides applied on top."""
-        validate_selectors(select or (), "--select")
-        validate_selectors(extend_select, "--extend-select")
-        validate_selectors(ignore, "--ignore")
-        for name in checkpoint_functions:
-            _check_dotted(name, "--checkpoint-function", name, "the command line")
-        layers = self.layers
-        if select is not None or extend_select or ignore:
-            layers = layers + (
-                SelectionLayer(
-                    select=tuple(select) if select is not None else None,
-                    extend_select=tuple(extend_select),
-                    ignore=tuple(ignore),
-                ),
-            )
-        if max_helper_depth is not None:
-            _check_depth(max_helper_depth, "--max-helper-depth", "the command line")
-        return replace(
-            self,
-            layers=layers,
-            exclude=tuple(exclude) if exclude is not None else self.exclude,
-            extend_exclude=self.extend_exclude + tuple(extend_exclude),
-            checkpoint_functions=tuple(
-                sorted(set(self.checkpoint_functions) | set(checkpoint_functions))
-            ),
-            max_helper_depth=(
-                max_helper_depth if max_helper_depth is not None else self.max_helper_depth
-            ),
-            cache_dir=os.path.abspath(cache_dir) if cache_dir else self.cache_dir,
-        )
-
-    def cache_directory(self) -> str:
-        """Where the result cache lives for this configuration."""
-        from ckptlint.cache import CACHE_DIR_NAME
-
-        return self.cache_dir or os.path.join(self.project_root, CACHE_DIR_NAME)
-
-    def describe(self) -> list[tuple[str, str]]:
-        """The resolved settings, as ``--show-settings`` prints them."""
-        return [
-            ("config file", self.source or "(none: defaults)"),
-            ("root", self.root),
-            ("project root", self.project_root),
-            ("cache dir", self.cache_directory()),
-            ("enabled rules", " ".join(sorted(self.enabled()))),
-            ("per-file-ignores", "; ".join(f"{p} = {' '.join(c)}" for p, c in self.per_file_ignores) or "(none)"),
-            ("exclude", " ".join(self.exclude) or "(none)"),
-            ("extend-exclude", " ".join(self.extend_exclude) or "(none)"),
-            ("checkpoint-functions", " ".join(self.checkpoint_functions) or "(none)"),
-            ("max-helper-depth", str(self.max_helper_depth)),
-        ]
-
-    def enabled(self) -> frozenset[str]:
-        """The set of enabled rule codes after all selection layers."""
-        return enabled_codes(self.layers)
-
-    def exclude_matcher(self) -> "GlobMatcher":
-        return GlobMatcher(self.exclude + self.extend_exclude, self.root)
-
-    def ignored_for(self, path: str) -> tuple[str, ...]:
-        """Selectors ignored for ``path`` by ``per-file-ignores``."""
-        out: list[str] = []
-        for pattern, codes in self.per_file_ignores:
-            if GlobMatcher((pattern,), self.root).matches(path):
-                out.extend(codes)
-        return tuple(out)
-
-
-# --------------------------------------------------------------------- codes
-
-
-@lru_cache(maxsize=1)
-def known_codes() -> frozenset[str]:
-    """Every rule code ckptlint can emit (rules registry plus the tool's own).
-
-    Read from the rule modules' file names (``ckp101_inplace_method_on_input.py``)
-    without importing them: importing the registry loads libcst and the whole
-    analysis, which a cached run otherwise never needs (~0.4 s).
-    """
-    import importlib.util
-    import pkgutil
-
-    codes = {"CKP001", "CKP002"}
-    spec = importlib.util.find_spec("ckptlint.rules")
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    for info in pkgutil.iter_modules(locations):
-        match = re.match(r"^ckp(\d{3})_", info.name)
-        if match:
-            codes.add("CKP" + match.group(1))
-    if len(codes) > 2:
-        return frozenset(codes)
-    try:
-        from ckptlint.rules import ALL_RULES
-    except ImportError:
-        # Only a broken install lacks the registry; the released codes are a
-        # public contract, so selectors can still be checked against them.
-        return frozenset(codes | set(_RELEASED_CODES))
-    for rule in ALL_RULES:
-        code = getattr(rule, "CODE", None)
-        if isinstance(code, str):
-            codes.add(code)
-    return frozenset(codes)
-
-
-def _selector_specificity(selector: str, code: str) -> int:
-    """How specifically ``selector`` names ``code`` (0: not at all)."""
-    if selector == "ALL":
-        return 1
-    if code.startswith(selector):
-        return len(selector) + 1
-    return 0
-
-
-def validate_selectors(selectors: Iterable[str], where: str) -> None:
-    """Raise :class:`ConfigError` for a selector that names no known code."""
-    codes = known_codes()
-    for selector in selectors:
-        if not isinstance(selector, str):
-            raise ConfigError(f"{where}: rule selector {selector!r} is not a string")
-        if selector == "ALL":
-            continue
-        if not _CODE_SHAPE.match(selector) or not any(c.startswith(selector) for c in codes):
-            raise ConfigError(
-                f"{where}: unknown rule selector {selector!r} "
-                f"(expected a code such as 'CKP101', a prefix such as 'CKP1', or 'ALL')"
-            )
-
-
-def enabled_codes(layers: Sequence[SelectionLayer], codes: Iterable[str] | None = None) -> frozenset[str]:
-    """Apply selection layers in order, ruff style (more specific selector wins)."""
-    all_codes = sorted(codes if codes is not None else known_codes())
-    # Default: every rule except the opt-in unused-suppression report, which
-    # --report-unused-ignores switches on separately.
-    current = {c for c in all_codes if c != "CKP002"}
-    for layer in layers:
-        nxt: set[str] = set()
-        selectors = (layer.select or ()) + layer.extend_select
-        for code in all_codes:
-            sel = max((_selector_specificity(s, code) for s in selectors), default=0)
-            ign = max((_selector_specificity(s, code) for s in layer.ignore), default=0)
-            if sel or ign:
-                on = sel > ign
-            else:
-                on = layer.select is None and code in current
-            if on:
-                nxt.add(code)
-        current = nxt
-    return frozenset(current)
-
-
-def code_matches(code: str, selectors: Iterable[str]) -> bool:
-    """True when any selector (code, prefix or ``ALL``) names ``code``."""
-    return any(_selector_specificity(s, code) for s in selectors)
-
-
-# --------------------------------------------------------------------- globs
-
-
-class GlobMatcher:
-    """Match paths against ``exclude``/``per-file-ignores`` patterns.
-
-    A pattern with a ``/`` is anchored at ``root``; one without matches any
-    path segment (``__init__.py``, ``tests``, ``*_pb2.py``). A pattern matches
-    a file when it matches the file or any folder above it, so ``tests``
-    excludes everything below ``tests/``.
-    """
-
-    def __init__(self, patterns: Sequence[str], root: str = ".") -> None:
-        self.root = os.path.abspath(root)
-        anchored: list[str] = []
-        floating: list[str] = []
-        for pattern in patterns:
-            p = pattern.replace(os.sep, "/")
-            if p.startswith("./"):
-                p = p[2:]
-            p = p.rstrip("/")
-            if not p:
-                continue
-            if "/" in p:
-                if os.path.isabs(p):
-                    # An absolute pattern is anchored at the filesystem root.
-                    anchored.append(glob_to_regex(p))
-                else:
-                    anchored.append(glob_to_regex(self.root.replace(os.sep, "/").rstrip("/") + "/" + p))
-            else:
-                floating.append(glob_to_regex(p))
-        self._anchored = re.compile("^(?:" + "|".join(anchored) + ")(?:/.*)?$") if anchored else None
-        self._floating = re.compile("^(?:" + "|".join(floating) + ")$") if floating else None
-
-    def __bool__(self) -> bool:
-        return self._anchored is not None or self._floating is not None
-
-    def matches(self, path: str) -> bool:
-        full = os.path.abspath(path).replace(os.sep, "/")
-        if self._anchored is not None and self._anchored.match(full):
-            return True
-        if self._floating is not None:
-            # Only segments at or below the root take part: a project living
-            # in /home/u/tests/ must not exclude itself through 'tests'.
-            root = self.root.replace(os.sep, "/").rstrip("/") + "/"
-            rel = full[len(root) :] if full.startswith(root) else full.lstrip("/")
-            for segment in rel.split("/"):
-                if self._floating.match(segment):
-                    return True
-        return False
 
 
 # --------------------------------------------------------------------- files
@@ -412,22 +138,6 @@ def _check_selectors(key: str, values: Sequence[str], source: str) -> None:
             validate_selectors([value], key)
         except ConfigError as exc:
             raise _fail(key, value, source, str(exc).split(": ", 1)[1]) from None
-
-
-def _check_dotted(name: str, key: str, value: Any, source: str) -> None:
-    if not _DOTTED_NAME.match(name):
-        raise ConfigError(
-            f"{source} {key} = {value!r}: {name!r} is not a dotted qualified name "
-            "(e.g. 'deepspeed.checkpointing.checkpoint')"
-        )
-
-
-def _check_depth(value: Any, key: str, source: str) -> None:
-    # bool is an int subclass; max-helper-depth = true is a mistake.
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_HELPER_DEPTH_LIMIT:
-        raise ConfigError(
-            f"{source} {key} = {value!r}: expected an integer from 0 to {MAX_HELPER_DEPTH_LIMIT}"
-        )
 
 
 def parse_table(data: Mapping[str, Any], source: str, root: str) -> Config:
