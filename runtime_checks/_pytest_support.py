@@ -17,16 +17,15 @@ from typing import Any
 
 import pytest
 
-from runtime_checks.pytest_plugin import (
+from runtime_checks._pytest_options import (
     MARKER,
     CkptOptions,
-    current_item,
     in_ci,
     item_options,
     marker_kwargs,
     options_from_config,
-    record,
 )
+from runtime_checks._pytest_summary import current_item, record
 
 try:
     import torch
