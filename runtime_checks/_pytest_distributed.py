@@ -26,9 +26,11 @@ def verify_distributed_and_record(
     __tracebackhide__ = True
     import torch
 
-    from runtime_checks._pytest_support import _is_strategy, model_name, summary_entry
+    from runtime_checks._pytest_describe import model_name, summary_entry
+    from runtime_checks._pytest_options import MARKER
+    from runtime_checks._pytest_runs import _is_strategy
+    from runtime_checks._pytest_summary import record
     from runtime_checks.distributed import DistributedError, verify_distributed
-    from runtime_checks.pytest_plugin import MARKER, record
     from runtime_checks.verify import VerifyError
 
     where = f"@pytest.mark.{MARKER}(world_size=...)"

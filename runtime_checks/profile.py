@@ -22,7 +22,6 @@ import contextlib
 import math
 import statistics
 import time
-import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,8 +29,9 @@ from typing import Any
 import torch
 
 from runtime_checks import bypass
-from runtime_checks.snapshot import RngState, seed_everything
-from runtime_checks.verify import VerifyError, _flatten, _fresh_inputs, _resolve_device
+from runtime_checks._measure import _loss, _storage, _tensors, preserved, storage_ptrs
+from runtime_checks.snapshot import seed_everything
+from runtime_checks.verify import VerifyError, _fresh_inputs, _resolve_device
 
 __all__ = ["Profile", "Region", "StorageGroup", "default_candidates", "preserved", "profile", "storage_ptrs"]
 
@@ -138,25 +138,6 @@ def _train_batchnorm(mod: torch.nn.Module) -> str:
 
 
 # ----------------------------------------------------------------------------- measurement
-def _storage(t: torch.Tensor) -> tuple[int, int] | None:
-    try:
-        s = t.untyped_storage()
-        return s.data_ptr(), s.nbytes()
-    except Exception:  # noqa: BLE001 - tensor subclasses without storage are not countable
-        return None
-
-
-def _tensors(obj: Any, depth: int = 0) -> Iterator[torch.Tensor]:
-    if isinstance(obj, torch.Tensor):
-        yield obj
-    elif depth < 6 and isinstance(obj, (list, tuple)):
-        for v in obj:
-            yield from _tensors(v, depth + 1)
-    elif depth < 6 and isinstance(obj, dict):
-        for v in obj.values():
-            yield from _tensors(v, depth + 1)
-
-
 class _Recorder:
     """Forward hooks on the candidate modules: which region runs, what it receives, how long it takes."""
 
@@ -358,30 +339,6 @@ def profile(
 
 
 @contextlib.contextmanager
-def preserved(model: torch.nn.Module) -> Iterator[None]:
-    """Put ``.grad``, buffers (BatchNorm running stats) and the RNG streams back after the measuring steps."""
-    rng0 = RngState.capture()
-    buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
-    grads = {n: p.grad for n, p in model.named_parameters()}
-    try:
-        yield
-    finally:
-        for name, p in model.named_parameters():
-            p.grad = grads.get(name)
-        with torch.no_grad():
-            for name, b in model.named_buffers():
-                if name in buffers:
-                    b.copy_(buffers[name])
-        rng0.restore()
-
-
-def storage_ptrs(model: torch.nn.Module) -> set[int]:
-    """Storages of parameters and buffers: never counted as activations."""
-    tensors = [*model.parameters(), *model.buffers()]
-    return {st[0] for t in tensors if (st := _storage(t)) is not None}
-
-
-@contextlib.contextmanager
 def _container_calls(model: torch.nn.Module, names: Sequence[str], called: set[str]) -> Iterator[None]:
     """Note the ``nn.Sequential`` parents of ``names`` whose own forward runs (not just iterated over)."""
     handles = []
@@ -413,23 +370,3 @@ def _submodule(model: torch.nn.Module, name: str) -> torch.nn.Module | None:
 
 def _overlaps(name: str, names: Sequence[str]) -> bool:
     return any(name.startswith(n + ".") or n.startswith(name + ".") for n in names)
-
-
-def _loss(outputs: Any, loss_fn: Callable[[Any], torch.Tensor] | None, seed: int) -> torch.Tensor:
-    """``loss_fn(outputs)``, else a seeded random projection of every floating-point output."""
-    if loss_fn is not None:
-        loss = loss_fn(outputs)
-        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-            raise VerifyError(f"loss_fn must return a scalar tensor, got {type(loss).__name__}")
-        return loss.reshape(())
-    total: torch.Tensor | None = None
-    for name, t in _flatten(outputs, "output"):
-        if not t.is_floating_point() or not t.requires_grad:
-            continue
-        g = torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(name.encode())) % 2**63)
-        r = torch.randn(t.shape, generator=g, dtype=torch.float32).to(t.device)
-        term = (t.float() * r).sum()
-        total = term if total is None else total + term
-    if total is None:
-        raise VerifyError("the model returned no floating-point tensor that requires grad; pass loss_fn=")
-    return total

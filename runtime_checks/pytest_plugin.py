@@ -3,9 +3,11 @@
 Registered through the ``pytest11`` entry point, so it is loaded by every pytest
 run in an environment where ckptlint is installed -- including suites that never
 touch checkpointing and environments without torch. This module therefore holds
-hooks, options and bookkeeping only: it imports neither torch nor hypothesis.
-Everything heavy lives in :mod:`runtime_checks._pytest_support`, imported the
-first time a test actually asks for the ``ckpt_verify`` fixture or carries the
+hooks only (and the hypothesis entry point): it imports neither torch nor hypothesis.
+Options live in :mod:`runtime_checks._pytest_options` and the per-test bookkeeping and
+summary in :mod:`runtime_checks._pytest_summary` (both light, re-exported here);
+everything heavy lives in :mod:`runtime_checks._pytest_support`, imported the first
+time a test actually asks for the ``ckpt_verify`` fixture or carries the
 ``ckpt_equivalence`` marker.
 
 What it provides:
@@ -23,14 +25,38 @@ from __future__ import annotations
 
 import inspect
 import json
-import math
-import os
 import sys
-from collections.abc import Callable, Generator, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from runtime_checks._pytest_options import (  # noqa: F401  (importable from here, as before)
+    CKPT_PROFILE,
+    DEFAULT_EXAMPLES,
+    MARKER,
+    MARKER_KEYWORDS,
+    CkptOptions,
+    OptionError,
+    _OPTIONS,
+    _Option,
+    _options_key,
+    in_ci,
+    item_options,
+    marker_kwargs,
+    options_for_item,
+    options_from_config,
+)
+from runtime_checks._pytest_summary import (  # noqa: F401  (importable from here, as before)
+    USER_PROPERTY,
+    _aggregate,
+    _current_item_key,
+    _item_entries_key,
+    current_item,
+    format_bytes,
+    format_summary,
+    record,
+)
 
 if TYPE_CHECKING:  # only for annotations; never imported at run time here
     from runtime_checks._pytest_support import CkptVerify
@@ -44,287 +70,9 @@ __all__ = [
     "register_ckpt_profile",
 ]
 
-MARKER = "ckpt_equivalence"
-CKPT_PROFILE = "ckpt"
-#: Name under which each verification is stored in ``item.user_properties``; it travels with
-#: the test report (also across pytest-xdist workers) and lands in junit XML as a property.
-USER_PROPERTY = "ckptlint"
-
-#: Keywords ``@pytest.mark.ckpt_equivalence`` accepts: what to verify, then the settings that
-#: override the ``--ckpt-*`` options, then keywords passed to ``verify`` unchanged.
-MARKER_KEYWORDS: tuple[str, ...] = (
-    "model",
-    "inputs",
-    "examples",
-    "device",
-    "rtol",
-    "atol",
-    "localize",
-    "checkpoint",
-    "checkpoint_kwargs",
-    "loss_fn",
-    "dtype",
-    "seed",
-    "allow_no_checkpoint",
-    "autocast",
-    # torch.distributed (docs/distributed.md): world_size switches it on.
-    "world_size",
-    "wrap",
-    "backend",
-    "wrap_kwargs",
-    "timeout",
-    "min_saved",
-    "max_overhead",
-)
-
-_DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
-
-
-class OptionError(ValueError):
-    """A ckptlint option, ini key or marker keyword has a value it cannot use."""
-
 
 # ---------------------------------------------------------------------------------------------
-# options
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Option:
-    """One setting, exposed both as a command-line option and as an ini key."""
-
-    flag: str  # --ckpt-examples
-    ini: str  # ckpt_examples
-    help: str
-    is_flag: bool = False
-    metavar: str | None = None
-    # The ini key's type for ``parser.addini`` (flags are "bool"); pytest converts and
-    # validates it, a bad value is reported naming the key.
-    ini_type: str = "string"
-
-
-_OPTIONS: tuple[_Option, ...] = (
-    _Option(
-        "--ckpt-device",
-        "ckpt_device",
-        "device for checkpoint-equivalence tests: auto (CUDA when available), cpu, cuda, cuda:N "
-        "(default: auto)",
-        metavar="DEVICE",
-    ),
-    _Option(
-        "--ckpt-examples",
-        "ckpt_examples",
-        "hypothesis examples per checkpoint-equivalence test whose inputs are a strategy (default: 10)",
-        metavar="N",
-        ini_type="int",
-    ),
-    _Option(
-        "--ckpt-rtol",
-        "ckpt_rtol",
-        "relative tolerance for checkpoint-equivalence comparisons (default: dtype-aware, "
-        "as torch.testing.assert_close, widened by the model's own noise)",
-        metavar="RTOL",
-        ini_type="float",
-    ),
-    _Option(
-        "--ckpt-atol",
-        "ckpt_atol",
-        "absolute tolerance for checkpoint-equivalence comparisons (default: dtype-aware)",
-        metavar="ATOL",
-        ini_type="float",
-    ),
-    _Option(
-        "--ckpt-no-localize",
-        "ckpt_no_localize",
-        "do not bisect over checkpoint regions to name the one that breaks equivalence (faster)",
-        is_flag=True,
-        ini_type="bool",
-    ),
-    _Option(
-        "--ckpt-min-saved",
-        "ckpt_min_saved",
-        "fail a checkpoint-equivalence test whose checkpointing frees less than this share of the bytes "
-        "saved for backward (40%%) or this size (64MiB)",
-        metavar="SHARE",
-    ),
-    _Option(
-        "--ckpt-max-overhead",
-        "ckpt_max_overhead",
-        "fail a checkpoint-equivalence test whose checkpointed step takes more than this ratio of the "
-        "bypassed step (e.g. 1.6)",
-        metavar="RATIO",
-    ),
-    _Option(
-        "--ckpt-require-device",
-        "ckpt_require_device",
-        "fail (instead of skip) checkpoint-equivalence tests whose device is not available",
-        is_flag=True,
-        ini_type="bool",
-    ),
-)
-
-DEFAULT_EXAMPLES = 10
-
-
-@dataclass(frozen=True)
-class CkptOptions:
-    """Resolved settings for one verification (marker > CLI > ini > default)."""
-
-    device: str = "auto"
-    examples: int = DEFAULT_EXAMPLES
-    rtol: float | None = None
-    atol: float | None = None
-    localize: bool = True
-    require_device: bool = False
-
-
-def _parse_device(value: object, where: str) -> str:
-    text = str(value).strip()
-    if text in ("auto", "cpu", "cuda"):
-        return text
-    if text.startswith("cuda:") and text[5:].isdigit():
-        return text
-    raise OptionError(f"{where}: invalid device {value!r} (expected {_DEVICE_CHOICES})")
-
-
-def _parse_examples(value: object, where: str) -> int:
-    if isinstance(value, bool):  # bool is an int subclass; True examples is a mistake
-        raise OptionError(f"{where}: invalid number of examples {value!r} (expected a positive integer)")
-    try:
-        number = int(str(value).strip()) if not isinstance(value, int) else value
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise OptionError(f"{where}: invalid number of examples {value!r} (expected a positive integer)")
-    return number
-
-
-def _parse_tolerance(value: object, where: str) -> float:
-    if isinstance(value, bool):
-        raise OptionError(f"{where}: invalid tolerance {value!r} (expected a non-negative number)")
-    try:
-        number = float(str(value).strip()) if not isinstance(value, (int, float)) else float(value)
-    except ValueError:
-        number = math.nan
-    if not math.isfinite(number) or number < 0:
-        raise OptionError(f"{where}: invalid tolerance {value!r} (expected a non-negative number)")
-    return number
-
-
-def _parse_bool(value: object, where: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off", ""):
-        return False
-    raise OptionError(f"{where}: invalid boolean {value!r} (expected true or false)")
-
-
-def _thresholds_parser(name: str) -> Callable[[object, str], Any]:
-    """Validate --ckpt-min-saved / --ckpt-max-overhead at startup (read per test by runtime_checks.thresholds)."""
-
-    def parse(value: object, where: str) -> Any:
-        from runtime_checks import thresholds
-
-        return getattr(thresholds, name)(value, where)
-
-    return parse
-
-
-def _ini_where(config: pytest.Config, key: str) -> str:
-    inipath = getattr(config, "inipath", None)
-    name = inipath.name if inipath is not None else "ini file"
-    if name == "pyproject.toml":
-        return f"pyproject.toml [tool.pytest.ini_options] {key}"
-    return f"{name} {key}"
-
-
-def options_from_config(config: pytest.Config) -> CkptOptions:
-    """Read ini keys, then command-line options over them; raise :class:`OptionError` on bad values."""
-    parsers: dict[str, Callable[[object, str], Any]] = {
-        "ckpt_device": _parse_device,
-        "ckpt_examples": _parse_examples,
-        "ckpt_rtol": _parse_tolerance,
-        "ckpt_atol": _parse_tolerance,
-        "ckpt_no_localize": _parse_bool,
-        "ckpt_require_device": _parse_bool,
-        "ckpt_min_saved": _thresholds_parser("parse_min_saved"),
-        "ckpt_max_overhead": _thresholds_parser("parse_max_overhead"),
-    }
-    values: dict[str, Any] = {}
-    for option in _OPTIONS:
-        parse = parsers[option.ini]
-        try:
-            raw_ini = config.getini(option.ini)
-        except (ValueError, TypeError, pytest.UsageError) as error:  # pytest converts typed keys itself
-            raise OptionError(f"{_ini_where(config, option.ini)}: invalid value ({error})") from None
-        if raw_ini not in ("", None, []):
-            values[option.ini] = parse(raw_ini, _ini_where(config, option.ini))
-        raw_cli = config.getoption(option.ini)
-        if option.is_flag:
-            if raw_cli:
-                values[option.ini] = True
-        elif raw_cli is not None:
-            values[option.ini] = parse(raw_cli, option.flag)
-    options = CkptOptions()
-    return replace(
-        options,
-        device=values.get("ckpt_device", options.device),
-        examples=values.get("ckpt_examples", options.examples),
-        rtol=values.get("ckpt_rtol", options.rtol),
-        atol=values.get("ckpt_atol", options.atol),
-        localize=not values.get("ckpt_no_localize", not options.localize),
-        require_device=values.get("ckpt_require_device", options.require_device),
-    )
-
-
-def marker_kwargs(item: pytest.Item) -> dict[str, Any] | None:
-    """The validated keywords of the item's ``ckpt_equivalence`` marker, or None when unmarked.
-
-    Several markers (class- and function-level) merge, the closest winning.
-    """
-    markers = list(item.iter_markers(MARKER))
-    if not markers:
-        return None
-    merged: dict[str, Any] = {}
-    for mark in reversed(markers):  # iter_markers yields the closest first
-        if mark.args:
-            raise OptionError(
-                f"@pytest.mark.{MARKER} takes keyword arguments only, got positional {mark.args[0]!r}"
-            )
-        for key in mark.kwargs:
-            if key not in MARKER_KEYWORDS:
-                raise OptionError(
-                    f"@pytest.mark.{MARKER}: unknown keyword {key!r} "
-                    f"(expected one of: {', '.join(MARKER_KEYWORDS)})"
-                )
-        merged.update(mark.kwargs)
-    return merged
-
-
-def options_for_item(base: CkptOptions, kwargs: Mapping[str, Any] | None) -> CkptOptions:
-    """Apply marker keywords over the session options (marker > CLI > ini)."""
-    if not kwargs:
-        return base
-    where = f"@pytest.mark.{MARKER}"
-    options = base
-    if kwargs.get("device") is not None:
-        options = replace(options, device=_parse_device(kwargs["device"], f"{where}(device=...)"))
-    if kwargs.get("examples") is not None:
-        options = replace(options, examples=_parse_examples(kwargs["examples"], f"{where}(examples=...)"))
-    if kwargs.get("rtol") is not None:
-        options = replace(options, rtol=_parse_tolerance(kwargs["rtol"], f"{where}(rtol=...)"))
-    if kwargs.get("atol") is not None:
-        options = replace(options, atol=_parse_tolerance(kwargs["atol"], f"{where}(atol=...)"))
-    if kwargs.get("localize") is not None:
-        options = replace(options, localize=_parse_bool(kwargs["localize"], f"{where}(localize=...)"))
-    return options
-
-
-# ---------------------------------------------------------------------------------------------
-# hypothesis profile
+# hypothesis profile (the ``hypothesis`` entry point names this function)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -354,18 +102,9 @@ def register_ckpt_profile(max_examples: int | None = None) -> None:
     settings.register_profile(CKPT_PROFILE, **kwargs)
 
 
-def in_ci() -> bool:
-    """Whether the ``CI`` environment variable is set (as GitHub Actions, GitLab CI and others do)."""
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
 # ---------------------------------------------------------------------------------------------
 # hooks
 # ---------------------------------------------------------------------------------------------
-
-_options_key = pytest.StashKey[CkptOptions]()
-_item_entries_key = pytest.StashKey[list]()  # list[dict]: raw entries of the running item
-_current_item_key = pytest.StashKey["pytest.Item | None"]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -490,27 +229,6 @@ def _marker_kwargs_or_none(item: pytest.Item) -> dict[str, Any] | None:
     pytest.fail(message, pytrace=False)
 
 
-def item_options(item: pytest.Item) -> CkptOptions:
-    """Session options with the item's marker keywords applied."""
-    try:
-        return options_for_item(item.config.stash[_options_key], marker_kwargs(item))
-    except OptionError as error:
-        message = str(error)
-    pytest.fail(message, pytrace=False)
-
-
-def current_item(config: pytest.Config) -> pytest.Item | None:
-    """The test item whose call phase is running (the fixture attributes its results to it)."""
-    return config.stash.get(_current_item_key, None)
-
-
-def record(item: pytest.Item | None, entry: dict[str, Any]) -> None:
-    """Remember one verification of ``item`` for the terminal summary."""
-    if item is None:
-        return
-    item.stash.setdefault(_item_entries_key, []).append(entry)
-
-
 @pytest.fixture(scope="session")
 def ckpt_verify(pytestconfig: pytest.Config) -> CkptVerify:
     """``verify`` preconfigured from the ``--ckpt-*`` options (and the test's marker).
@@ -548,109 +266,3 @@ class _Summary:
         terminalreporter.write_sep("=", "ckptlint: gradient-checkpoint equivalence")
         for line in format_summary(self.results):
             terminalreporter.write_line(line)
-
-
-def _aggregate(nodeid: str, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One summary row per (test, model): hypothesis tests verify many times."""
-    grouped: dict[str, dict[str, Any]] = {}
-    ratios: dict[str, list[float]] = {}
-    for entry in entries:
-        row = grouped.get(entry["model"])
-        if row is None:
-            row = grouped[entry["model"]] = dict(entry, nodeid=nodeid, runs=0, failures=0)
-            ratios[entry["model"]] = []
-        row["runs"] += 1
-        if not entry["equivalent"] or entry.get("thresholds"):
-            row["failures"] += 1
-        if not entry["equivalent"]:
-            row["equivalent"] = False
-        if entry.get("thresholds"):
-            row["thresholds"] = entry["thresholds"]
-        for key in ("worst", "worst_parameter"):
-            if _worse(entry.get(key), row.get(key)):
-                row[key] = entry[key]
-        for key in ("saved_bytes", "baseline_bytes", "checkpointed_bytes"):
-            if entry.get(key) is not None and (row.get(key) is None or entry[key] > row[key]):
-                row[key] = entry[key]
-        if entry.get("ratio") is not None:
-            ratios[entry["model"]].append(entry["ratio"])
-    for model, row in grouped.items():
-        ordered = sorted(ratios[model])
-        row["ratio"] = ordered[len(ordered) // 2] if ordered else None  # median over examples
-    return list(grouped.values())
-
-
-def _worse(new: dict[str, Any] | None, old: dict[str, Any] | None) -> bool:
-    """Is mismatch ``new`` worse than ``old``? Errors and missing grads outrank any number."""
-    if new is None:
-        return False
-    if old is None:
-        return True
-    new_abs, old_abs = new.get("abs"), old.get("abs")
-    if new_abs is None:
-        return old_abs is not None
-    return old_abs is not None and new_abs > old_abs
-
-
-def format_summary(results: list[dict[str, Any]]) -> list[str]:
-    """Lines of the terminal summary: verdict, test, model, worst error, memory saved, overhead."""
-    lines = []
-    for row in results:
-        verdict = "PASS" if row["equivalent"] and not row.get("thresholds") else "FAIL"
-        several = row.get("runs", 1) > 1
-        runs = f", {row['runs']} runs" if several else ""
-        failures = f", {row['failures']} failing" if several and row.get("failures") else ""
-        head = f"{verdict} {row['nodeid']} [{row['model']}{runs}{failures}] on {row.get('device', '?')}"
-        lines.append(head)
-        worst, parameter = row.get("worst"), row.get("worst_parameter")
-        text = "worst error: " + (_format_mismatch(worst) if worst else "none")
-        if parameter and parameter != worst:
-            text += f"; worst parameter: {_format_mismatch(parameter)}"
-        lines.append(f"    {text}")
-        lines.append(f"    {_format_memory(row)}; {_format_ratio(row.get('ratio'))}")
-        for missed in row.get("thresholds") or ():
-            lines.append(f"    threshold missed: {missed}")
-    return lines
-
-
-def _format_mismatch(mismatch: Mapping[str, Any]) -> str:
-    where = f" in region {mismatch['region']!r}" if mismatch.get("region") else ""
-    return f"{mismatch['kind']} {mismatch['name']!r}{where}{_format_err(mismatch.get('abs'), mismatch.get('rel'))}"
-
-
-def _format_err(abs_err: float | None, rel_err: float | None) -> str:
-    if abs_err is None or not math.isfinite(abs_err):
-        return ""
-    text = f": abs {abs_err:.3g}"
-    if rel_err is not None and math.isfinite(rel_err):
-        text += f", rel {rel_err:.3g}"
-    return text
-
-
-def format_bytes(count: float) -> str:
-    """``1536`` -> ``'1.5 KiB'``."""
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(value) < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GiB"  # pragma: no cover - loop always returns
-
-
-def _format_memory(row: Mapping[str, Any]) -> str:
-    saved, baseline = row.get("saved_bytes"), row.get("baseline_bytes")
-    if saved is None:
-        return "activation memory saved: unknown"
-    if saved <= 0:  # tiny models: the inputs and RNG states checkpoint keeps outweigh what it frees
-        kept = row.get("checkpointed_bytes")
-        detail = f" (checkpointing keeps {format_bytes(kept)}, frees {format_bytes(baseline or 0)})" if kept is not None else ""
-        return f"activation memory saved: none{detail}"
-    if baseline:
-        return f"activation memory saved: {format_bytes(saved)} of {format_bytes(baseline)} ({saved / baseline:.0%})"
-    return f"activation memory saved: {format_bytes(saved)}"
-
-
-def _format_ratio(ratio: float | None) -> str:
-    if ratio is None or not math.isfinite(ratio):
-        return "recompute overhead: unknown"
-    return f"recompute overhead: {ratio:.2f}x baseline time"

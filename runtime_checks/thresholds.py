@@ -40,7 +40,7 @@ class Thresholds:
 
 def parse_min_saved(value: object, where: str) -> tuple[str, float]:
     """``"40%"`` -> ("share", 0.4); ``"64MiB"`` or an int -> ("bytes", n). Raises ValueError naming ``where``."""
-    from runtime_checks.pytest_plugin import OptionError
+    from runtime_checks._pytest_options import OptionError
 
     text = str(value).strip()
     m = re.fullmatch(r"([0-9]*\.?[0-9]+)\s*%", text)
@@ -54,7 +54,7 @@ def parse_min_saved(value: object, where: str) -> tuple[str, float]:
 
 def parse_max_overhead(value: object, where: str) -> float:
     """A ratio >= 1 (``1.6``: a checkpointed step may take 1.6x the bypassed one)."""
-    from runtime_checks.pytest_plugin import OptionError
+    from runtime_checks._pytest_options import OptionError
 
     try:
         number = math.nan if isinstance(value, bool) else float(str(value).strip().rstrip("xX"))
@@ -69,7 +69,7 @@ def thresholds_for(item: Any) -> Thresholds:
     """Marker > CLI > ini, for one test item (``None`` item: none set)."""
     if item is None:
         return Thresholds()
-    from runtime_checks.pytest_plugin import MARKER, _ini_where
+    from runtime_checks._pytest_options import MARKER, _ini_where
 
     config = item.config
     found: dict[str, tuple[object, str]] = {}
@@ -102,7 +102,7 @@ def failure_text(missed: list[str]) -> str:
 def problems(item: Any, report: Any, model: Any, inputs: Any) -> list[str]:
     """The thresholds ``report`` misses, each with the measured numbers (empty: all met)."""
     __tracebackhide__ = True
-    from runtime_checks.pytest_plugin import OptionError
+    from runtime_checks._pytest_options import OptionError
 
     try:
         limits = thresholds_for(item)
