@@ -16,6 +16,7 @@ from ckptlint.sourcetext import (
     LazyDefs,
     dotted_name,
     flatten,
+    KeywordIndex,
     max_nesting,
     mentions_checkpoint,
     parse_cst,
@@ -88,6 +89,7 @@ class ModuleInfo:
         # libcst: its native parser takes minutes (or overflows its stack) on
         # them, so they stay opaque and the engine reports them (CKP003).
         self.too_deep: list[tuple[int, int]] = []
+        self.keywords = KeywordIndex()  # class-like keyword values, filled by the indexing walk
         if decode_error is not None:
             self.parse_error = syntax_error(decode_error)
             return
@@ -109,7 +111,7 @@ class ModuleInfo:
         for st in tree.body:
             line = min([st.lineno, *(d.lineno for d in getattr(st, "decorator_list", ()))])
             # As a segment parses: a module around the statement (one level more than the statement).
-            depth = max_nesting(st) + 1
+            depth = max_nesting(st, self.keywords) + 1
             if not self.starts or self.starts[-1] != line:
                 self.starts.append(line)  # ``a; b`` is one libcst statement line
                 self._depths.append(depth)

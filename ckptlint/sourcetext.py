@@ -137,19 +137,23 @@ def shallow(source: str, error: SyntaxError, limit: int) -> bool:
     return True
 
 
-def max_nesting(node: ast.AST) -> int:
+def max_nesting(node: ast.AST, keywords: KeywordIndex | None = None) -> int:
     """How deeply the syntax tree under ``node`` nests (iteratively: never recurses).
 
     Reads ``_fields`` directly rather than through ``ast.iter_child_nodes``: the same count in
-    half the time (every statement of every loaded file is measured once).
+    half the time (every statement of every loaded file is measured once). With ``keywords``,
+    the same walk also records the class-like keyword values it passes (see :class:`KeywordIndex`).
     """
     best = 0
     stack = [(node, 1)]
     pop, push, node_type = stack.pop, stack.append, ast.AST
+    watched = _KEYWORD_NODES if keywords is not None else ()
     while stack:
         item, depth = pop()
         if depth > best:
             best = depth
+        if watched and type(item) in watched:
+            keywords.add(item)  # type: ignore[union-attr]
         depth += 1
         for name in item._fields:
             child = getattr(item, name, None)
@@ -160,6 +164,70 @@ def max_nesting(node: ast.AST) -> int:
                     if isinstance(x, node_type):
                         push((x, depth))
     return best
+
+
+class KeywordIndex:
+    """Class-like values a file passes by keyword, by keyword: those of every call and dict literal
+    (``every``) and those of config dicts only (``configs``: ``dict(k=V)``, ``{"k": V}``).
+
+    Class-like: a name or dotted name whose last part is capitalised (``nn.BatchNorm2d``,
+    ``BatchNormAct2d``); ``k=k`` pass-throughs and lower-case values are not kept. Filled while
+    the module's tree is walked anyway, so answering "which classes does this file pass as
+    ``norm_layer``" never parses the file again.
+    """
+
+    __slots__ = ("every", "configs")
+
+    def __init__(self) -> None:
+        self.every: dict[str, list[str]] = {}
+        self.configs: dict[str, list[str]] = {}
+
+    def add(self, node: ast.AST) -> None:
+        if isinstance(node, ast.keyword):
+            if node.arg is not None:
+                _keep(self.every, node.arg, node.value)
+        elif isinstance(node, ast.Call):
+            if isinstance(node.func, ast.Name) and node.func.id == "dict":
+                for k in node.keywords:
+                    if k.arg is not None:
+                        _keep(self.configs, k.arg, k.value)
+        elif isinstance(node, ast.Dict):
+            for k, v in zip(node.keys, node.values):
+                if isinstance(k, ast.Constant) and isinstance(k.value, str):
+                    _keep(self.every, k.value, v)
+                    _keep(self.configs, k.value, v)
+
+
+_KEYWORD_NODES = frozenset({ast.keyword, ast.Call, ast.Dict})
+
+
+def _keep(table: dict[str, list[str]], keyword: str, value: ast.expr) -> None:
+    if isinstance(value, ast.Name):
+        text = value.id
+    elif isinstance(value, ast.Attribute):
+        text = dotted_ast(value)
+        if text is None:
+            return
+    else:
+        return
+    last = text.rsplit(".", 1)[-1]
+    if not last[:1].isupper() or text == keyword:
+        return
+    seen = table.setdefault(keyword, [])
+    if text not in seen:
+        seen.append(text)
+
+
+def dotted_ast(node: ast.expr) -> str | None:
+    """``a.b.c`` for a chain of attributes on a name, else None."""
+    parts: list[str] = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        return None
+    parts.append(node.id)
+    return ".".join(reversed(parts))
 
 
 def syntax_error(exc: BaseException) -> tuple[str, int, int]:

@@ -29,6 +29,7 @@ __all__ = ["CheckpointPatch", "find_patches", "mentions_patch", "reach"]
 
 MAX_IMPORT_DEPTH = 4
 _LINE = re.compile(r"^[\w.]*\bcheckpoint[ \t]*=[ \t]*\S", re.MULTILINE)
+_ASSIGNED = re.compile(r"checkpoint[ \t]*=")  # what every _LINE match holds; unanchored, so far cheaper
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class CheckpointPatch:
 
 def mentions_patch(text: str) -> bool:
     """Cheap text test: may ``text`` hold a module-level ``...checkpoint = ...`` (what :func:`find_patches` parses)."""
-    return "checkpoint" in text and _LINE.search(text) is not None
+    return "checkpoint" in text and _ASSIGNED.search(text) is not None and _LINE.search(text) is not None
 
 
 def find_patches(project: Project) -> list[CheckpointPatch]:

@@ -15,7 +15,6 @@ functions are followed with their arguments bound
 
 from __future__ import annotations
 
-import ast
 from typing import TYPE_CHECKING
 
 import libcst as cst
@@ -25,7 +24,6 @@ from ckptlint.infer import known
 from ckptlint.infer.lattice import Frame, Instance
 from ckptlint.infer.scope import Env, bind, scope_env
 from ckptlint.project import FunctionInfo, ModuleInfo, Project, dotted_name
-from ckptlint.sourcetext import parse_python
 
 if TYPE_CHECKING:
     from ckptlint.project import ClassInfo
@@ -372,29 +370,8 @@ class Sequences:
         cached = self._keywords.get(key)
         if cached is not None:
             return cached
-        out: list[cst.BaseExpression] = []
-        seen: set[str] = set()
-        if keyword in mod.source:
-            try:
-                tree = parse_python(mod.source)
-            except (SyntaxError, ValueError, RecursionError, MemoryError):
-                tree = None
-            for node in ast.walk(tree) if tree is not None else ():
-                values: list[ast.expr] = []
-                if configs_only and isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict":
-                    values.extend(k.value for k in node.keywords if k.arg == keyword)
-                elif not configs_only and isinstance(node, ast.keyword) and node.arg == keyword:
-                    values.append(node.value)
-                elif isinstance(node, ast.Dict):
-                    values.extend(
-                        v for k, v in zip(node.keys, node.values) if isinstance(k, ast.Constant) and k.value == keyword
-                    )
-                for v in values:
-                    if isinstance(v, (ast.Name, ast.Attribute)):
-                        text = ast.unparse(v)
-                        if text not in seen and text not in ("None", "True", "False"):
-                            seen.add(text)
-                            out.append(cst.parse_expression(text))
+        texts = (mod.keywords.configs if configs_only else mod.keywords.every).get(keyword, ())
+        out = [cst.parse_expression(text) for text in texts]
         self._keywords[key] = out
         return out
 
