@@ -18,8 +18,8 @@ from dataclasses import replace
 import libcst as cst
 
 from ckptlint.analysis import names as N
-from ckptlint.infer import known
 from ckptlint.analysis.walk import walk
+from ckptlint.infer import known
 from ckptlint.infer.lattice import Frame, Instance, truth_in
 from ckptlint.infer.scope import GETATTR_KEY_PREFIX, Env, bind, first_param
 from ckptlint.infer.sequences import Sequences
