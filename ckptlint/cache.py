@@ -43,6 +43,11 @@ pass the signature are still checked for shape before use.
 The cache folder is never used through a symlink: a ``.ckptlint_cache`` that
 is a link (say, committed into a repository) would make ckptlint delete and
 write files in its target, so the run goes uncached with one warning.
+
+The key material (:func:`content_hash`, :func:`tool_fingerprint`, the signing
+key) is in :mod:`ckptlint.cache_keys`, the entries' values and shape checks
+(:class:`Facts`, :class:`CachedResult`) in :mod:`ckptlint.cache_entries`;
+every name is importable from here, as before.
 """
 
 from __future__ import annotations
@@ -53,10 +58,11 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from ckptlint.cache_entries import CachedResult, Facts, _nat, _valid_findings, _valid_result
+from ckptlint.cache_keys import _signing_key, content_hash, tool_fingerprint
 from ckptlint.types import Finding
 
 __all__ = ["CACHE_DIR_NAME", "CachedResult", "Facts", "ResultCache", "tool_fingerprint", "content_hash"]
@@ -66,46 +72,6 @@ FORMAT_VERSION = 1
 RACY_SECONDS = 2.0
 KEEP_STORES = 4
 _MISSING = "<missing>"
-
-
-def content_hash(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def tool_fingerprint() -> str:
-    """ckptlint's version plus the size and mtime of its own source files."""
-    from ckptlint import __version__
-
-    package = Path(__file__).resolve().parent
-    h = hashlib.sha256(__version__.encode())
-    for path in sorted(package.rglob("*.py")):
-        try:
-            st = path.stat()
-        except OSError:
-            continue
-        h.update(f"{path.relative_to(package)}:{st.st_size}:{st.st_mtime_ns};".encode())
-    return h.hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class Facts:
-    """What is known about one file's content, independent of options."""
-
-    wrappers: tuple[str, ...]
-    # None: not checked yet; () parses; (finding,) the CKP001 finding.
-    syntax: tuple[Finding, ...] | None
-    # It changes other files' findings by what it runs (a DDP wrapper, a checkpoint monkeypatch):
-    # results then hold only for its content (see ``runner``).
-    reaches_others: bool = False
-
-
-@dataclass(frozen=True)
-class CachedResult:
-    """A driver file's analysis result as the cache returns it."""
-
-    findings: tuple[Finding, ...]
-    dependencies: tuple[str, ...]
-    error: str | None
 
 
 class ResultCache:
@@ -398,35 +364,6 @@ class ResultCache:
         self._dirty = True
 
 
-def _signing_key() -> bytes | None:
-    """The per-user key that signs cache stores (created on first use), or None."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    path = os.path.join(base, "ckptlint", "cache-key")
-    try:
-        with open(path, "rb") as fh:
-            key = fh.read()
-        if len(key) >= 32:
-            return key
-    except OSError:
-        pass
-    try:
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        key = os.urandom(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(key)
-        return key
-    except FileExistsError:  # another run created it just now
-        try:
-            with open(path, "rb") as fh:
-                key = fh.read()
-            return key if len(key) >= 32 else None
-        except OSError:
-            return None
-    except OSError:
-        return None  # nowhere to keep a key: run uncached rather than trust unsigned stores
-
-
 def _create(path: Path, text: str) -> None:
     """Create ``path`` with ``text`` unless something (even a dangling symlink) is there."""
     if os.path.lexists(path):
@@ -437,38 +374,3 @@ def _create(path: Path, text: str) -> None:
         return
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(text)
-
-
-def _nat(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _valid_findings(items: Any) -> bool:
-    """Every item has the shape :meth:`Finding.to_dict` writes (types and ranges)."""
-    if not isinstance(items, list):
-        return False
-    for f in items:
-        if not isinstance(f, dict) or not all(isinstance(f.get(k), str) for k in ("code", "message", "path")):
-            return False
-        if not (_nat(f.get("line")) and _nat(f.get("column")) and _nat(f.get("end_line")) and _nat(f.get("end_column"))):
-            return False
-        fix = f.get("fix")
-        if fix is not None:
-            edits = fix.get("edits") if isinstance(fix, dict) else None
-            if not isinstance(edits, list) or not all(
-                isinstance(e, dict) and isinstance(e.get("replacement"), str)
-                and all(_nat(e.get(k)) for k in ("start_line", "start_column", "end_line", "end_column"))
-                for e in edits
-            ):
-                return False
-    return True
-
-
-def _valid_result(entry: Any) -> bool:
-    return (
-        isinstance(entry, dict)
-        and isinstance(entry.get("hash"), str)
-        and _valid_findings(entry.get("findings"))
-        and isinstance(entry.get("deps"), list)
-        and all(isinstance(d, list) and len(d) == 2 and all(isinstance(x, str) for x in d) for d in entry["deps"])
-    )

@@ -7,6 +7,10 @@ process pool, reuses cached results, and applies everything that depends on
 configuration rather than on code: rule selection, ``per-file-ignores`` and
 suppression comments. Keeping those out of the engine means changing
 ``ignore`` never invalidates the cache.
+
+That filtering is in :mod:`ckptlint.runner_filter`, and :class:`RunSettings`,
+:class:`RunResult` and :func:`default_jobs` in :mod:`ckptlint.runner_types`;
+every name is importable from here, as before.
 """
 
 from __future__ import annotations
@@ -14,67 +18,22 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Sequence
 
 from ckptlint.cache import Facts, ResultCache, content_hash
-from ckptlint.config import Config, code_matches
+from ckptlint.config import Config
 from ckptlint.files import Listing, display_path, list_python_files
 from ckptlint.fixing import FixReport, fix_passes
-from ckptlint.suppressions import apply_suppressions, parse_suppressions, unused_findings
+from ckptlint.runner_filter import _decode, _filter
+from ckptlint.runner_filter import _source_text  # noqa: F401 - importable from here, as before
+# Re-exported: callers import the settings and results from ckptlint.runner.
+from ckptlint.runner_types import RunResult, RunSettings, default_jobs
 from ckptlint.types import Finding
 from ckptlint.workers import Outcome as _Outcome
 from ckptlint.workers import Task as _Task
 from ckptlint.workers import execute as _execute
 
 __all__ = ["RunSettings", "RunResult", "FixReport", "run", "default_jobs"]
-
-
-
-def default_jobs() -> int:
-    """Number of worker processes by default: the CPUs this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-
-
-@dataclass(frozen=True)
-class RunSettings:
-    """Everything that shapes one run, besides the paths."""
-
-    config: Config = field(default_factory=Config)
-    jobs: int | None = None
-    use_cache: bool = True
-    honor_bare_noqa: bool = False
-    report_unused_ignores: bool = False
-    show_suppressed: bool = False
-    fix: bool = False
-    unsafe_fixes: bool = False
-    diff: bool = False
-    progress: Callable[[int, int], None] | None = None
-    # In-memory texts that win over the disk (stdin, an editor's unsaved
-    # buffers), keyed by path; a path here is checked even if no file exists.
-    sources: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class RunResult:
-    """The outcome of a run, ready for the formatters."""
-
-    findings: list[Finding]
-    suppressed: list[Finding]
-    errors: list[tuple[str, str]]
-    files_checked: int
-    files_analysed: int = 0
-    cache_hits: int = 0
-    fixes: FixReport | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-    # One line each for stderr: things skipped that do not fail the run.
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def fixable(self) -> int:
-        return sum(1 for f in self.findings if f.fix is not None)
 
 
 # --------------------------------------------------------------------- one pass
@@ -84,11 +43,6 @@ def _engine() -> Any:
     from ckptlint import engine
 
     return engine
-
-
-def _decode(data: bytes) -> str:
-    # Matches the engine's own reading (undecodable bytes never crash it).
-    return data.decode("utf-8", errors="replace")
 
 
 @dataclass
@@ -314,89 +268,6 @@ def _lint_pass(
         texts=texts,
         warnings=[cache.warning] if cache.warning else [],
     )
-
-
-def _source_text(path: str, texts: dict[str, str], overlay: dict[str, str]) -> str | None:
-    if path in overlay:
-        return overlay[path]
-    if path in texts:
-        return texts[path]
-    try:
-        with open(path, "rb") as fh:
-            return _decode(fh.read())
-    except OSError:
-        return None
-
-
-def _filter(
-    raw: Sequence[Finding],
-    files: Sequence[str],
-    settings: RunSettings,
-    texts: dict[str, str],
-    overlay: dict[str, str],
-) -> tuple[list[Finding], list[Finding]]:
-    """Apply selection, per-file-ignores and suppression comments."""
-    config = settings.config
-    enabled = config.enabled()
-    selected: list[Finding] = []
-    ignore_cache: dict[str, tuple[str, ...]] = {}
-    excluded: dict[str, bool] = {}
-    matcher = config.exclude_matcher()
-    for finding in raw:
-        if finding.code not in enabled:
-            continue
-        if matcher:
-            # A hazard located in an excluded file (reached from a checked
-            # one) is not reported either: excluded means "not my code".
-            hidden_path = excluded.get(finding.path)
-            if hidden_path is None:
-                hidden_path = excluded[finding.path] = matcher.matches(finding.path)
-            if hidden_path:
-                continue
-        ignored = ignore_cache.get(finding.path)
-        if ignored is None:
-            ignored = ignore_cache[finding.path] = config.ignored_for(finding.path)
-        if ignored and code_matches(finding.code, ignored):
-            continue
-        selected.append(finding)
-
-    by_path: dict[str, list[Finding]] = {}
-    kept: list[Finding] = []
-    for finding in selected:
-        if finding.code == "CKP003":
-            # Over a budget: reading (and tokenizing) the file for suppression
-            # comments is what the budget avoids; ignore/per-file-ignores apply.
-            kept.append(finding)
-            continue
-        by_path.setdefault(finding.path, []).append(finding)
-    hidden: list[Finding] = []
-    parsed: dict[str, Any] = {}
-    for path, group in by_path.items():
-        text = _source_text(path, texts, overlay)
-        if text is None:
-            kept.extend(group)
-            continue
-        sup = parse_suppressions(text, honor_bare_noqa=settings.honor_bare_noqa)
-        parsed[path] = sup
-        k, h = apply_suppressions(group, sup)
-        kept.extend(k)
-        hidden.extend(h)
-
-    explicitly_ignored = any(code_matches("CKP002", layer.ignore) for layer in config.layers)
-    if "CKP002" in enabled or (settings.report_unused_ignores and not explicitly_ignored):
-        for path in files:
-            shown = display_path(path)
-            sup = parsed.get(shown)
-            if sup is None:
-                text = _source_text(path, texts, overlay)
-                if text is None or ("noqa" not in text.lower() and "ckptlint" not in text):
-                    continue
-                sup = parse_suppressions(text, honor_bare_noqa=settings.honor_bare_noqa)
-            for finding in unused_findings(shown, sup, enabled):
-                ignored = config.ignored_for(finding.path)
-                if not (ignored and code_matches(finding.code, ignored)):
-                    kept.append(finding)
-    return sorted(kept, key=Finding.sort_key), sorted(hidden, key=Finding.sort_key)
 
 
 # --------------------------------------------------------------------- the run
