@@ -145,6 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "rule":
             return _cmd_rule(args)
         if args.command == "check":
+            from ckptlint.sourcetext import freeze_after_parse
+
+            freeze_after_parse()  # a short-lived process of ckptlint's own (see freeze_after_parse)
             return _cmd_check(args)
         if args.command == "server":
             return _cmd_server()

@@ -166,7 +166,9 @@ def _lint_pass(
                 continue
             engine = _engine()
             base = engine.EngineOptions(checkpoint_functions=base_functions, max_helper_depth=config.max_helper_depth)
-            found = tuple(engine.find_wrappers(engine.Project([path], sources={os.path.normpath(path): text}), [path], base))
+            found: tuple[str, ...] = ()
+            if engine.may_define_wrappers(text):  # most files: no Project to build
+                found = tuple(engine.find_wrappers(engine.Project([path], sources={os.path.normpath(path): text}), [path], base))
             known = Facts(found, None, engine.reaches_other_files(text))
             if digests.get(path):
                 cache.remember_facts(path, digests[path], known)

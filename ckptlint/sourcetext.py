@@ -346,7 +346,25 @@ def gc_paused() -> Iterator[None]:
     try:
         yield
     finally:
+        if _FREEZE[0]:
+            gc.freeze()
         gc.enable()
+
+
+_FREEZE = [False]
+
+
+def freeze_after_parse(on: bool = True) -> None:
+    """After each parse, move what is alive into the collector's permanent generation (``gc.freeze()``).
+
+    For the short-lived processes ``ckptlint check`` owns (the CLI and its workers), never a library
+    caller's or the language server's: a parsed tree lives as long as the run, and every collection
+    after the parse otherwise walks its nodes again (young, then middle, then full collections). Frozen
+    objects are still freed by reference counting; only cyclic garbage among them waits for the
+    process to end. Measured on transformers 5.25 in one process: 74 s -> 52 s CPU, peak RSS 198 -> 199 MB,
+    the same findings.
+    """
+    _FREEZE[0] = on
 
 
 def parse_python(source: str) -> ast.Module:

@@ -28,11 +28,12 @@ import os
 import signal
 import threading
 import traceback
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable
 
 from ckptlint.config import Budgets
+from ckptlint.sourcetext import freeze_after_parse
 from ckptlint.types import Finding
 
 __all__ = ["Outcome", "Task", "execute", "POOL_THRESHOLD"]
@@ -97,6 +98,7 @@ def _init_worker(
         # still building its project here (a slow machine, a large tree).
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         tune_gc()
+        freeze_after_parse()
     _WORKER.update(args=(files, sources), options=options, budgets=budgets, started=started, in_worker=in_worker)
     _fresh_project()
     if in_worker:
@@ -292,21 +294,19 @@ class _Pool:
             # One task at a time per worker: an analysis takes from
             # milliseconds to seconds; the schedule keeps a folder together.
             futures: dict[Future[Outcome], Task] = {executor.submit(_run_task, t): t for t in tasks}
-            waiting = set(futures)
-            while waiting:
-                done, waiting = wait(waiting, return_when=FIRST_COMPLETED)
+            # ``as_completed`` waits on each future once; a ``wait(FIRST_COMPLETED)`` loop re-arms every
+            # pending future per completion, O(n^2): on transformers' 2,951 files that was 6-8 s of
+            # this process's CPU, taken from the workers on a 2-core machine.
+            for future in as_completed(futures):
                 while not started.empty():
                     begun.add(tuple(started.get()))  # type: ignore[arg-type]
-                for future in done:
-                    try:
-                        outcome = future.result()
-                    except BrokenProcessPool:
-                        broken = True
-                        continue
-                    finished.add(futures[future])
-                    self._done(outcome)
-                if broken:
+                try:
+                    outcome = future.result()
+                except BrokenProcessPool:
+                    broken = True
                     break
+                finished.add(futures[future])
+                self._done(outcome)
         finally:
             executor.shutdown(wait=True, cancel_futures=True)
         if not broken:

@@ -44,6 +44,7 @@ def find_wrappers(project: Project, paths: Iterable[str], options: object = None
 
 # Callee names whose first argument is the checkpointed callable.
 _WRAPPED_NAMES = frozenset({"checkpoint", "checkpoint_sequential", "_gradient_checkpointing_func"})
+_CALL_NEEDLES = tuple(f"{name}{c}" for name in sorted(_WRAPPED_NAMES) for c in "( \t\n\r\f\v")
 
 
 def _wrappers_in(project: Project, path: str, call_re: re.Pattern[str]) -> tuple[str, ...]:
@@ -53,6 +54,8 @@ def _wrappers_in(project: Project, path: str, call_re: re.Pattern[str]) -> tuple
         return ()
     if "checkpoint" not in source:  # the substring first: the regex costs 40x more
         return ()
+    if not any(needle in source for needle in _CALL_NEEDLES):
+        return ()  # every call_re match is one of these names followed by a space or "("
     lines: set[int] = set()  # where a checkpoint name is called
     line, previous = 1, 0
     for match in call_re.finditer(source):

@@ -79,6 +79,10 @@ def analyze_file(project: Project, path: str, options: EngineOptions) -> FileRes
     return FileResult(path, tuple(out), tuple(deps))
 
 
+def may_define_wrappers(source: str) -> bool:
+    return "# wrapper:" in source
+
+
 def find_wrappers(project: Project, paths, options: EngineOptions) -> tuple[str, ...]:  # type: ignore[no-untyped-def]
     out = []
     for path in paths:

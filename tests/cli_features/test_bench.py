@@ -38,8 +38,13 @@ def test_target_verdicts() -> None:
         M("timm", 304, 141115, "ckptlint", "cold (--no-cache)", 8.0, 300.0, 450.0),
         M("timm", 304, 141115, "ckptlint", "warm (cached)", 0.4, 40.0, 40.0),
         M("timm", 304, 141115, "ruff ALL", "--no-cache, full", 2.0, 80.0, 80.0),
+        M("diffusers", 1105, 616098, "ckptlint", "cold (--no-cache)", 9.0, 120.0, 200.0),
+        M("diffusers", 1105, 616098, "ckptlint", "warm (cached)", 0.2, 30.0, 30.0),
+        M("diffusers", 1105, 616098, "ruff ALL", "--no-cache, full", 2.0, 80.0, 80.0),
     ]
     text = bench.targets(rows)
-    assert "cold 4.0x ruff ALL (target <= 5x: met)" in text
+    assert "timm: cold 4.0x ruff ALL (target <= 4x: met)" in text
     assert "warm 0.20x (target < 0.5x: met)" in text
-    assert "300 MB per process / 450 MB all processes" in text
+    assert "300 MB per process / 450 MB all processes (target < 300 MB per process: NOT met)" in text
+    assert "diffusers: cold 4.5x ruff ALL (target <= 4x: NOT met)" in text
+    assert "120 MB per process / 200 MB all processes (target < 300 MB per process: met)" in text

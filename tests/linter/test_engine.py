@@ -64,6 +64,50 @@ def test_prefilter_substring_gate_holds_for_every_trigger() -> None:
     assert may_reach_checkpoint("ddp = DDP(model, find_unused_parameters=True)\n", EngineOptions())
 
 
+def test_literal_triggers_are_exactly_what_the_regex_matches() -> None:
+    """Each literal answered by a substring test is one the trigger regex matches on its own."""
+    from ckptlint.engine import _BASE_PREFILTER, _LITERAL_TRIGGERS
+
+    for literal in _LITERAL_TRIGGERS:
+        assert _BASE_PREFILTER.search(f"x = {literal}\n") is not None, literal
+
+
+def test_windowed_prefilter_agrees_with_the_whole_text_regex() -> None:
+    """The prefilter runs its regex only around occurrences of "checkpoint": the same verdicts as one
+    search over the whole text, on every fixture and on texts built to straddle the windows."""
+    from ckptlint.engine import _BASE_PREFILTER
+
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures"
+    texts = [p.read_text(encoding="utf-8", errors="replace") for p in sorted(fixtures.rglob("*.py"))]
+    texts += [
+        "x" * 500 + "checkpoint  (", "mycheckpoint(x)", "a checkpoint b " * 100 + "from torch.utils import checkpoint",
+        "checkpoint " * 60 + "checkpoint_seq(", "import    checkpoint", "# checkpoint\n" * 30 + "self.gradient_checkpointing_enable()",
+        "checkpoint" + " " * 150 + "\n" + "y = checkpoint_sequential(m, 2, x)",
+    ]
+    for text in texts:
+        whole = ("heckpoint" in text or "find_unused_parameters" in text) and _BASE_PREFILTER.search(text) is not None
+        assert may_reach_checkpoint(text, EngineOptions()) == whole, text[:80]
+
+
+def test_call_gates_hold_for_every_regex_match() -> None:
+    """The wrapper scan's substring gate passes every text its call regex matches (and the DDP and
+    monkeypatch gates every text their regexes match), so the gates change no verdict."""
+    import re
+
+    from ckptlint.discovery import patches, wrappers
+    from ckptlint.rules import _ddp_scope
+
+    call_re = re.compile(r"\b(?:checkpoint|checkpoint_sequential|_gradient_checkpointing_func)\s*\(")
+    for text in ("checkpoint(f, x)", "checkpoint_sequential (m, 2, x)", "self._gradient_checkpointing_func(\n  f)",
+                 "checkpoint\t(f)", "y = ckpt(x)"):
+        gated = any(needle in text for needle in wrappers._CALL_NEEDLES)
+        assert gated or call_re.search(text) is None, text
+    for text in ("DDP(model)", "DistributedDataParallel (m)", "Trainer(strategy='ddp')", "DDPStrategy(x)", "nothing here"):
+        assert _ddp_scope.mentions_ddp_wrap(text) == (_ddp_scope._TEXT.search(text) is not None), text
+    for text in ("torch.utils.checkpoint.checkpoint = f", "checkpoint=partial(g)", "x = checkpoint(f)", "cp.checkpoint\t= f"):
+        assert patches.mentions_patch(text) == (patches._LINE.search(text) is not None), text
+
+
 def test_cross_file_finding_and_dependencies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     _write(tmp_path, {"pkg/__init__.py": "", "pkg/model.py": MODEL, "pkg/blocks.py": BLOCKS})
