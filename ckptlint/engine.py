@@ -262,7 +262,9 @@ class _FileAnalysis:
                 self._member(item)
                 continue
             analyzer.nulled = gc_layer_nulled(self.project, item.ref.cls) if item.via == "GradientCheckpointingLayer" else frozenset()
-            analyzer.run(item.ref, item.inputs, memo_extra=(item.preserve_rng_state, analyzer.nulled))
+            # What the layer's wrapper sets to None/False is false in its branches (``if use_cache:``).
+            analyzer.run(item.ref, item.inputs, memo_extra=(item.preserve_rng_state, analyzer.nulled),
+                         consts=frozenset((name, False) for name in analyzer.nulled))
         self.current = None
 
     def _member(self, item: CheckedCallable) -> None:

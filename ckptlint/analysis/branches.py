@@ -89,12 +89,17 @@ class BranchesMixin:
             positional = positional[1:]
         positional = positional[ref.partial_positional :]
         out: dict[str, bool] = {}
-        if any(star for _, _, _, star in args):
-            return out
+        # With ``*args``/``**kwargs`` at the call, only what it spells out by keyword (and the
+        # positions before the first star) is fixed: a default may be overridden by the star.
+        starred = any(star for _, _, _, star in args)
         given: dict[str, cst.BaseExpression] = {}
         i = 0
-        for keyword, value, _, _ in args:
-            if keyword is None:
+        for keyword, value, _, star in args:
+            if star == "*":
+                i = len(positional)
+            elif star:
+                continue
+            elif keyword is None:
                 if i < len(positional):
                     given[positional[i].name.value] = value
                 i += 1
@@ -102,7 +107,7 @@ class BranchesMixin:
                 given[keyword] = value
         for param in (*positional, *p.kwonly_params):
             name = param.name.value
-            value = given.get(name, param.default)
+            value = given.get(name, None if starred else param.default)
             if value is None:
                 continue
             known = literal_truth(value)

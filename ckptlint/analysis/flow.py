@@ -78,9 +78,12 @@ class FlowAnalyzer:
 
     # -- entry -------------------------------------------------------------------------
 
-    def run(self, ref: CallableRef, inputs: frozenset[str], chain: tuple[str, ...] = (), depth: int = 0, memo_extra: object = None) -> None:
+    def run(
+        self, ref: CallableRef, inputs: frozenset[str], chain: tuple[str, ...] = (), depth: int = 0, memo_extra: object = None,
+        consts: frozenset[tuple[str, bool]] = frozenset(),
+    ) -> None:
         taint = {name: name for name in inputs}
-        self._run(ref, taint, (*chain, ref.name), depth, memo_extra)
+        self._run(ref, taint, (*chain, ref.name), depth, memo_extra, consts=consts)
 
     def _run(
         self, ref: CallableRef, taint: dict[str, str], chain: tuple[str, ...], depth: int, memo_extra: object,
