@@ -55,6 +55,10 @@ class _FunctionState:
         self.local_imports: dict[str, list[str]] = {}
 
 
+_INERT_EXPRS = frozenset({cst.Lambda, cst.SimpleString, cst.Integer, cst.Float, cst.Name})
+_COMPREHENSIONS = frozenset({cst.ListComp, cst.SetComp, cst.GeneratorExp, cst.DictComp})
+
+
 class FlowAnalyzer:
     """Walks checked functions and their helpers, emitting events."""
 
@@ -318,14 +322,17 @@ class _Walker(RootsMixin, BranchesMixin, CallsMixin):
     # -- expressions -----------------------------------------------------------------------
 
     def expr(self, node: cst.CSTNode, top: cst.CSTNode) -> None:
-        if isinstance(node, cst.Lambda) or isinstance(node, (cst.SimpleString, cst.Integer, cst.Float, cst.Name)):
+        # ``type(node) in``: libcst's node classes are ABCs (an isinstance runs Python code), and
+        # these concrete classes have no subclasses.
+        kind = type(node)
+        if kind in _INERT_EXPRS:
             return
-        if isinstance(node, (cst.ListComp, cst.SetComp, cst.GeneratorExp, cst.DictComp)):
-            self.comprehension(node)
+        if kind in _COMPREHENSIONS:
+            self.comprehension(node)  # type: ignore[arg-type]
             return
-        if isinstance(node, cst.NamedExpr):
-            self.expr(node.value, top)
-            self.bind(node.target, self.alias_origin(node.value), node.value)
+        if kind is cst.NamedExpr:
+            self.expr(node.value, top)  # type: ignore[attr-defined]
+            self.bind(node.target, self.alias_origin(node.value), node.value)  # type: ignore[attr-defined]
             return
         if isinstance(node, cst.IfExp):
             self.expr(node.test, top)

@@ -36,16 +36,47 @@ def _fields(cls: type) -> tuple[str, ...]:
     return names
 
 
+# What a field value's type is, decided once per type: libcst's node classes are ABCs, and an
+# ``isinstance`` against one runs ``ABCMeta.__instancecheck__`` in Python (4% of a cold run).
+_CHILD, _SEQUENCE, _OTHER = 1, 2, 0
+_KINDS: dict[type, int] = {}
+_ELEMENTS: dict[type, bool] = {}
+
+
+def _kind(cls: type) -> int:
+    kind = _KINDS.get(cls)
+    if kind is None:
+        if issubclass(cls, cst.CSTNode):
+            kind = _CHILD if not issubclass(cls, _LEAVES) or issubclass(cls, cst.Name) else _OTHER
+        else:
+            kind = _SEQUENCE if issubclass(cls, (list, tuple)) else _OTHER
+        _KINDS[cls] = kind
+    return kind
+
+
+def _element(cls: type) -> bool:
+    keep = _ELEMENTS.get(cls)
+    if keep is None:
+        keep = _ELEMENTS[cls] = issubclass(cls, cst.CSTNode) and not issubclass(cls, (cst.EmptyLine, cst.Comment, cst.Newline))
+    return keep
+
+
 def iter_children(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
     """Child nodes that can hold code (formatting nodes and leaves skipped)."""
+    kinds, elements = _KINDS, _ELEMENTS
     for name in _fields(type(node)):
         value = getattr(node, name)
-        if isinstance(value, cst.CSTNode):
-            if not isinstance(value, _LEAVES) or isinstance(value, cst.Name):
-                yield value
-        elif isinstance(value, (list, tuple)):
+        kind = kinds.get(type(value))
+        if kind is None:
+            kind = _kind(type(value))
+        if kind == _CHILD:
+            yield value
+        elif kind == _SEQUENCE:
             for el in value:
-                if isinstance(el, cst.CSTNode) and not isinstance(el, (cst.EmptyLine, cst.Comment, cst.Newline)):
+                keep = elements.get(type(el))
+                if keep is None:
+                    keep = _element(type(el))
+                if keep:
                     yield el
 
 
