@@ -35,7 +35,9 @@ _DECORATOR = re.compile(
     r"(?:[ \t]*@[^\n]*\n)*[ \t]*class[ \t]+(?P<cls>\w+)",
     re.MULTILINE,
 )
-_CALL = re.compile(r"(?:\w+\.)*(\w+)\.register_module\((?P<args>[^)]*\bmodule[ \t]*=[ \t]*(?P<cls>\w+)[^)]*)\)")
+# ``(\w+)`` is the name right before ``.register_module(`` (a ``(?:\w+\.)*`` prefix found the same
+# name after backtracking at every position: 0.25 s over timm's 34 files that mention ``.register``).
+_CALL = re.compile(r"(\w+)\.register_module\((?P<args>[^)]*\bmodule[ \t]*=[ \t]*(?P<cls>\w+)[^)]*)\)")
 _NAME_ARG = re.compile(r"""(?:\bname[ \t]*=[ \t]*)?(?P<q>['"])(?P<name>[\w.\-]+)(?P=q)""")
 _BUILD_FROM_CFG = ("build_from_cfg",)
 
@@ -130,7 +132,7 @@ class Registries:
         for path, text in self.project.files_matching(lambda text: ".register" in text):
             for m in _DECORATOR.finditer(text):
                 _add(index, m.group(1), m.group("args"), m.group("cls"), path)
-            for m in _CALL.finditer(text):
+            for m in _CALL.finditer(text) if "register_module(" in text else ():
                 _add(index, m.group(1), m.group("args"), m.group("cls"), path)
         memo["index"] = index
         return index
