@@ -136,11 +136,9 @@ def may_reach_checkpoint(source: str, options: EngineOptions = EngineOptions()) 
     pattern = _prefilter(options)
     if options.checkpoint_functions:
         return pattern.search(source) is not None
-    # Every other base trigger holds "checkpoint" (or is find_unused_parameters): the regex runs only
+    # Every other base trigger holds "checkpoint" (find_unused_parameters is a literal, above): the regex runs only
     # around its occurrences (docstrings mention checkpoints everywhere; the alternation over a
     # 250 kB file costs 14 ms). ``pos``/``endpos`` keep ``\b`` reading the real text before a window.
-    if "find_unused_parameters" in source:
-        return True
     i = source.find("checkpoint")
     while i != -1:
         # A match starting up to _WINDOW after ``i`` ends within the window; the next one is searched from there.

@@ -161,8 +161,9 @@ class _Walker(RootsMixin, BranchesMixin, CallsMixin):
         return dict(s.taint), set(s.fresh), dict(s.consts), set(s.self_alias)
 
     def _restore(self, snap: tuple[dict[str, str], set[str], dict[str, bool], set[str]]) -> None:
+        """Back to ``snap`` (a snapshot taken for this and used by nobody else: no copy)."""
         s = self.s
-        s.taint, s.fresh, s.consts, s.self_alias = dict(snap[0]), set(snap[1]), dict(snap[2]), set(snap[3])
+        s.taint, s.fresh, s.consts, s.self_alias = snap
 
     def _join(self, other: tuple[dict[str, str], set[str], dict[str, bool], set[str]]) -> None:
         """May-alias join of two arms: aliased (or owned by self) in either, fresh / constant in both."""

@@ -15,7 +15,7 @@ functions are followed with their arguments bound
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import libcst as cst
 
@@ -149,21 +149,19 @@ class Sequences:
         if isinstance(expr, (cst.ListComp, cst.GeneratorExp, cst.SetComp)):
             return [(expr.elt, fr)]
         if isinstance(expr, cst.Name) and fr.env is not None:
-            key = (expr.value, id(fr.env), id(fr.instance), -1)
-            if key in self._active_names:
-                return []
-            self._active_names.add(key)
-            try:
-                out = []
+            env = fr.env
+
+            def items() -> list[Source]:
+                out: list[Source] = []
                 for value, vfr in self.sources(expr.value, fr, depth + 1):
                     if value is not expr:
                         out.extend(self.element_sources(value, vfr, depth + 1))
-                for value, star in fr.env.appended.get(expr.value, ()):
+                for value, star in env.appended.get(expr.value, ()):
                     out.extend(self.element_sources(value, fr, depth + 1) if star else [(value, fr)])
-                out.extend(fr.env.bound_star.get(expr.value, ()))
+                out.extend(env.bound_star.get(expr.value, ()))
                 return out
-            finally:
-                self._active_names.discard(key)
+
+            return self._unless_under_way((expr.value, id(env), id(fr.instance), -1), items)
         if isinstance(expr, cst.BinaryOperation) and isinstance(expr.operator, (cst.Add, cst.Multiply)):
             return self.element_sources(expr.left, fr, depth + 1) + self.element_sources(expr.right, fr, depth + 1)
         if isinstance(expr, cst.IfExp):
@@ -195,6 +193,17 @@ class Sequences:
                 out.extend(self.element_sources(ret, rfr, depth + 1))
         return out
 
+    def _unless_under_way(self, key: tuple[str, int, int, int], compute: Callable[[], list[Source]]) -> list[Source]:
+        """``compute()``, or nothing when the same lookup (a local's items, or its position ``k``) is
+        already under way: ``x = x if c else d`` refers back to itself."""
+        if key in self._active_names:
+            return []
+        self._active_names.add(key)
+        try:
+            return compute()
+        finally:
+            self._active_names.discard(key)
+
     def position_sources(self, expr: cst.BaseExpression, fr: Frame, k: int, depth: int = 0) -> list[Source]:
         """Expressions position ``k`` of the tuple ``expr`` may be."""
         if depth > _MAX_SEQ_DEPTH:
@@ -207,18 +216,13 @@ class Sequences:
                     return [(el.value, fr)]
             return []
         if isinstance(expr, cst.Name) and fr.env is not None:
-            key = (expr.value, id(fr.env), id(fr.instance), k)
-            if key in self._active_names:
-                return []
-            self._active_names.add(key)
-            try:
-                out: list[Source] = []
-                for value, vfr in self.sources(expr.value, fr, depth + 1):
-                    if value is not expr:
-                        out.extend(self.position_sources(value, vfr, k, depth + 1))
-                return out
-            finally:
-                self._active_names.discard(key)
+            return self._unless_under_way(
+                (expr.value, id(fr.env), id(fr.instance), k),
+                lambda: [
+                    src for value, vfr in self.sources(expr.value, fr, depth + 1) if value is not expr
+                    for src in self.position_sources(value, vfr, k, depth + 1)
+                ],
+            )
         if isinstance(expr, cst.IfExp):
             return self.position_sources(expr.body, fr, k, depth + 1) + self.position_sources(expr.orelse, fr, k, depth + 1)
         if isinstance(expr, (cst.ListComp, cst.GeneratorExp)):  # ``[x for _ in range(n)]``: x at every position

@@ -94,7 +94,7 @@ class Tables(Sequences):
         dead: set[str] = set()
         if init is not None and inst.call is not None and inst.frame is not None:
             env = self.env_of(init.node, first_param(init.node))
-            bound = bind(env, init.node, inst.call, inst.frame, skip_self=True, preset=inst.preset)
+            bound = _bind_construction(env, init.node, inst)
             fr = Frame(init.module, bound if bound is not None else env, init.cls, inst)
             dead = _dead_registrations(init.node, fr)
             for call in _super_init_calls(init.node):  # ``super().__init__(conv, bn, act)``
@@ -175,9 +175,9 @@ class Tables(Sequences):
         env = self.env_of(init.node, first_param(init.node))
         if instance is None or instance.call is None or instance.frame is None:
             return init.cls, env
-        key = (id(init.node), id(instance.call), id(instance.frame.env), *(id(v) for _, v, _ in instance.preset))
+        key = _construction_key(init.node, instance)
         if key not in self._init_envs:
-            self._init_envs[key] = bind(env, init.node, instance.call, instance.frame, skip_self=True, preset=instance.preset)
+            self._init_envs[key] = _bind_construction(env, init.node, instance)
         return init.cls, self._init_envs[key] or env
 
     def _instance_table(self, cls: ClassInfo, instance: Instance) -> dict[str, list[Instance]] | None:
@@ -185,11 +185,11 @@ class Tables(Sequences):
         init = cls.methods.get("__init__")
         if init is None or instance.call is None or instance.frame is None or instance.cls is not cls:
             return None
-        key = (id(cls.node), id(instance.call), id(instance.frame.env), *(id(v) for _, v, _ in instance.preset))
+        key = _construction_key(cls.node, instance)
         if key in self._bound_tables:
             return self._bound_tables[key]
         self._bound_tables[key] = None  # recursion guard: the class table meanwhile
-        env = bind(self.env_of(init, first_param(init)), init, instance.call, instance.frame, skip_self=True, preset=instance.preset)
+        env = _bind_construction(self.env_of(init, first_param(init)), init, instance)
         if env is None or self.budget <= 0:
             return None
         self.budget -= 1
@@ -229,6 +229,18 @@ class Tables(Sequences):
                 dynamic.extend(self.instances_in(e, fr, 1))
         if dynamic:
             table["*"] = table.get("*", []) + dynamic
+
+
+def _construction_key(node: cst.CSTNode, inst: Instance) -> tuple[int, ...]:
+    """One constructed object's memo key: its class (or ``__init__``), call, scope and partial keywords."""
+    assert inst.frame is not None
+    return (id(node), id(inst.call), id(inst.frame.env), *(id(v) for _, v, _ in inst.preset))
+
+
+def _bind_construction(env: Env, init: cst.FunctionDef, inst: Instance) -> Env | None:
+    """``__init__``'s scope with the object's constructor call (and its ``partial`` keywords) bound."""
+    assert inst.call is not None and inst.frame is not None
+    return bind(env, init, inst.call, inst.frame, skip_self=True, preset=inst.preset)
 
 
 def _dead_registrations(init: cst.FunctionDef, fr: Frame) -> set[str]:
